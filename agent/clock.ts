@@ -1,0 +1,94 @@
+/**
+ * Time source for everything that measures durations or schedules work.
+ *
+ * Rates, timeouts, dwell and backoff use `monoMs()` (monotonic: never jumps when NTP steps the wall
+ * clock, which happens after every boot on a Raspberry Pi without an RTC). `wallMs()` is only for the
+ * timestamps a human or InfluxDB reads. Injected everywhere so replay and tests run on virtual time.
+ */
+export interface Clock {
+  /** Monotonic milliseconds; arbitrary origin. */
+  monoMs(): number;
+  /** Wall-clock milliseconds since the Unix epoch. */
+  wallMs(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle | undefined): void;
+}
+
+export type TimerHandle = { readonly __timer: unique symbol } | object;
+
+export const systemClock: Clock = {
+  monoMs: () => performance.now(),
+  wallMs: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, Math.max(0, ms));
+    return t as unknown as TimerHandle;
+  },
+  clearTimeout: (h) => {
+    if (h !== undefined) clearTimeout(h as unknown as NodeJS.Timeout);
+  },
+};
+
+interface VirtualTimer {
+  at: number;
+  seq: number;
+  fn: () => void;
+}
+
+/**
+ * A clock that only moves when told to. `advance(ms)` fires due timers in time order, so code that
+ * schedules work runs deterministically and as fast as the CPU allows.
+ */
+export class VirtualClock implements Clock {
+  private mono: number;
+  private wallOffset: number;
+  private seq = 0;
+  private timers = new Set<VirtualTimer>();
+
+  constructor(opts: { startMonoMs?: number; startWallMs?: number } = {}) {
+    this.mono = opts.startMonoMs ?? 0;
+    this.wallOffset = (opts.startWallMs ?? Date.UTC(2026, 0, 1)) - this.mono;
+  }
+
+  monoMs(): number {
+    return this.mono;
+  }
+
+  wallMs(): number {
+    return this.mono + this.wallOffset;
+  }
+
+  /** Steps the wall clock (as NTP does) without touching monotonic time. */
+  stepWall(deltaMs: number): void {
+    this.wallOffset += deltaMs;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const t: VirtualTimer = { at: this.mono + Math.max(0, ms), seq: this.seq++, fn };
+    this.timers.add(t);
+    return t;
+  }
+
+  clearTimeout(handle: TimerHandle | undefined): void {
+    if (handle) this.timers.delete(handle as VirtualTimer);
+  }
+
+  /** Moves time forward by `ms`, firing every timer that falls due, in order. */
+  advance(ms: number): void {
+    const target = this.mono + ms;
+    for (;;) {
+      let next: VirtualTimer | undefined;
+      for (const t of this.timers) {
+        if (t.at <= target && (!next || t.at < next.at || (t.at === next.at && t.seq < next.seq))) next = t;
+      }
+      if (!next) break;
+      this.timers.delete(next);
+      this.mono = Math.max(this.mono, next.at);
+      next.fn();
+    }
+    this.mono = target;
+  }
+
+  pendingTimers(): number {
+    return this.timers.size;
+  }
+}

@@ -1,0 +1,336 @@
+/**
+ * Loads, validates and resolves the configuration. Every problem is collected and reported at once,
+ * each with its path (`buses[0].devices[2].points[1].type: expected one of …`); nothing starts on a
+ * bad config. Schema errors come first; cross-reference checks (ids, units, zones) run once the
+ * shapes are right, because they cannot be trusted on a malformed tree.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { RackguardError } from '../errors.js';
+import { bundledProfilesDir } from '../paths.js';
+import { configSchema, profileSchema, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
+import {
+  defaultInterFrameGapMs,
+  type BusDef,
+  type Config,
+  type DeviceDef,
+  type ModbusPointDef,
+  type PointDef,
+  type StreamPointDef,
+} from './model.js';
+
+export class ConfigError extends RackguardError {
+  readonly problems: string[];
+  constructor(source: string, problems: string[]) {
+    super('E_CONFIG_INVALID', `${source}: invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
+}
+
+export interface LoadOptions {
+  /** Directories searched for `<profile>.yaml`, before the bundled config/profiles. */
+  profileDirs?: string[];
+}
+
+export function loadConfigFile(file: string, opts: LoadOptions = {}): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new RackguardError('E_CONFIG_READ', `${file}: cannot read configuration: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConfig(text, file, { ...opts, baseDir: dirname(resolve(file)) });
+}
+
+export function parseConfig(text: string, source: string, opts: LoadOptions & { baseDir?: string } = {}): Config {
+  const raw = parseYaml(text, source);
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(source, formatIssues(parsed.error.issues));
+  const dirs = [...(opts.profileDirs ?? [])];
+  if (parsed.data.profilesDir) dirs.push(isAbsolute(parsed.data.profilesDir) ? parsed.data.profilesDir : join(opts.baseDir ?? process.cwd(), parsed.data.profilesDir));
+  dirs.push(bundledProfilesDir());
+  const problems: string[] = [];
+  const config = resolveConfig(parsed.data, source, new ProfileStore(dirs), problems);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return deepFreeze(config);
+}
+
+function parseYaml(text: string, source: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      return `${pos ? `line ${pos.line}, column ${pos.col}` : 'YAML'}: ${e.message.split('\n')[0]}`;
+    });
+    throw new ConfigError(source, problems);
+  }
+  return doc.toJS();
+}
+
+/** `['buses', 0, 'devices', 2]` → `buses[0].devices[2]`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? String(p) : `.${String(p)}`;
+  return out || '(root)';
+}
+
+function describeReceived(input: unknown): string {
+  if (input === undefined) return 'nothing';
+  if (input === null) return 'null';
+  if (Array.isArray(input)) return 'a list';
+  if (typeof input === 'object') return 'a mapping';
+  if (typeof input === 'string') return `"${input}"`;
+  return `${typeof input} ${String(input)}`;
+}
+
+export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  const out: string[] = [];
+  for (const issue of issues) {
+    const where = formatPath(issue.path);
+    const input = (issue as { input?: unknown }).input;
+    switch (issue.code) {
+      case 'invalid_value':
+        out.push(
+          issue.values.length === 1
+            ? `${where}: expected ${JSON.stringify(issue.values[0])}, got ${describeReceived(input)}`
+            : `${where}: expected one of ${issue.values.map(String).join(', ')}, got ${describeReceived(input)}`,
+        );
+        break;
+      case 'invalid_type':
+        out.push(input === undefined ? `${where}: required (${issue.expected})` : `${where}: expected ${issue.expected}, got ${describeReceived(input)}`);
+        break;
+      case 'unrecognized_keys':
+        for (const k of issue.keys) out.push(`${formatPath([...issue.path, k])}: unknown field`);
+        break;
+      case 'too_small':
+        out.push(
+          issue.origin === 'array'
+            ? `${where}: needs at least ${String(issue.minimum)} item${issue.minimum === 1 ? '' : 's'}`
+            : issue.origin === 'string'
+              ? `${where}: must not be empty`
+              : `${where}: must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}, got ${describeReceived(input)}`,
+        );
+        break;
+      case 'too_big':
+        out.push(`${where}: must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}, got ${describeReceived(input)}`);
+        break;
+      case 'invalid_union': {
+        const disc = (issue as { note?: string }).note;
+        if (disc === 'No matching discriminator') out.push(`${formatPath([...issue.path, 'type'])}: expected one of serial, tcp, serial-stream, got ${describeReceived((input as Record<string, unknown> | undefined)?.type)}`);
+        else out.push(...issue.errors.flatMap((branch) => formatIssues(branch)).map((m) => m));
+        break;
+      }
+      default:
+        out.push(`${where}: ${issue.message}`);
+    }
+  }
+  return out;
+}
+
+class ProfileStore {
+  private cache = new Map<string, Profile | string>();
+  constructor(private readonly dirs: string[]) {}
+
+  /** The profile, or a message saying why it cannot be had. */
+  get(name: string): Profile | string {
+    let hit = this.cache.get(name);
+    if (hit === undefined) {
+      hit = this.load(name);
+      this.cache.set(name, hit);
+    }
+    return hit;
+  }
+
+  private load(name: string): Profile | string {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..')) return `invalid profile name "${name}"`;
+    for (const dir of this.dirs) {
+      const file = join(dir, `${name}.yaml`);
+      if (!existsSync(file)) continue;
+      let raw: unknown;
+      try {
+        raw = parseDocument(readFileSync(file, 'utf8')).toJS();
+      } catch (err) {
+        return `profile "${name}" (${file}) cannot be read: ${(err as Error).message}`;
+      }
+      const parsed = profileSchema.safeParse(raw);
+      if (!parsed.success) return `profile "${name}" (${file}) is invalid: ${formatIssues(parsed.error.issues).join('; ')}`;
+      return parsed.data;
+    }
+    return `unknown profile "${name}" (looked in ${this.dirs.join(', ')})`;
+  }
+}
+
+const REGISTER_WIDTH: Record<ModbusPointConfig['type'], number> = { int16: 1, uint16: 1, int32: 2, uint32: 2, float32: 2, bool: 1, bit: 1 };
+
+function checkPoint(p: ModbusPointConfig, where: string, problems: string[]): void {
+  const bitTable = p.table === 'coil' || p.table === 'discrete';
+  if (bitTable && p.type !== 'bool') problems.push(`${where}.type: a ${p.table} point must be bool, got ${p.type}`);
+  if (p.type === 'bit' && p.bit === undefined) problems.push(`${where}.bit: required for type bit`);
+  if (p.type !== 'bit' && p.bit !== undefined) problems.push(`${where}.bit: only allowed with type bit`);
+  const width = bitTable ? 1 : REGISTER_WIDTH[p.type];
+  if (p.address + width > 65536) problems.push(`${where}.address: ${p.type} at ${p.address} runs past register 65535`);
+}
+
+function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore, problems: string[]): Config {
+  const points = new Map<string, PointDef>();
+  const deviceWhere = new Map<string, string>();
+  const pathWhere = new Map<string, string>();
+  const buses: BusDef[] = [];
+
+  const claimDevice = (devId: string, where: string): void => {
+    const prev = deviceWhere.get(devId);
+    if (prev) problems.push(`${where}.id: duplicate device id "${devId}" (also at ${prev})`);
+    else deviceWhere.set(devId, where);
+  };
+
+  cfg.buses.forEach((bus, bi) => {
+    const busWhere = `buses[${bi}]`;
+    if (bus.reopenMaxMs < bus.reopenInitialMs) problems.push(`${busWhere}.reopenMaxMs: must be ≥ reopenInitialMs (${bus.reopenInitialMs})`);
+    if (bus.type !== 'tcp') {
+      const prev = pathWhere.get(bus.path);
+      if (prev) problems.push(`${busWhere}.path: "${bus.path}" is already used by ${prev}`);
+      else pathWhere.set(bus.path, busWhere);
+    }
+    if (cfg.buses.findIndex((b) => b.id === bus.id) !== bi) problems.push(`${busWhere}.id: duplicate bus id "${bus.id}"`);
+
+    if (bus.type === 'serial-stream') {
+      claimDevice(bus.id, busWhere);
+      let groups: Set<string> | undefined;
+      try {
+        const re = new RegExp(bus.pattern);
+        groups = new Set([...bus.pattern.matchAll(/\(\?<([A-Za-z_][A-Za-z0-9_]*)>/g)].map((m) => m[1]!));
+        void re;
+      } catch (err) {
+        problems.push(`${busWhere}.pattern: invalid regular expression: ${(err as Error).message}`);
+      }
+      const pts: StreamPointDef[] = [];
+      bus.points.forEach((p, pi) => {
+        const pid = `${bus.id}.${p.name}`;
+        const where = `${busWhere}.points[${pi}]`;
+        if (groups && !groups.has(p.group)) problems.push(`${where}.group: pattern has no named group "${p.group}"`);
+        if (points.has(pid)) problems.push(`${where}.name: duplicate point id "${pid}"`);
+        const def: StreamPointDef = { ...p, id: pid, deviceId: bus.id };
+        points.set(pid, def);
+        pts.push(def);
+      });
+      buses.push({ ...bus, points: pts });
+      return;
+    }
+
+    const unitWhere = new Map<number, string>();
+    const devices: DeviceDef[] = [];
+    bus.devices.forEach((dev, di) => {
+      const where = `${busWhere}.devices[${di}]`;
+      claimDevice(dev.id, where);
+      let profile: Profile | undefined;
+      if (dev.profile !== undefined) {
+        const got = profiles.get(dev.profile);
+        if (typeof got === 'string') problems.push(`${where}.profile: ${got}`);
+        else profile = got;
+      }
+      if (!dev.profile && dev.points.length === 0) problems.push(`${where}: needs a profile or at least one point`);
+      const unitId = dev.unitId ?? profile?.defaults.unitId;
+      if (unitId === undefined) problems.push(`${where}.unitId: required (no profile default)`);
+      else if (bus.type === 'serial' && (unitId < 1 || unitId > 247)) problems.push(`${where}.unitId: must be 1–247 on a serial line, got ${unitId}`);
+      else {
+        const prev = unitWhere.get(unitId);
+        if (prev) problems.push(`${where}.unitId: unit ${unitId} is already used on this bus by ${prev}`);
+        else unitWhere.set(unitId, `${where} ("${dev.id}")`);
+      }
+      if (dev.backoffMaxMs < (dev.backoffInitialMs ?? dev.pollIntervalMs) && dev.backoffInitialMs !== undefined) {
+        problems.push(`${where}.backoffMaxMs: must be ≥ backoffInitialMs (${dev.backoffInitialMs})`);
+      }
+
+      // Profile points first; an inline point with the same name replaces the profile's (calibration).
+      const merged = new Map<string, { p: ModbusPointConfig; where: string }>();
+      profile?.points.forEach((p, pi) => merged.set(p.name, { p, where: `profile "${dev.profile}" points[${pi}]` }));
+      const inlineNames = new Set<string>();
+      dev.points.forEach((p, pi) => {
+        const pw = `${where}.points[${pi}]`;
+        if (inlineNames.has(p.name)) problems.push(`${pw}.name: duplicate point id "${dev.id}.${p.name}"`);
+        inlineNames.add(p.name);
+        merged.set(p.name, { p, where: pw });
+      });
+      const pts: ModbusPointDef[] = [];
+      for (const { p, where: pw } of merged.values()) {
+        checkPoint(p, pw, problems);
+        const def: ModbusPointDef = { ...p, id: `${dev.id}.${p.name}`, deviceId: dev.id };
+        if (points.has(def.id)) problems.push(`${pw}.name: duplicate point id "${def.id}"`);
+        points.set(def.id, def);
+        pts.push(def);
+      }
+      devices.push({
+        id: dev.id,
+        busId: bus.id,
+        unitId: unitId ?? 0,
+        ...(dev.profile !== undefined ? { profile: dev.profile } : {}),
+        pollIntervalMs: dev.pollIntervalMs,
+        timeoutMs: dev.timeoutMs,
+        maxReadRegisters: dev.maxReadRegisters,
+        maxGapRegisters: dev.maxGapRegisters,
+        backoffInitialMs: dev.backoffInitialMs ?? dev.pollIntervalMs,
+        backoffMaxMs: Math.max(dev.backoffMaxMs, dev.backoffInitialMs ?? dev.pollIntervalMs),
+        points: pts,
+      });
+    });
+    if (bus.type === 'serial') {
+      buses.push({
+        ...bus,
+        interFrameGapMs: bus.interFrameGapMs ?? defaultInterFrameGapMs(bus.baudRate, bus.dataBits, bus.parity, bus.stopBits),
+        devices,
+      });
+    } else {
+      buses.push({ ...bus, devices });
+    }
+  });
+
+  const zoneIds = new Set<string>();
+  cfg.zones.forEach((zone, zi) => {
+    if (zoneIds.has(zone.id)) problems.push(`zones[${zi}].id: duplicate zone id "${zone.id}"`);
+    zoneIds.add(zone.id);
+    const seen = new Set<string>();
+    zone.sensors.forEach((s, si) => {
+      const p = points.get(s);
+      if (!p) problems.push(`zones[${zi}].sensors[${si}]: unknown point "${s}"`);
+      else if (p.kind !== 'temperature') problems.push(`zones[${zi}].sensors[${si}]: point "${s}" is not a temperature point (kind: ${p.kind})`);
+      if (seen.has(s)) problems.push(`zones[${zi}].sensors[${si}]: "${s}" is listed twice`);
+      seen.add(s);
+    });
+  });
+
+  const chillerIds = new Set<string>();
+  cfg.chillers.forEach((ch, ci) => {
+    if (chillerIds.has(ch.id)) problems.push(`chillers[${ci}].id: duplicate chiller id "${ch.id}"`);
+    chillerIds.add(ch.id);
+    for (const field of ['running', 'alarm', 'supplyTemp', 'returnTemp'] as const) {
+      const pid = ch[field];
+      if (pid !== undefined && !points.has(pid)) problems.push(`chillers[${ci}].${field}: unknown point "${pid}"`);
+    }
+    ch.zones.forEach((z, zi) => {
+      if (!zoneIds.has(z)) problems.push(`chillers[${ci}].zones[${zi}]: unknown zone "${z}"`);
+    });
+  });
+
+  return {
+    version: cfg.version,
+    site: cfg.site,
+    gateway: cfg.gateway,
+    logging: cfg.logging,
+    buses,
+    zones: cfg.zones,
+    chillers: cfg.chillers,
+    points,
+    source,
+  };
+}
+
+function deepFreeze<T>(obj: T): T {
+  if (obj && typeof obj === 'object' && !Object.isFrozen(obj)) {
+    Object.freeze(obj);
+    if (obj instanceof Map) for (const v of obj.values()) deepFreeze(v);
+    else for (const v of Object.values(obj)) deepFreeze(v);
+  }
+  return obj;
+}

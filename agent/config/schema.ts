@@ -1,0 +1,209 @@
+/**
+ * The configuration schema: the single source of truth for types, defaults and validation.
+ * Units are in the names (`timeoutMs`, `windowS`). Every field is documented in
+ * config/rackguard.example.yaml.
+ */
+import { z } from 'zod';
+
+export const CONFIG_VERSION = 1;
+
+const id = z
+  .string()
+  .regex(/^[A-Za-z0-9_][A-Za-z0-9_-]*$/, { message: 'expected letters, digits, "_" or "-" (no dots or spaces)' });
+
+export const POINT_TYPES = ['int16', 'uint16', 'int32', 'uint32', 'float32', 'bool', 'bit'] as const;
+export const WORD_ORDERS = ['ABCD', 'CDAB', 'BADC', 'DCBA'] as const;
+export const TABLES = ['holding', 'input', 'coil', 'discrete'] as const;
+export const POINT_KINDS = ['temperature', 'humidity', 'running', 'alarm', 'other'] as const;
+
+const range = z
+  .object({ min: z.number(), max: z.number() })
+  .strict()
+  .refine((r) => r.min < r.max, { message: 'min must be below max' });
+
+/** Fields shared by Modbus points and ASCII-stream points: how a raw number becomes a sample. */
+const valueFields = {
+  /** Engineering value = raw × scale + offset. */
+  scale: z.number().default(1),
+  offset: z.number().default(0),
+  unit: z.string().default(''),
+  /** What the value measures; detection uses temperature points and chiller status points. */
+  kind: z.enum(POINT_KINDS).default('other'),
+  /** Decoded values outside this range get quality out_of_range and no value. */
+  validRange: range.optional(),
+  /** A good value that has not changed for this long is flagged stale (a frozen sensor). */
+  frozenAfterS: z.number().positive().optional(),
+};
+
+export const modbusPointSchema = z
+  .object({
+    /** Local name; the point's id is `<device id>.<name>`. */
+    name: id,
+    table: z.enum(TABLES),
+    address: z.int().min(0).max(65535),
+    type: z.enum(POINT_TYPES),
+    /** Bit index (0 = least significant) for type `bit`. */
+    bit: z.int().min(0).max(15).optional(),
+    /** Register order for 32-bit types; A is the most significant byte. */
+    wordOrder: z.enum(WORD_ORDERS).default('ABCD'),
+    /** Raw register values that mean "sensor fault" (for example 0x7FFF): quality sensor_fault, no value. */
+    faultValues: z.array(z.int().min(0).max(0xffffffff)).default([]),
+    ...valueFields,
+  })
+  .strict();
+
+const deviceSchema = z
+  .object({
+    id,
+    unitId: z.int().min(0).max(255).optional(),
+    /** Name of a profile in config/profiles (or profilesDir): its points are added to this device. */
+    profile: z.string().min(1).optional(),
+    points: z.array(modbusPointSchema).default([]),
+    pollIntervalMs: z.int().min(1).default(5000),
+    /** Deadline of one request, enforced by the agent itself. */
+    timeoutMs: z.int().min(1).max(60_000).default(500),
+    /** Largest single read, in registers (≤ 125) or bits (≤ 2000). */
+    maxReadRegisters: z.int().min(1).max(125).default(125),
+    /** Unused registers a read may span to merge two points into one request. */
+    maxGapRegisters: z.int().min(0).max(124).default(8),
+    /** After a failed poll the device waits backoffInitialMs, doubling to backoffMaxMs. */
+    backoffInitialMs: z.int().min(1).optional(),
+    backoffMaxMs: z.int().min(1).default(60_000),
+  })
+  .strict();
+
+const reopenFields = {
+  /** A lost port or connection is reopened after reopenInitialMs, doubling to reopenMaxMs. */
+  reopenInitialMs: z.int().min(1).default(500),
+  reopenMaxMs: z.int().min(1).default(30_000),
+};
+
+const serialLineFields = {
+  /** Prefer /dev/serial/by-id/… paths: a replugged USB adapter may come back as another ttyUSBn. */
+  path: z.string().min(1),
+  baudRate: z.int().min(300).max(4_000_000).default(9600),
+  parity: z.enum(['none', 'even', 'odd']).default('none'),
+  dataBits: z.union([z.literal(7), z.literal(8)]).default(8),
+  stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
+};
+
+export const serialBusSchema = z
+  .object({
+    id,
+    type: z.literal('serial'),
+    ...serialLineFields,
+    /** Silence before each request. Default: 3.5 characters, 1.75 ms above 19200 baud (spec §2.5.1.1). */
+    interFrameGapMs: z.number().min(0).optional(),
+    /** Silence after a timeout or bad frame, so a late reply is drained and never taken for the next answer. */
+    recoveryGapMs: z.number().min(0).default(100),
+    ...reopenFields,
+    devices: z.array(deviceSchema).min(1),
+  })
+  .strict();
+
+export const tcpBusSchema = z
+  .object({
+    id,
+    type: z.literal('tcp'),
+    host: z.string().min(1),
+    port: z.int().min(1).max(65535).default(502),
+    connectTimeoutMs: z.int().min(1).default(3000),
+    ...reopenFields,
+    devices: z.array(deviceSchema).min(1),
+  })
+  .strict();
+
+const streamPointSchema = z
+  .object({
+    name: id,
+    /** Named capture group of `pattern` that holds this point's number. */
+    group: z.string().min(1),
+    ...valueFields,
+  })
+  .strict();
+
+/** A sensor that streams ASCII lines (for example the XY-MD02 "common protocol" auto-upload mode). */
+export const streamBusSchema = z
+  .object({
+    id,
+    type: z.literal('serial-stream'),
+    ...serialLineFields,
+    /** Regular expression with named groups, matched against each line. */
+    pattern: z.string().min(1),
+    /** No matching line for this long: every point gets a comm_error sample. */
+    timeoutMs: z.int().min(1).default(10_000),
+    ...reopenFields,
+    points: z.array(streamPointSchema).min(1),
+  })
+  .strict();
+
+export const busSchema = z.discriminatedUnion('type', [serialBusSchema, tcpBusSchema, streamBusSchema]);
+
+export const zoneSchema = z
+  .object({
+    id,
+    /** Point ids (`<device>.<point>`) of the inlet temperature sensors in this zone. */
+    sensors: z.array(z.string().min(1)).min(1),
+  })
+  .strict();
+
+export const chillerSchema = z
+  .object({
+    id,
+    /** Point ids of the chiller's status; any may be omitted. */
+    running: z.string().min(1).optional(),
+    alarm: z.string().min(1).optional(),
+    supplyTemp: z.string().min(1).optional(),
+    returnTemp: z.string().min(1).optional(),
+    /** Zones this chiller cools. */
+    zones: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    version: z.literal(CONFIG_VERSION),
+    site: id.default('site'),
+    gateway: id.default('gateway'),
+    /** Extra directory searched for device profiles before the bundled config/profiles. */
+    profilesDir: z.string().min(1).optional(),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+        /** Log every sample (at info) as well as device health. */
+        samples: z.boolean().default(true),
+        /** Interval of the device-health log line. */
+        healthIntervalS: z.number().positive().default(60),
+      })
+      .strict()
+      .prefault({}),
+    buses: z.array(busSchema).min(1),
+    zones: z.array(zoneSchema).default([]),
+    chillers: z.array(chillerSchema).default([]),
+  })
+  .strict();
+
+export const profileSchema = z
+  .object({
+    name: z.string().min(1),
+    description: z.string().default(''),
+    /** Line settings and unit id the device ships with (documentation and defaults). */
+    defaults: z
+      .object({
+        unitId: z.int().min(0).max(255).optional(),
+        baudRate: z.int().optional(),
+        parity: z.enum(['none', 'even', 'odd']).optional(),
+        dataBits: z.int().optional(),
+        stopBits: z.int().optional(),
+      })
+      .strict()
+      .default({}),
+    points: z.array(modbusPointSchema).min(1),
+  })
+  .strict();
+
+export type RawConfig = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+export type ModbusPointConfig = z.output<typeof modbusPointSchema>;
+export type StreamPointConfig = z.output<typeof streamPointSchema>;
+export type Profile = z.output<typeof profileSchema>;
