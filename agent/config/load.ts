@@ -6,7 +6,7 @@
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { RackguardError } from '../errors.js';
 import { bundledProfilesDir } from '../paths.js';
@@ -44,9 +44,16 @@ export function loadConfigFile(file: string, opts: LoadOptions = {}): Config {
   return parseConfig(text, file, { ...opts, baseDir: dirname(resolve(file)) });
 }
 
+/**
+ * Parses, validates and resolves a configuration text. Throws `ConfigError` (`E_CONFIG_INVALID`)
+ * listing every problem found; returns a deep-frozen `Config` otherwise.
+ * `source` names the text in messages; `baseDir` resolves a relative `profilesDir` (default: cwd).
+ */
 export function parseConfig(text: string, source: string, opts: LoadOptions & { baseDir?: string } = {}): Config {
   const raw = parseYaml(text, source);
-  const parsed = configSchema.safeParse(raw);
+  if (raw === null || raw === undefined) throw new ConfigError(source, ['(root): the file is empty; expected a mapping with at least version and buses']);
+  // reportInput: the messages quote what was found ("got \"int12\""), not only what was expected.
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new ConfigError(source, formatIssues(parsed.error.issues));
   const dirs = [...(opts.profileDirs ?? [])];
   if (parsed.data.profilesDir) dirs.push(isAbsolute(parsed.data.profilesDir) ? parsed.data.profilesDir : join(opts.baseDir ?? process.cwd(), parsed.data.profilesDir));
@@ -58,11 +65,14 @@ export function parseConfig(text: string, source: string, opts: LoadOptions & { 
 }
 
 function parseYaml(text: string, source: string): unknown {
-  const doc = parseDocument(text, { prettyErrors: false });
+  // prettyErrors would append the position and a source excerpt to each message; we want one line
+  // per problem, so positions come from a LineCounter instead (yaml sets no linePos without prettyErrors).
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, lineCounter });
   if (doc.errors.length > 0) {
     const problems = doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      return `${pos ? `line ${pos.line}, column ${pos.col}` : 'YAML'}: ${e.message.split('\n')[0]}`;
+      const pos = lineCounter.linePos(e.pos[0]);
+      return `line ${Math.max(pos.line, 1)}, column ${pos.col}: ${e.message.split('\n')[0]}`;
     });
     throw new ConfigError(source, problems);
   }
@@ -76,15 +86,48 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out || '(root)';
 }
 
+/** What was found, in YAML terms: `"300"` (a string), `300`, `a list`, `a mapping`, `null`. */
 function describeReceived(input: unknown): string {
   if (input === undefined) return 'nothing';
-  if (input === null) return 'null';
+  if (input === null) return 'null (an empty value)';
   if (Array.isArray(input)) return 'a list';
   if (typeof input === 'object') return 'a mapping';
-  if (typeof input === 'string') return `"${input}"`;
-  return `${typeof input} ${String(input)}`;
+  if (typeof input === 'string') return JSON.stringify(input);
+  return String(input);
 }
 
+/** zod's type names in YAML terms. */
+const TYPE_NAMES: Record<string, string> = {
+  number: 'a number',
+  int: 'an integer',
+  string: 'a string',
+  boolean: 'true or false',
+  array: 'a list',
+  object: 'a mapping',
+};
+
+function expectedType(expected: string): string {
+  return TYPE_NAMES[expected] ?? expected;
+}
+
+/** `expected X, got Y`, or `required, expected X` when the field is absent. */
+function expectedGot(where: string, expected: string, input: unknown): string {
+  return input === undefined ? `${where}: required, expected ${expected}` : `${where}: expected ${expected}, got ${describeReceived(input)}`;
+}
+
+function oneOf(values: readonly unknown[]): string {
+  return values.length === 1 ? JSON.stringify(values[0]) : `one of ${values.map(String).join(', ')}`;
+}
+
+/** Issues nested in a union branch carry paths relative to the union; make them absolute. */
+function prefixed(prefix: readonly PropertyKey[], issues: readonly z.core.$ZodIssue[]): z.core.$ZodIssue[] {
+  return issues.map((i) => ({ ...i, path: [...prefix, ...i.path] }) as z.core.$ZodIssue);
+}
+
+/**
+ * One line per zod issue, `<path>: <problem>`, in YAML terms. Parse with `{ reportInput: true }` so
+ * that the messages can say what was found.
+ */
 export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   const out: string[] = [];
   for (const issue of issues) {
@@ -92,14 +135,16 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
     const input = (issue as { input?: unknown }).input;
     switch (issue.code) {
       case 'invalid_value':
-        out.push(
-          issue.values.length === 1
-            ? `${where}: expected ${JSON.stringify(issue.values[0])}, got ${describeReceived(input)}`
-            : `${where}: expected one of ${issue.values.map(String).join(', ')}, got ${describeReceived(input)}`,
-        );
+        out.push(expectedGot(where, oneOf(issue.values), input));
         break;
-      case 'invalid_type':
-        out.push(input === undefined ? `${where}: required (${issue.expected})` : `${where}: expected ${issue.expected}, got ${describeReceived(input)}`);
+      case 'invalid_type': {
+        const quotedNumber = (issue.expected === 'number' || issue.expected === 'int') && typeof input === 'string' && input.trim() !== '' && Number.isFinite(Number(input));
+        out.push(expectedGot(where, expectedType(issue.expected), input) + (quotedNumber ? ' (a string: remove the quotes)' : ''));
+        break;
+      }
+      case 'invalid_format':
+        // Our only string formats are regexes with a message of their own (ids).
+        out.push(`${where}: ${issue.message}, got ${describeReceived(input)}`);
         break;
       case 'unrecognized_keys':
         for (const k of issue.keys) out.push(`${formatPath([...issue.path, k])}: unknown field`);
@@ -117,9 +162,21 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
         out.push(`${where}: must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}, got ${describeReceived(input)}`);
         break;
       case 'invalid_union': {
-        const disc = (issue as { note?: string }).note;
-        if (disc === 'No matching discriminator') out.push(`${formatPath([...issue.path, 'type'])}: expected one of serial, tcp, serial-stream, got ${describeReceived((input as Record<string, unknown> | undefined)?.type)}`);
-        else out.push(...issue.errors.flatMap((branch) => formatIssues(branch)).map((m) => m));
+        const disc = issue as { note?: string; discriminator?: string; options?: unknown[] };
+        if (disc.note === 'No matching discriminator' && disc.discriminator !== undefined) {
+          // The issue's path already ends with the discriminator; its input is the whole mapping.
+          const value = (input as Record<string, unknown> | undefined)?.[disc.discriminator];
+          out.push(expectedGot(where, oneOf(disc.options ?? []), value));
+          break;
+        }
+        const branches = issue.errors.map((branch) => prefixed(issue.path, branch));
+        const all = branches.flat();
+        if (all.length > 0 && all.every((i) => i.code === 'invalid_value' && i.path.length === issue.path.length)) {
+          // A union of literals (dataBits: 7 | 8): one message listing every allowed value.
+          out.push(expectedGot(where, oneOf(all.flatMap((i) => (i.code === 'invalid_value' ? i.values : []))), input));
+        } else {
+          out.push(...new Set(formatIssues(all)));
+        }
         break;
       }
       default:
@@ -154,7 +211,7 @@ class ProfileStore {
       } catch (err) {
         return `profile "${name}" (${file}) cannot be read: ${(err as Error).message}`;
       }
-      const parsed = profileSchema.safeParse(raw);
+      const parsed = profileSchema.safeParse(raw, { reportInput: true });
       if (!parsed.success) return `profile "${name}" (${file}) is invalid: ${formatIssues(parsed.error.issues).join('; ')}`;
       return parsed.data;
     }
@@ -178,11 +235,20 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
   const deviceWhere = new Map<string, string>();
   const pathWhere = new Map<string, string>();
   const buses: BusDef[] = [];
+  // Devices whose points are unknown (profile missing or invalid): references to them are not
+  // reported again as "unknown point", the profile problem already says it all.
+  const unresolvedDevices = new Set<string>();
 
-  const claimDevice = (devId: string, where: string): void => {
+  /** False when the id is taken: the device is still checked, but its points are not registered. */
+  const claimDevice = (devId: string, where: string): boolean => {
     const prev = deviceWhere.get(devId);
     if (prev) problems.push(`${where}.id: duplicate device id "${devId}" (also at ${prev})`);
     else deviceWhere.set(devId, where);
+    return prev === undefined;
+  };
+  const registerPoint = (def: PointDef, where: string): void => {
+    if (points.has(def.id)) problems.push(`${where}.name: duplicate point id "${def.id}"`);
+    else points.set(def.id, def);
   };
 
   cfg.buses.forEach((bus, bi) => {
@@ -191,28 +257,30 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     if (bus.type !== 'tcp') {
       const prev = pathWhere.get(bus.path);
       if (prev) problems.push(`${busWhere}.path: "${bus.path}" is already used by ${prev}`);
-      else pathWhere.set(bus.path, busWhere);
+      else pathWhere.set(bus.path, `${busWhere} ("${bus.id}")`);
     }
     if (cfg.buses.findIndex((b) => b.id === bus.id) !== bi) problems.push(`${busWhere}.id: duplicate bus id "${bus.id}"`);
 
     if (bus.type === 'serial-stream') {
-      claimDevice(bus.id, busWhere);
+      const owned = claimDevice(bus.id, busWhere);
       let groups: Set<string> | undefined;
       try {
-        const re = new RegExp(bus.pattern);
+        new RegExp(bus.pattern);
         groups = new Set([...bus.pattern.matchAll(/\(\?<([A-Za-z_][A-Za-z0-9_]*)>/g)].map((m) => m[1]!));
-        void re;
       } catch (err) {
-        problems.push(`${busWhere}.pattern: invalid regular expression: ${(err as Error).message}`);
+        // V8's message already reads "Invalid regular expression: /…/: <reason>".
+        const msg = (err as Error).message;
+        problems.push(`${busWhere}.pattern: ${msg.charAt(0).toLowerCase()}${msg.slice(1)}`);
       }
       const pts: StreamPointDef[] = [];
       bus.points.forEach((p, pi) => {
         const pid = `${bus.id}.${p.name}`;
         const where = `${busWhere}.points[${pi}]`;
-        if (groups && !groups.has(p.group)) problems.push(`${where}.group: pattern has no named group "${p.group}"`);
-        if (points.has(pid)) problems.push(`${where}.name: duplicate point id "${pid}"`);
+        if (groups && !groups.has(p.group)) {
+          problems.push(`${where}.group: pattern has no named group "${p.group}" (it has: ${[...groups].join(', ') || 'none'})`);
+        }
         const def: StreamPointDef = { ...p, id: pid, deviceId: bus.id };
-        points.set(pid, def);
+        if (owned) registerPoint(def, where);
         pts.push(def);
       });
       buses.push({ ...bus, points: pts });
@@ -223,16 +291,20 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     const devices: DeviceDef[] = [];
     bus.devices.forEach((dev, di) => {
       const where = `${busWhere}.devices[${di}]`;
-      claimDevice(dev.id, where);
+      const owned = claimDevice(dev.id, where);
       let profile: Profile | undefined;
       if (dev.profile !== undefined) {
         const got = profiles.get(dev.profile);
-        if (typeof got === 'string') problems.push(`${where}.profile: ${got}`);
-        else profile = got;
+        if (typeof got === 'string') {
+          problems.push(`${where}.profile: ${got}`);
+          unresolvedDevices.add(dev.id);
+        } else profile = got;
       }
       if (!dev.profile && dev.points.length === 0) problems.push(`${where}: needs a profile or at least one point`);
       const unitId = dev.unitId ?? profile?.defaults.unitId;
-      if (unitId === undefined) problems.push(`${where}.unitId: required (no profile default)`);
+      if (unitId === undefined) {
+        if (!unresolvedDevices.has(dev.id)) problems.push(`${where}.unitId: required (no profile default)`);
+      }
       else if (bus.type === 'serial' && (unitId < 1 || unitId > 247)) problems.push(`${where}.unitId: must be 1–247 on a serial line, got ${unitId}`);
       else {
         const prev = unitWhere.get(unitId);
@@ -249,7 +321,11 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
       const inlineNames = new Set<string>();
       dev.points.forEach((p, pi) => {
         const pw = `${where}.points[${pi}]`;
-        if (inlineNames.has(p.name)) problems.push(`${pw}.name: duplicate point id "${dev.id}.${p.name}"`);
+        if (inlineNames.has(p.name)) {
+          // Keep the first: the second must not silently replace it (and confuse later checks).
+          problems.push(`${pw}.name: duplicate point id "${dev.id}.${p.name}"`);
+          return;
+        }
         inlineNames.add(p.name);
         merged.set(p.name, { p, where: pw });
       });
@@ -257,8 +333,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
       for (const { p, where: pw } of merged.values()) {
         checkPoint(p, pw, problems);
         const def: ModbusPointDef = { ...p, id: `${dev.id}.${p.name}`, deviceId: dev.id };
-        if (points.has(def.id)) problems.push(`${pw}.name: duplicate point id "${def.id}"`);
-        points.set(def.id, def);
+        if (owned) registerPoint(def, pw);
         pts.push(def);
       }
       devices.push({
@@ -286,6 +361,9 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     }
   });
 
+  /** Whether a missing point is already explained by its device's profile problem. */
+  const explained = (pid: string): boolean => unresolvedDevices.has(pid.split('.')[0] ?? '');
+
   const zoneIds = new Set<string>();
   cfg.zones.forEach((zone, zi) => {
     if (zoneIds.has(zone.id)) problems.push(`zones[${zi}].id: duplicate zone id "${zone.id}"`);
@@ -293,7 +371,9 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     const seen = new Set<string>();
     zone.sensors.forEach((s, si) => {
       const p = points.get(s);
-      if (!p) problems.push(`zones[${zi}].sensors[${si}]: unknown point "${s}"`);
+      if (!p) {
+        if (!explained(s)) problems.push(`zones[${zi}].sensors[${si}]: unknown point "${s}"`);
+      }
       else if (p.kind !== 'temperature') problems.push(`zones[${zi}].sensors[${si}]: point "${s}" is not a temperature point (kind: ${p.kind})`);
       if (seen.has(s)) problems.push(`zones[${zi}].sensors[${si}]: "${s}" is listed twice`);
       seen.add(s);
@@ -306,7 +386,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     chillerIds.add(ch.id);
     for (const field of ['running', 'alarm', 'supplyTemp', 'returnTemp'] as const) {
       const pid = ch[field];
-      if (pid !== undefined && !points.has(pid)) problems.push(`chillers[${ci}].${field}: unknown point "${pid}"`);
+      if (pid !== undefined && !points.has(pid) && !explained(pid)) problems.push(`chillers[${ci}].${field}: unknown point "${pid}"`);
     }
     ch.zones.forEach((z, zi) => {
       if (!zoneIds.has(z)) problems.push(`chillers[${ci}].zones[${zi}]: unknown zone "${z}"`);
@@ -326,8 +406,14 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
   };
 }
 
+/** Object.freeze does not stop Map#set; a frozen Map's mutators therefore throw, as a frozen object's writes do. */
+function refuseMutation(): never {
+  throw new TypeError('the configuration is frozen');
+}
+
 function deepFreeze<T>(obj: T): T {
   if (obj && typeof obj === 'object' && !Object.isFrozen(obj)) {
+    if (obj instanceof Map) Object.assign(obj, { set: refuseMutation, delete: refuseMutation, clear: refuseMutation });
     Object.freeze(obj);
     if (obj instanceof Map) for (const v of obj.values()) deepFreeze(v);
     else for (const v of Object.values(obj)) deepFreeze(v);

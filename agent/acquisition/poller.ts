@@ -1,0 +1,239 @@
+/**
+ * Polls the devices of one Modbus line on their own schedules.
+ *
+ * The line carries one request at a time, so devices take turns. What keeps one bad device from
+ * hurting the others:
+ * - a device whose request times out (or whose port is gone) skips the rest of its reads for that
+ *   cycle, so a silent unit costs the line at most one timeout per attempt;
+ * - a device whose every read failed backs off exponentially (backoffInitialMs … backoffMaxMs) and
+ *   is tried again alone, while the others keep their cadence;
+ * - a lost port is not the devices' fault: no backoff, and all devices are polled as soon as the
+ *   port is back.
+ */
+import type { Logger } from 'pino';
+import type { Clock, TimerHandle } from '../clock.js';
+import type { DeviceDef } from '../config/model.js';
+import { ModbusExceptionError, RackguardError } from '../errors.js';
+import { readRequestPdu, readResponsePduLength, readResponseValues } from '../modbus/pdu.js';
+import { Backoff } from './backoff.js';
+import { decodeRaw, registerCount } from './decode.js';
+import type { ModbusLine } from './line.js';
+import { planReads, type PlannedRead } from './planner.js';
+import { PointTracker, type Stamp } from './samples.js';
+import { newCounters, type DeviceCounters, type DeviceHealth, type DeviceState, type Sample } from './types.js';
+
+/** Consecutive failed polls after which a device is reported offline. */
+const OFFLINE_AFTER_FAILURES = 3;
+
+export interface PollerDeps {
+  clock: Clock;
+  logger: Logger;
+  /** Called once per device poll with a sample for every point of the device. */
+  onSamples: (samples: Sample[], device: DeviceDef) => void;
+  onDeviceState?: (health: DeviceHealth, previous: DeviceState) => void;
+}
+
+class DeviceRuntime {
+  readonly reads: PlannedRead[];
+  readonly trackers = new Map<string, PointTracker>();
+  readonly backoff: Backoff;
+  readonly counters: DeviceCounters = newCounters();
+  nextDue = 0;
+  state: DeviceState = 'unknown';
+  consecutiveFailures = 0;
+  lastError: string | undefined;
+  private latencySum = 0;
+
+  constructor(readonly def: DeviceDef) {
+    this.reads = planReads(def.points, def);
+    for (const p of def.points) this.trackers.set(p.id, new PointTracker(p));
+    this.backoff = new Backoff(def.backoffInitialMs, def.backoffMaxMs);
+  }
+
+  recordLatency(ms: number): void {
+    const c = this.counters;
+    c.responses++;
+    this.latencySum += ms;
+    c.latencyLastMs = ms;
+    c.latencyAvgMs = this.latencySum / c.responses;
+    c.latencyMaxMs = Math.max(c.latencyMaxMs, ms);
+  }
+
+  health(): DeviceHealth {
+    const h: DeviceHealth = { deviceId: this.def.id, busId: this.def.busId, state: this.state, consecutiveFailures: this.consecutiveFailures, counters: { ...this.counters } };
+    if (this.lastError !== undefined) h.lastError = this.lastError;
+    return h;
+  }
+}
+
+export class BusPoller {
+  private readonly devices: DeviceRuntime[];
+  private stopped = true;
+  private loopDone: Promise<void> = Promise.resolve();
+  private wakeTimer: TimerHandle | undefined;
+  private wakeFn: (() => void) | undefined;
+  private readonly onOpen = (): void => {
+    // The port is back: poll everyone now rather than after their backoff.
+    const now = this.deps.clock.monoMs();
+    for (const d of this.devices) {
+      d.nextDue = Math.min(d.nextDue, now);
+      d.backoff.reset();
+    }
+    this.wake();
+  };
+
+  constructor(
+    devices: readonly DeviceDef[],
+    private readonly line: ModbusLine,
+    private readonly deps: PollerDeps,
+  ) {
+    this.devices = devices.map((d) => new DeviceRuntime(d));
+  }
+
+  /** Number of read requests one full cycle takes (after batching). */
+  get readsPerCycle(): number {
+    return this.devices.reduce((n, d) => n + d.reads.length, 0);
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const now = this.deps.clock.monoMs();
+    for (const d of this.devices) d.nextDue = now;
+    this.line.on('open', this.onOpen);
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.line.off('open', this.onOpen);
+    this.wake();
+    await this.loopDone;
+  }
+
+  health(): DeviceHealth[] {
+    return this.devices.map((d) => d.health());
+  }
+
+  private wake(): void {
+    this.deps.clock.clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    const fn = this.wakeFn;
+    this.wakeFn = undefined;
+    fn?.();
+  }
+
+  private async loop(): Promise<void> {
+    const { clock, logger } = this.deps;
+    while (!this.stopped) {
+      let next: DeviceRuntime | undefined;
+      for (const d of this.devices) if (!next || d.nextDue < next.nextDue) next = d;
+      if (!next) return;
+      const wait = next.nextDue - clock.monoMs();
+      if (wait > 0) {
+        await new Promise<void>((resolve) => {
+          this.wakeFn = resolve;
+          this.wakeTimer = clock.setTimeout(() => this.wake(), wait);
+        });
+        continue;
+      }
+      try {
+        await this.pollDevice(next);
+      } catch (err) {
+        // A bug, not a device problem: keep polling the others, say so loudly.
+        logger.error({ err, device: next.def.id }, 'poll failed unexpectedly');
+        next.nextDue = clock.monoMs() + next.def.pollIntervalMs;
+      }
+    }
+  }
+
+  private stamp(): Stamp {
+    return { ts: this.deps.clock.wallMs(), mono: this.deps.clock.monoMs() };
+  }
+
+  private async pollDevice(d: DeviceRuntime): Promise<void> {
+    const { clock } = this.deps;
+    const def = d.def;
+    const samples: Sample[] = [];
+    let anyOk = false;
+    let portDown = false;
+    let abortReason: string | undefined;
+    for (const read of d.reads) {
+      if (abortReason !== undefined || this.stopped) {
+        const at = this.stamp();
+        for (const it of read.items) samples.push(d.trackers.get(it.point.id)!.failed(abortReason ?? 'E_STOPPED: agent stopping', at));
+        continue;
+      }
+      d.counters.requests++;
+      const t0 = clock.monoMs();
+      try {
+        const pdu = await this.line.request(def.unitId, readRequestPdu(read.table, read.address, read.quantity), def.timeoutMs);
+        if (pdu.length !== readResponsePduLength(read.table, read.quantity)) {
+          throw new RackguardError('E_MODBUS_BAD_FRAME', `${this.line.id} unit ${def.unitId}: reply carries ${pdu.length - 2} data bytes for ${read.quantity} ${read.table} items`, { retryable: true });
+        }
+        d.recordLatency(clock.monoMs() - t0);
+        anyOk = true;
+        const values = readResponseValues(read.table, read.quantity, pdu);
+        const at = this.stamp();
+        for (const it of read.items) {
+          const p = it.point;
+          const regs = values.slice(it.offset, it.offset + (read.table === 'coil' || read.table === 'discrete' ? 1 : registerCount(p.type)));
+          const raw = decodeRaw(p.type, p.wordOrder, regs, p.bit);
+          samples.push(d.trackers.get(p.id)!.decoded(raw.value, raw.rawUnsigned, at));
+        }
+      } catch (err) {
+        const e = err instanceof RackguardError ? err : new RackguardError('E_MODBUS_BAD_FRAME', String(err), { cause: err });
+        this.count(d, e);
+        const reason = `${e.code}: ${e.message}`;
+        d.lastError = reason;
+        const at = this.stamp();
+        for (const it of read.items) samples.push(d.trackers.get(it.point.id)!.failed(reason, at));
+        if (e.code === 'E_PORT_CLOSED' || e.code === 'E_STOPPED') {
+          portDown = true;
+          abortReason = reason;
+        } else if (e.code === 'E_MODBUS_TIMEOUT') {
+          abortReason = `${e.code}: skipped, device did not answer an earlier read this cycle`;
+        }
+      }
+    }
+    const now = clock.monoMs();
+    const prev = d.state;
+    if (anyOk) {
+      d.consecutiveFailures = 0;
+      d.backoff.reset();
+      d.state = 'online';
+      d.lastError = undefined;
+      d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
+    } else if (portDown) {
+      d.state = 'offline';
+      d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
+    } else {
+      d.consecutiveFailures++;
+      d.state = d.consecutiveFailures >= OFFLINE_AFTER_FAILURES ? 'offline' : 'failing';
+      d.nextDue = now + d.backoff.next();
+    }
+    this.deps.onSamples(samples, def);
+    if (d.state !== prev) {
+      const h = d.health();
+      const level = d.state === 'online' ? 'info' : 'warn';
+      this.deps.logger[level]({ device: def.id, bus: def.busId, unitId: def.unitId, from: prev, to: d.state, lastError: d.lastError }, `device ${d.state}`);
+      this.deps.onDeviceState?.(h, prev);
+    }
+  }
+
+  private count(d: DeviceRuntime, e: RackguardError): void {
+    const c = d.counters;
+    if (e instanceof ModbusExceptionError) c.exceptions++;
+    else if (e.code === 'E_MODBUS_TIMEOUT') c.timeouts++;
+    else if (e.code === 'E_MODBUS_CRC') c.crcErrors++;
+    else if (e.code === 'E_PORT_CLOSED') c.portErrors++;
+    else if (e.code !== 'E_STOPPED') c.badFrames++;
+  }
+}
+
+/** The next slot on the device's cadence after `now`, skipping missed slots instead of bursting. */
+function nextOnCadence(lastDue: number, interval: number, now: number): number {
+  let next = lastDue + interval;
+  if (next <= now) next += Math.ceil((now - next) / interval + 1e-9) * interval;
+  return next;
+}

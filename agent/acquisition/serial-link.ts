@@ -1,0 +1,153 @@
+/**
+ * A serial port that reopens itself. On Linux an unplugged USB adapter shows up only as a `close`
+ * event (with an error); a closed socat pty the same. We reopen with backoff, forever, so nobody has
+ * to restart the process after replugging an adapter. Configure /dev/serial/by-id/… paths: the
+ * replugged adapter may come back as another ttyUSBn, but its by-id link follows it.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { SerialPort } from 'serialport';
+import type { Clock, TimerHandle } from '../clock.js';
+import { RackguardError } from '../errors.js';
+import { Backoff } from './backoff.js';
+
+export interface SerialSettings {
+  path: string;
+  baudRate: number;
+  parity: 'none' | 'even' | 'odd';
+  dataBits: 7 | 8;
+  stopBits: 1 | 2;
+}
+
+/** The part of a serialport `SerialPort` we use; tests and benchmarks may pass anything shaped so. */
+export interface PortLike {
+  readonly isOpen: boolean;
+  write(data: Buffer, cb: (err?: Error | null) => void): unknown;
+  flush(cb: (err?: Error | null) => void): void;
+  close(cb: (err?: Error | null) => void): void;
+  on(event: 'data', fn: (chunk: Buffer) => void): unknown;
+  on(event: 'close', fn: (err?: Error | null) => void): unknown;
+  on(event: 'error', fn: (err: Error) => void): unknown;
+  removeAllListeners(): unknown;
+}
+
+export type PortOpener = (s: SerialSettings) => Promise<PortLike>;
+
+export const openSerialPort: PortOpener = (s) =>
+  new Promise((resolve, reject) => {
+    const port = new SerialPort({ path: s.path, baudRate: s.baudRate, parity: s.parity, dataBits: s.dataBits, stopBits: s.stopBits, autoOpen: false });
+    port.open((err) => (err ? reject(err) : resolve(port as unknown as PortLike)));
+  });
+
+export interface SerialLinkEvents {
+  open: [];
+  close: [reason: string];
+  data: [chunk: Buffer];
+}
+
+export class SerialLink extends EventEmitter<SerialLinkEvents> {
+  private port: PortLike | undefined;
+  private stopped = true;
+  private reopenTimer: TimerHandle | undefined;
+  private readonly backoff: Backoff;
+  /** Times the port was (re)opened, for health and tests. */
+  opens = 0;
+  lastError: string | undefined;
+
+  constructor(
+    private readonly settings: SerialSettings,
+    private readonly deps: { clock: Clock; logger: Logger; opener?: PortOpener; reopenInitialMs: number; reopenMaxMs: number },
+  ) {
+    super();
+    this.backoff = new Backoff(deps.reopenInitialMs, deps.reopenMaxMs);
+  }
+
+  get isOpen(): boolean {
+    return this.port !== undefined;
+  }
+
+  get path(): string {
+    return this.settings.path;
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    void this.open();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.deps.clock.clearTimeout(this.reopenTimer);
+    this.reopenTimer = undefined;
+    const port = this.port;
+    this.port = undefined;
+    if (port) {
+      port.removeAllListeners();
+      port.on('error', () => {});
+      await new Promise<void>((resolve) => port.close(() => resolve()));
+    }
+  }
+
+  write(data: Buffer): Promise<void> {
+    const port = this.port;
+    if (!port) return Promise.reject(new RackguardError('E_PORT_CLOSED', `${this.settings.path}: port is not open`, { retryable: true }));
+    return new Promise((resolve, reject) =>
+      port.write(data, (err) => (err ? reject(new RackguardError('E_PORT_CLOSED', `${this.settings.path}: write failed: ${err.message}`, { cause: err, retryable: true })) : resolve())),
+    );
+  }
+
+  /** Discards bytes the OS has received but we have not read yet. */
+  flushInput(): Promise<void> {
+    const port = this.port;
+    if (!port) return Promise.resolve();
+    return new Promise((resolve) => port.flush(() => resolve()));
+  }
+
+  private async open(): Promise<void> {
+    const { logger, clock } = this.deps;
+    let port: PortLike;
+    try {
+      port = await (this.deps.opener ?? openSerialPort)(this.settings);
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.scheduleReopen(`open failed: ${this.lastError}`);
+      return;
+    }
+    if (this.stopped) {
+      port.close(() => {});
+      return;
+    }
+    this.port = port;
+    this.opens++;
+    this.backoff.reset();
+    port.on('data', (chunk) => this.emit('data', chunk));
+    port.on('error', (err) => {
+      this.lastError = err.message;
+      logger.warn({ path: this.settings.path, err: err.message }, 'serial port error');
+    });
+    port.on('close', (err) => {
+      if (this.port !== port) return;
+      this.port = undefined;
+      port.removeAllListeners();
+      port.on('error', () => {});
+      const reason = err ? err.message : 'closed';
+      this.lastError = reason;
+      this.emit('close', reason);
+      this.scheduleReopen(`port lost: ${reason}`);
+    });
+    logger.info({ path: this.settings.path, baudRate: this.settings.baudRate, opens: this.opens }, 'serial port open');
+    void clock;
+    this.emit('open');
+  }
+
+  private scheduleReopen(why: string): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.deps.logger.warn({ path: this.settings.path, retryInMs: delay }, `serial port unavailable (${why})`);
+    this.reopenTimer = this.deps.clock.setTimeout(() => {
+      this.reopenTimer = undefined;
+      if (!this.stopped) void this.open();
+    }, delay);
+  }
+}

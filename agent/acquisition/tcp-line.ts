@@ -1,0 +1,192 @@
+/**
+ * Modbus TCP client for one connection (Modbus Messaging on TCP/IP Implementation Guide v1.0b).
+ *
+ * Replies are matched by MBAP transaction id, so a late reply to a timed-out request is recognised
+ * and dropped. One request at a time per connection: many chiller controllers and RTU gateways
+ * serve a single outstanding request and silently drop the rest. A lost connection (reset, close)
+ * is reopened with backoff.
+ */
+import { EventEmitter } from 'node:events';
+import { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { Clock, TimerHandle } from '../clock.js';
+import type { TcpBusDef } from '../config/model.js';
+import { ModbusExceptionError, RackguardError } from '../errors.js';
+import { Backoff } from './backoff.js';
+import type { LineEvents, ModbusLine } from './line.js';
+import { SerialQueue } from './line.js';
+
+interface InFlight {
+  tid: number;
+  unitId: number;
+  fc: number;
+  resolve: (pdu: Buffer) => void;
+  reject: (err: Error) => void;
+  timer: TimerHandle | undefined;
+}
+
+export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
+  readonly id: string;
+  private socket: Socket | undefined;
+  private connected = false;
+  private stopped = true;
+  private rx: Buffer = Buffer.alloc(0);
+  private tid = 0;
+  private inFlight: InFlight | undefined;
+  private readonly queue = new SerialQueue();
+  private readonly backoff: Backoff;
+  private reopenTimer: TimerHandle | undefined;
+  opens = 0;
+  /** Replies whose transaction id matched nothing (late replies). */
+  unmatchedReplies = 0;
+
+  constructor(
+    private readonly bus: Pick<TcpBusDef, 'id' | 'host' | 'port' | 'connectTimeoutMs' | 'reopenInitialMs' | 'reopenMaxMs'>,
+    private readonly deps: { clock: Clock; logger: Logger },
+  ) {
+    super();
+    this.id = bus.id;
+    this.backoff = new Backoff(bus.reopenInitialMs, bus.reopenMaxMs);
+  }
+
+  private get where(): string {
+    return `${this.bus.host}:${this.bus.port}`;
+  }
+
+  get isOpen(): boolean {
+    return this.connected;
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.deps.clock.clearTimeout(this.reopenTimer);
+    this.failInFlight(new RackguardError('E_STOPPED', `${this.where}: line stopped`));
+    const s = this.socket;
+    this.socket = undefined;
+    this.connected = false;
+    if (s && !s.destroyed) {
+      await new Promise<void>((resolve) => {
+        s.once('close', () => resolve());
+        s.destroy();
+      });
+    }
+  }
+
+  request(unitId: number, pdu: Buffer, timeoutMs: number): Promise<Buffer> {
+    if (this.stopped) return Promise.reject(new RackguardError('E_STOPPED', `${this.where}: line stopped`));
+    if (!this.connected) return Promise.reject(new RackguardError('E_PORT_CLOSED', `${this.where}: not connected`, { retryable: true }));
+    return this.queue.run(
+      () =>
+        new Promise<Buffer>((resolve, reject) => {
+          const s = this.socket;
+          if (!this.connected || !s) {
+            reject(new RackguardError('E_PORT_CLOSED', `${this.where}: not connected`, { retryable: true }));
+            return;
+          }
+          this.tid = (this.tid + 1) & 0xffff;
+          const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined };
+          this.inFlight = req;
+          req.timer = this.deps.clock.setTimeout(() => {
+            if (this.inFlight === req) this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
+          }, timeoutMs);
+          const mbap = Buffer.alloc(7);
+          mbap.writeUInt16BE(req.tid, 0);
+          mbap.writeUInt16BE(0, 2);
+          mbap.writeUInt16BE(pdu.length + 1, 4);
+          mbap[6] = unitId;
+          s.write(Buffer.concat([mbap, pdu]));
+        }),
+    );
+  }
+
+  private connect(): void {
+    const { logger, clock } = this.deps;
+    const s = new Socket();
+    this.socket = s;
+    this.rx = Buffer.alloc(0);
+    const connectTimer = clock.setTimeout(() => s.destroy(new Error(`connect timed out after ${this.bus.connectTimeoutMs} ms`)), this.bus.connectTimeoutMs);
+    s.setNoDelay(true);
+    s.on('connect', () => {
+      clock.clearTimeout(connectTimer);
+      if (this.socket !== s) return;
+      this.connected = true;
+      this.opens++;
+      this.backoff.reset();
+      logger.info({ bus: this.id, address: this.where, opens: this.opens }, 'modbus tcp connected');
+      this.emit('open');
+    });
+    s.on('data', (chunk) => this.onData(chunk));
+    let lastErr = '';
+    s.on('error', (err) => {
+      lastErr = err.message;
+    });
+    s.on('close', () => {
+      clock.clearTimeout(connectTimer);
+      if (this.socket !== s) return;
+      const wasConnected = this.connected;
+      this.connected = false;
+      this.socket = undefined;
+      const reason = lastErr || 'connection closed';
+      this.failInFlight(new RackguardError('E_PORT_CLOSED', `${this.where}: ${reason}`, { retryable: true }));
+      if (wasConnected) this.emit('close', reason);
+      if (this.stopped) return;
+      const delay = this.backoff.next();
+      logger.warn({ bus: this.id, address: this.where, retryInMs: delay }, `modbus tcp unavailable (${reason})`);
+      this.reopenTimer = clock.setTimeout(() => {
+        if (!this.stopped) this.connect();
+      }, delay);
+    });
+    s.connect(this.bus.port, this.bus.host);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.rx = this.rx.length === 0 ? chunk : Buffer.concat([this.rx, chunk]);
+    while (this.rx.length >= 7) {
+      const len = this.rx.readUInt16BE(4);
+      if (len < 2 || len > 254 || this.rx.readUInt16BE(2) !== 0) {
+        // Not Modbus TCP: the stream is out of step and cannot be resynchronised. Start over.
+        this.socket?.destroy(new Error('malformed MBAP header'));
+        return;
+      }
+      if (this.rx.length < 6 + len) return;
+      const tid = this.rx.readUInt16BE(0);
+      const unit = this.rx[6]!;
+      const pdu = Buffer.from(this.rx.subarray(7, 6 + len));
+      this.rx = this.rx.subarray(6 + len);
+      const req = this.inFlight;
+      if (!req || req.tid !== tid) {
+        this.unmatchedReplies++;
+        continue;
+      }
+      const where = `${this.where} unit ${req.unitId}`;
+      if (unit !== req.unitId || (pdu[0]! & 0x7f) !== req.fc) {
+        this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply for unit ${unit} function ${pdu[0]}`, { retryable: true }));
+      } else if (pdu[0]! & 0x80) {
+        this.settle(new ModbusExceptionError(pdu[1]!, where));
+      } else if (pdu[0]! <= 4 && pdu.length !== 2 + pdu[1]!) {
+        this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: byte count ${pdu[1]} does not match length ${pdu.length - 2}`, { retryable: true }));
+      } else {
+        this.settle(pdu);
+      }
+    }
+  }
+
+  private settle(result: Buffer | Error): void {
+    const req = this.inFlight;
+    if (!req) return;
+    this.deps.clock.clearTimeout(req.timer);
+    this.inFlight = undefined;
+    if (result instanceof Error) req.reject(result);
+    else req.resolve(result);
+  }
+
+  private failInFlight(err: Error): void {
+    this.settle(err);
+  }
+}
