@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Makes sure the system packages the integration tests start are installed (Debian/Ubuntu):
+#   socat (virtual serial lines), mbpoll (Modbus CLI master), mosquitto (MQTT broker), influxdb (influxd),
+#   python3-pymodbus + python3-serial-asyncio (Modbus RTU server fixture, run with /usr/bin/python3).
+# Installs what is missing when root (or via passwordless sudo); otherwise prints what to install and
+# exits 1. Tests start their own broker/database on free loopback ports in temp dirs, so services that
+# apt would start system-wide are kept from starting (policy-rc.d) and stopped if they started anyway.
+set -euo pipefail
+
+log() { printf 'ensure-system-deps: %s\n' "$*"; }
+
+# mosquitto lives in /usr/sbin, which is not on a normal user's PATH on Debian.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+missing=()
+check_command() { # command package
+  if command -v "$1" >/dev/null 2>&1; then
+    log "ok: $1 ($(command -v "$1"))"
+  else
+    log "missing: $1 (package $2)"
+    missing+=("$2")
+  fi
+}
+
+check_all() {
+  missing=()
+  check_command socat socat
+  check_command mbpoll mbpoll
+  check_command mosquitto mosquitto
+  check_command influxd influxdb
+  # python3-serial-asyncio is only a Recommends of python3-pymodbus, so --no-install-recommends skips it,
+  # yet pymodbus.server imports it.
+  if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import pymodbus, pymodbus.server, serial_asyncio' >/dev/null 2>&1; then
+    log "ok: pymodbus $(/usr/bin/python3 -c 'import pymodbus; print(pymodbus.__version__)') for /usr/bin/python3"
+  else
+    log "missing: pymodbus/serial_asyncio for /usr/bin/python3 (packages python3-pymodbus python3-serial-asyncio)"
+    missing+=(python3-pymodbus python3-serial-asyncio)
+  fi
+}
+
+check_all
+if [[ ${#missing[@]} -eq 0 ]]; then
+  log "all system dependencies present; nothing to do"
+  exit 0
+fi
+
+install_cmd="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+
+if [[ $(id -u) -eq 0 ]]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+  as_root=(sudo -n)
+else
+  log "cannot install without root (no passwordless sudo). Run as root:"
+  printf '  %s\n' "$install_cmd"
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  log "no apt-get on this system; install the equivalents of: ${missing[*]}"
+  exit 1
+fi
+
+# Keep maintainer scripts from starting mosquitto/influxdb as system services (invoke-rc.d and
+# deb-systemd-invoke both honour policy-rc.d; exit 101 = "action forbidden"). Only ours is removed again.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+remove_policy() {
+  if [[ $own_policy -eq 1 ]]; then
+    "${as_root[@]}" rm -f "$policy"
+    log "removed temporary $policy"
+  fi
+}
+trap remove_policy EXIT
+if [[ ! -e $policy ]]; then
+  log "installing temporary $policy so apt starts no services"
+  printf '#!/bin/sh\n# temporary, from rackguard scripts/ensure-system-deps.sh\nexit 101\n' |
+    "${as_root[@]}" tee "$policy" >/dev/null
+  "${as_root[@]}" chmod 755 "$policy"
+  own_policy=1
+else
+  log "keeping existing $policy"
+fi
+
+log "running: $install_cmd"
+"${as_root[@]}" apt-get update
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+
+# Belt and braces: if a service started anyway, stop it (and keep it from starting at boot). Only the
+# packages installed just now; never fail here (no systemd in containers).
+for pkg in "${missing[@]}"; do
+  case $pkg in
+    mosquitto) service=mosquitto ;;
+    influxdb) service=influxdb ;;
+    *) continue ;;
+  esac
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    log "stopping and disabling system service $service (systemd)"
+    "${as_root[@]}" systemctl stop "$service" >/dev/null 2>&1 || true
+    "${as_root[@]}" systemctl disable "$service" >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/$service ]] && command -v service >/dev/null 2>&1; then
+    log "stopping system service $service (sysv)"
+    "${as_root[@]}" service "$service" stop >/dev/null 2>&1 || true
+  fi
+done
+
+check_all
+if [[ ${#missing[@]} -ne 0 ]]; then
+  log "still missing after install: ${missing[*]}"
+  exit 1
+fi
+log "all system dependencies installed"
