@@ -110,9 +110,21 @@ function expectedType(expected: string): string {
   return TYPE_NAMES[expected] ?? expected;
 }
 
+/** What zod saw, when the issue carries it: `{ reportInput: true }` adds an `input` key, even if undefined. */
+type Seen = { known: false } | { known: true; input: unknown };
+
+function seen(issue: object, pick: (input: unknown) => unknown = (i) => i): Seen {
+  return 'input' in issue ? { known: true, input: pick((issue as { input: unknown }).input) } : { known: false };
+}
+
+function got(s: Seen): string {
+  return s.known ? `, got ${describeReceived(s.input)}` : '';
+}
+
 /** `expected X, got Y`, or `required, expected X` when the field is absent. */
-function expectedGot(where: string, expected: string, input: unknown): string {
-  return input === undefined ? `${where}: required, expected ${expected}` : `${where}: expected ${expected}, got ${describeReceived(input)}`;
+function expectedGot(where: string, expected: string, s: Seen): string {
+  if (!s.known) return `${where}: expected ${expected}`;
+  return s.input === undefined ? `${where}: required, expected ${expected}` : `${where}: expected ${expected}${got(s)}`;
 }
 
 function oneOf(values: readonly unknown[]): string {
@@ -132,19 +144,20 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   const out: string[] = [];
   for (const issue of issues) {
     const where = formatPath(issue.path);
-    const input = (issue as { input?: unknown }).input;
+    const input = seen(issue);
     switch (issue.code) {
       case 'invalid_value':
         out.push(expectedGot(where, oneOf(issue.values), input));
         break;
       case 'invalid_type': {
-        const quotedNumber = (issue.expected === 'number' || issue.expected === 'int') && typeof input === 'string' && input.trim() !== '' && Number.isFinite(Number(input));
+        const v = input.known ? input.input : undefined;
+        const quotedNumber = (issue.expected === 'number' || issue.expected === 'int') && typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v));
         out.push(expectedGot(where, expectedType(issue.expected), input) + (quotedNumber ? ' (a string: remove the quotes)' : ''));
         break;
       }
       case 'invalid_format':
         // Our only string formats are regexes with a message of their own (ids).
-        out.push(`${where}: ${issue.message}, got ${describeReceived(input)}`);
+        out.push(`${where}: ${issue.message}${got(input)}`);
         break;
       case 'unrecognized_keys':
         for (const k of issue.keys) out.push(`${formatPath([...issue.path, k])}: unknown field`);
@@ -155,18 +168,18 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
             ? `${where}: needs at least ${String(issue.minimum)} item${issue.minimum === 1 ? '' : 's'}`
             : issue.origin === 'string'
               ? `${where}: must not be empty`
-              : `${where}: must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}, got ${describeReceived(input)}`,
+              : `${where}: must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}${got(input)}`,
         );
         break;
       case 'too_big':
-        out.push(`${where}: must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}, got ${describeReceived(input)}`);
+        out.push(`${where}: must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}${got(input)}`);
         break;
       case 'invalid_union': {
         const disc = issue as { note?: string; discriminator?: string; options?: unknown[] };
         if (disc.note === 'No matching discriminator' && disc.discriminator !== undefined) {
           // The issue's path already ends with the discriminator; its input is the whole mapping.
-          const value = (input as Record<string, unknown> | undefined)?.[disc.discriminator];
-          out.push(expectedGot(where, oneOf(disc.options ?? []), value));
+          const key = disc.discriminator;
+          out.push(expectedGot(where, oneOf(disc.options ?? []), seen(issue, (i) => (i as Record<string, unknown> | undefined)?.[key])));
           break;
         }
         const branches = issue.errors.map((branch) => prefixed(issue.path, branch));
