@@ -32,7 +32,7 @@ describe('the example configuration', () => {
     expect(config.buses.map((b) => `${b.id}:${b.type}`)).toEqual(['rs485-a:serial', 'chiller-net:tcp']);
     const serial = config.buses[0] as SerialBusDef;
     expect(serial.devices.map((d) => `${d.id}@${d.unitId}`)).toEqual([
-      'rack01@1', 'rack02@2', 'rack03@3', 'rack04@4', 'rack05@5', 'rack06@6', 'rack07@7', 'rack08@8', 'rack09@9', 'pdu-a@10',
+      'rack01@1', 'rack02@2', 'rack03@3', 'rack04@4', 'rack05@5', 'rack06@6', 'rack07@7', 'rack08@8', 'rack09@9', 'pdu-a@10', 'pdu-b@11', 'pdu-c@12',
     ]);
     expect(config.zones.map((z) => z.id)).toEqual(['cold-aisle-a', 'cold-aisle-b']);
     expect(config.chillers).toEqual([
@@ -103,7 +103,7 @@ describe('the example configuration', () => {
     }).toThrow(TypeError);
     expect(() => (config.points as Map<string, unknown>).set('x.y', {})).toThrow(TypeError);
     expect(() => (config.points as Map<string, unknown>).delete('rack01.temperature')).toThrow(TypeError);
-    expect(config.points.size).toBe(26);
+    expect(config.points.size).toBe(62);
   });
 
   it('also loads with its serial-stream example uncommented', () => {
@@ -126,9 +126,9 @@ describe('the example configuration', () => {
 describe('the demo configuration', () => {
   const config = loadConfigFile(DEMO);
 
-  it('loads, with the same devices as the example, polled every second', () => {
+  it('loads, with the devices of the example but its two profile PDUs, polled every second', () => {
     const example = loadConfigFile(EXAMPLE);
-    expect([...config.points.keys()]).toEqual([...example.points.keys()]);
+    expect([...config.points.keys()]).toEqual([...example.points.keys()].filter((id) => !/^pdu-[bc]\./.test(id)));
     expect(config.logging.samples).toBe(true);
     const serial = config.buses[0] as SerialBusDef;
     const tcp = config.buses[1] as TcpBusDef;
