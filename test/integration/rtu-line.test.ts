@@ -40,17 +40,18 @@ async function twoReads(recoveryGapMs: number): Promise<{ first: string; second:
   await new Promise<void>((resolve) => line.once('open', () => resolve()));
   try {
     const pdu = readRequestPdu('input', 1, 1);
-    // First request: the sensor reads 11.1 and answers 80 ms late; our deadline is 50 ms.
+    // First request: the sensor reads 11.1 and answers 250 ms late; our deadline is 100 ms.
     rack.setValue('s1.temperature', 11.1);
-    rack.setFault('s1', { type: 'late', delayMs: 80 });
-    const first = await line.request(1, pdu, 50).then(
+    rack.setFault('s1', { type: 'late', delayMs: 250 });
+    const first = await line.request(1, pdu, 100).then(
       () => 'answered',
       (err: { code: string }) => err.code,
     );
-    // Second request: the sensor now reads 22.2 and answers 30 ms after the request.
+    // Second request: the sensor now reads 22.2 and answers 400 ms after the request, so without a
+    // recovery silence the first reply (due 150 ms after the deadline) comes in first.
     rack.setValue('s1.temperature', 22.2);
-    rack.setFault('s1', { type: 'late', delayMs: 30 });
-    const second = await line.request(1, pdu, 200).then(
+    rack.setFault('s1', { type: 'late', delayMs: 400 });
+    const second = await line.request(1, pdu, 1500).then(
       (reply) => readResponseValues('input', 1, reply)[0]! / 10,
       (err: { code: string }) => err.code,
     );
@@ -68,6 +69,6 @@ describe('RtuLine late replies', () => {
   });
 
   it('with the recovery silence the second request gets its own answer', async () => {
-    expect(await twoReads(100)).toEqual({ first: 'E_MODBUS_TIMEOUT', second: 22.2 });
+    expect(await twoReads(300)).toEqual({ first: 'E_MODBUS_TIMEOUT', second: 22.2 });
   });
 });
