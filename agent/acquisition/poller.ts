@@ -137,6 +137,10 @@ export class BusPoller {
         });
         continue;
       }
+      // Let I/O callbacks run between polls: a request that fails at once (port closed) settles in
+      // a microtask, and a loop of those would otherwise starve the event loop.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.stopped) return;
       try {
         await this.pollDevice(next);
       } catch (err) {
@@ -233,6 +237,7 @@ export class BusPoller {
 
 /** The next slot on the device's cadence after `now`, skipping missed slots instead of bursting. */
 function nextOnCadence(lastDue: number, interval: number, now: number): number {
+  if (interval <= 0) return now; // continuous polling (benchmarks only; the schema requires ≥ 1 ms)
   let next = lastDue + interval;
   if (next <= now) next += Math.ceil((now - next) / interval + 1e-9) * interval;
   return next;
