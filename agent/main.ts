@@ -66,6 +66,10 @@ async function run(configFile: string | undefined): Promise<void> {
   agent.start();
 }
 
+function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -93,7 +97,7 @@ async function main(argv: string[]): Promise<void> {
       const file = arg ?? values.config;
       const cfg = loadOrExit(file);
       const devices = cfg.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
-      process.stdout.write(`${file}: OK (${cfg.buses.length} buses, ${devices} devices, ${cfg.points.size} points, ${cfg.zones.length} zones, ${cfg.chillers.length} chillers)\n`);
+      process.stdout.write(`${file}: OK (${count(cfg.buses.length, 'bus', 'buses')}, ${count(devices, 'device')}, ${count(cfg.points.size, 'point')}, ${count(cfg.zones.length, 'zone')}, ${count(cfg.chillers.length, 'chiller')})\n`);
       return;
     }
     default:

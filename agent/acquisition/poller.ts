@@ -98,8 +98,10 @@ export class BusPoller {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    // Before the port is open, the first poll waits for the 'open' event (or one interval, so a
+    // port that never opens still shows up as comm_error samples) instead of failing at once.
     const now = this.deps.clock.monoMs();
-    for (const d of this.devices) d.nextDue = now;
+    for (const d of this.devices) d.nextDue = this.line.isOpen ? now : now + d.def.pollIntervalMs;
     this.line.on('open', this.onOpen);
     this.loopDone = this.loop();
   }

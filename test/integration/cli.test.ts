@@ -1,0 +1,129 @@
+/**
+ * Process-level behaviour, by spawning the real entry points (TypeScript through tsx): exit codes,
+ * errors on stderr, JSON logs on stdout, clean stop on SIGTERM, and the demo.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../agent/config/load.js';
+import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
+import { freePort } from '../helpers/ports.js';
+import { spawnAndWait } from '../helpers/proc.js';
+import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+import { tempDir, type TempDir } from '../helpers/tmp.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const node = (script: string, ...args: string[]) => [process.execPath, ['--import', 'tsx', join(ROOT, script), ...args]] as const;
+
+let tmp: TempDir;
+beforeAll(async () => {
+  tmp = await tempDir('rackguard-cli-');
+});
+afterAll(async () => {
+  await tmp?.cleanup();
+});
+
+describe('rackguard check-config', () => {
+  it('accepts the example configuration', () => {
+    const [cmd, args] = node('agent/main.ts', 'check-config', join(ROOT, 'config/rackguard.example.yaml'));
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/rackguard\.example\.yaml: OK \(2 buses, 13 devices, 62 points, 2 zones, 1 chiller\)/);
+  });
+
+  it('reports every problem with its path and exits 2', () => {
+    const bad = join(tmp.path, 'bad.yaml');
+    writeFileSync(
+      bad,
+      `version: 1
+buses:
+  - id: l
+    type: serial
+    path: /dev/ttyUSB0
+    devices:
+      - { id: a, unitId: 1, profile: xy-md02, timeoutMs: "300" }
+      - { id: b, unitId: 1, profile: no-such-profile }
+zones:
+  - { id: z, sensors: [a.temperature, c.temperature] }
+`,
+    );
+    const [cmd, args] = node('agent/main.ts', 'check-config', bad);
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('buses[0].devices[0].timeoutMs: expected');
+    // Schema errors come first; once the shapes are right, the cross-checks report together.
+    writeFileSync(bad, `version: 1\nbuses:\n  - { id: l, type: serial, path: /dev/ttyUSB0, devices: [{ id: a, unitId: 1, profile: xy-md02 }, { id: b, unitId: 1, profile: no-such-profile }] }\nzones:\n  - { id: z, sensors: [a.temperature, c.temperature] }\n`);
+    const r2 = spawnSync(cmd, args, { encoding: 'utf8' });
+    expect(r2.status).toBe(2);
+    expect(r2.stderr).toContain('invalid configuration');
+    expect(r2.stderr).toMatch(/buses\[0\]\.devices\[1\]\.profile: unknown profile "no-such-profile"/);
+    expect(r2.stderr).toMatch(/zones\[0\]\.sensors\[1\]: unknown point "c\.temperature"/);
+  });
+
+  it('run with a bad configuration starts nothing and exits 2', () => {
+    const [cmd, args] = node('agent/main.ts', 'run', '--config', join(tmp.path, 'missing.yaml'));
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/missing\.yaml: cannot read configuration/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('an unknown command is a usage error', () => {
+    const [cmd, args] = node('agent/main.ts', 'frobnicate');
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('unknown command "frobnicate"');
+  });
+});
+
+describe('rackguard run', () => {
+  let pty: PtyPair;
+  let sim: Simulator;
+  let file: string;
+
+  beforeAll(async () => {
+    pty = await startPtyPair();
+    const port = await freePort();
+    const text = `version: 1
+logging: { samples: true, healthIntervalS: 1 }
+buses:
+  - { id: l, type: serial, path: ${pty.a}, devices: [{ id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200 }] }
+  - { id: t, type: tcp, host: 127.0.0.1, port: ${port}, devices: [{ id: ch, unitId: 1, profile: generic-chiller, pollIntervalMs: 200 }] }
+`;
+    file = join(tmp.path, 'run.yaml');
+    writeFileSync(file, text);
+    sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b, tcpPort: port });
+    sim.rack.setValue('r1.temperature', 24.2);
+  });
+  afterAll(async () => {
+    await sim?.stop();
+    await pty?.stop();
+  });
+
+  it('logs samples and device health as JSON lines and stops cleanly on SIGTERM', async () => {
+    const [cmd, args] = node('agent/main.ts', 'run', '--config', file);
+    const p = await spawnAndWait(cmd, args, { readyLine: /"msg":"samples"/, timeoutMs: 20_000 });
+    await p.waitForLine(/"msg":"device health"/, 10_000);
+    await p.waitForLine((l) => l.includes('"device":"ch"') && l.includes('"supply_temp":7'), 10_000);
+    const code = await p.stop('SIGTERM');
+    expect(code).toBe(0);
+    const records = p.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const r1 = records.find((r) => r.msg === 'samples' && r.device === 'r1' && (r.values as { temperature: unknown }).temperature !== null)!;
+    expect(r1.values).toMatchObject({ temperature: 24.2 });
+    expect(records.some((r) => r.msg === 'stopped')).toBe(true);
+  });
+});
+
+describe('the demo (npm start)', () => {
+  it('runs the simulator and the agent with no hardware, shows live readings, and stops by itself', async () => {
+    const [cmd, args] = node('scripts/demo.ts', '--duration', '4');
+    const p = await spawnAndWait(cmd, args, { readyLine: /"device":"rack01".*"temperature":\d/, timeoutMs: 30_000 });
+    await p.waitForLine(/"device":"chiller1".*"running":1/, 10_000);
+    const exit = await p.exited;
+    expect(exit.code).toBe(0);
+    expect(p.lines.some((l) => l.includes('demo: stopping'))).toBe(true);
+  });
+});
