@@ -126,8 +126,19 @@ describe('acquisition over a real pty and the simulator', () => {
       const times = window.filter((s) => s.pointId === `${dev}.temperature`).map((s) => s.mono);
       expect(times.length).toBeGreaterThan(8);
       const gaps = times.slice(1).map((t, i) => t - times[i]!);
-      // On cadence the gap is POLL_MS; a silent neighbour may add at most one timeout (plus scheduling slack).
-      expect(Math.max(...gaps)).toBeLessThan(POLL_MS + TIMEOUT_MS + 100);
+      // On cadence the gap is POLL_MS; a silent neighbour may add one timeout. The bound is loose
+      // (CI shares two cores between test files); the exact property is checked just below.
+      expect(Math.max(...gaps)).toBeLessThan(POLL_MS + TIMEOUT_MS + 400);
+    }
+    // Exactly: between two polls of any other device, rack04 spends at most one timeout on the line.
+    let sinceOther = new Map<string, number>();
+    for (const s of window.filter((x) => x.pointId.endsWith('.temperature'))) {
+      if (s.deviceId === 'rack04') {
+        sinceOther = new Map([...sinceOther].map(([d, n]) => [d, n + 1]));
+        for (const n of sinceOther.values()) expect(n).toBeLessThanOrEqual(1);
+      } else {
+        sinceOther.set(s.deviceId, 0);
+      }
     }
     const silent = window.filter((s) => s.deviceId === 'rack04');
     expect(silent.every((s) => s.quality === 'comm_error' && s.value === null)).toBe(true);

@@ -210,10 +210,11 @@ describe('RTU slave on its own line', () => {
       const expected = ((8 + 9) * 10 * 1000) / 9600 + (3.5 * 10 * 1000) / 9600 + 2;
       const sorted = [...times].sort((a, b) => a - b);
       const median = sorted[Math.floor(sorted.length / 2)]!;
-      console.log(`bus cycle: median ${median.toFixed(2)} ms, expected ${expected.toFixed(2)} ms, ratio ${(median / expected).toFixed(4)}`);
-      expect(median / expected).toBeGreaterThan(0.99);
-      // The pty adds about 0.7 ms of round trip (3 %) on top of the emulated line; a USB adapter adds more.
-      expect(median / expected).toBeLessThan(1.08);
+      // Functional check only: a reply never comes sooner than a real 9600 baud line could deliver it,
+      // and the emulation is in the right range (not, say, a second). How close it gets is measured
+      // by `npm run bench -- acquisition`, not asserted here: timing under CI load is not a property.
+      expect(sorted[0]! / expected).toBeGreaterThan(0.98);
+      expect(median / expected).toBeLessThan(3);
     } finally {
       if (master.isOpen) await new Promise<void>((res) => master.close(() => res()));
       await s.stop();
