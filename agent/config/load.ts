@@ -10,7 +10,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { RackguardError } from '../errors.js';
 import { bundledProfilesDir } from '../paths.js';
-import { configSchema, profileSchema, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
+import { DETECTION_DEFAULTS, configSchema, profileSchema, type DetectionParams, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
 import {
   defaultInterFrameGapMs,
   type BusDef,
@@ -19,6 +19,7 @@ import {
   type ModbusPointDef,
   type PointDef,
   type StreamPointDef,
+  type ZoneDef,
 } from './model.js';
 
 export class ConfigError extends RackguardError {
@@ -378,6 +379,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
   const explained = (pid: string): boolean => unresolvedDevices.has(pid.split('.')[0] ?? '');
 
   const zoneIds = new Set<string>();
+  const zones: ZoneDef[] = [];
   cfg.zones.forEach((zone, zi) => {
     if (zoneIds.has(zone.id)) problems.push(`zones[${zi}].id: duplicate zone id "${zone.id}"`);
     zoneIds.add(zone.id);
@@ -391,6 +393,14 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
       if (seen.has(s)) problems.push(`zones[${zi}].sensors[${si}]: "${s}" is listed twice`);
       seen.add(s);
     });
+    const d: DetectionParams = { ...DETECTION_DEFAULTS, ...cfg.detection, ...zone.detection };
+    const where = `zones[${zi}].detection`;
+    if (d.k > zone.sensors.length) problems.push(`${where}.k: ${d.k} sensors must agree but the zone has ${zone.sensors.length}`);
+    if (d.shortWindowS >= d.longWindowS) problems.push(`${where}.shortWindowS: must be below longWindowS (${d.shortWindowS} ≥ ${d.longWindowS})`);
+    if (!(d.warnTempC < d.alarmTempC && d.alarmTempC < d.criticalTempC)) {
+      problems.push(`${where}: thresholds must rise warnTempC < alarmTempC < criticalTempC (got ${d.warnTempC}, ${d.alarmTempC}, ${d.criticalTempC})`);
+    }
+    zones.push({ id: zone.id, sensors: zone.sensors, detection: d });
   });
 
   const chillerIds = new Set<string>();
@@ -412,7 +422,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     gateway: cfg.gateway,
     logging: cfg.logging,
     buses,
-    zones: cfg.zones,
+    zones,
     chillers: cfg.chillers,
     points,
     source,

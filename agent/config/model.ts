@@ -2,7 +2,7 @@
  * The validated, resolved configuration handed to components: profiles expanded, point ids made
  * global (`<device>.<point>`), defaults applied, deep-frozen. Components never see raw YAML.
  */
-import type { ParsedConfig, ModbusPointConfig, StreamPointConfig } from './schema.js';
+import type { DetectionParams, ParsedConfig, ModbusPointConfig, StreamPointConfig } from './schema.js';
 
 export type ModbusPointDef = ModbusPointConfig & {
   /** Global id: `<device id>.<name>`. */
@@ -38,13 +38,20 @@ export type BusDef = SerialBusDef | TcpBusDef | StreamBusDef;
 
 export type PointDef = ModbusPointDef | StreamPointDef;
 
+export interface ZoneDef {
+  id: string;
+  sensors: string[];
+  detection: DetectionParams;
+}
+
 export interface Config {
   version: number;
   site: string;
   gateway: string;
   logging: ParsedConfig['logging'];
   buses: BusDef[];
-  zones: ParsedConfig['zones'];
+  /** Zones with their detection parameters resolved (defaults, then `detection:`, then the zone's own). */
+  zones: ZoneDef[];
   chillers: ParsedConfig['chillers'];
   /** Every point by global id. */
   points: ReadonlyMap<string, PointDef>;

@@ -139,11 +139,81 @@ export const streamBusSchema = z
 
 export const busSchema = z.discriminatedUnion('type', [serialBusSchema, tcpBusSchema, streamBusSchema]);
 
+/**
+ * Detection parameters. Defaults follow ASHRAE TC9.9 (2021): recommended inlet ≤ 27 °C, allowable A1
+ * ≤ 32 °C, A2 ≤ 35 °C, rate of change ≤ 20 °C/h (0.33 °C/min). Set once under `detection:` and
+ * override per zone under `zones[].detection:`.
+ */
+const detectionFields = {
+  /** Least-squares windows of the per-sensor rate estimator, seconds. */
+  shortWindowS: z.number().positive(),
+  longWindowS: z.number().positive(),
+  /** Fraction of a window that samples must span before its rate is used (0–1). */
+  minCoverage: z.number().min(0.1).max(1),
+  /** A single sample this far (°C) from the sensor's recent trend is a glitch and is ignored. */
+  glitchJumpC: z.number().positive(),
+  /** No good sample for this long: the sensor is stale. */
+  staleAfterS: z.number().positive(),
+  /** Warning: any one sensor at or above these. */
+  warnRateCPerMin: z.number().positive(),
+  warnTempC: z.number(),
+  /** Alarm: k sensors agree, for dwellS, on any of these. */
+  alarmShortRateCPerMin: z.number().positive(),
+  alarmLongRateCPerMin: z.number().positive(),
+  alarmTempC: z.number(),
+  /** Critical: alarm holds and k sensors reach criticalTempC or are predicted to within horizonS. */
+  criticalTempC: z.number(),
+  horizonS: z.number().positive(),
+  /** Sensors that must agree (k of the zone's n). */
+  k: z.int().min(1),
+  dwellS: z.number().min(0),
+  /** Dwell when a chiller serving the zone corroborates (trip, alarm, or supply water rising). */
+  corroboratedDwellS: z.number().min(0),
+  /** Chilled-water supply rising at least this fast corroborates, °C/min. */
+  chillerSupplyRiseCPerMin: z.number().positive(),
+  /** Let a corroborating chiller lower k to 1 for this zone. Default false. */
+  corroborationLowersK: z.boolean(),
+  /** A level steps down only after its condition has been gone this long, seconds. */
+  clearDelayS: z.number().min(0),
+  /** Temperatures must be this far below a threshold (°C) to clear it. */
+  hysteresisC: z.number().min(0),
+  /** Critical latches until the clear conditions hold (`auto`) or until an operator acknowledges (`ack`). */
+  criticalLatch: z.enum(['auto', 'ack']),
+};
+
+export const DETECTION_DEFAULTS = {
+  shortWindowS: 120,
+  longWindowS: 600,
+  minCoverage: 0.5,
+  glitchJumpC: 3,
+  staleAfterS: 60,
+  warnRateCPerMin: 0.33,
+  warnTempC: 27,
+  alarmShortRateCPerMin: 1,
+  alarmLongRateCPerMin: 0.33,
+  alarmTempC: 32,
+  criticalTempC: 35,
+  horizonS: 600,
+  k: 2,
+  dwellS: 30,
+  corroboratedDwellS: 0,
+  chillerSupplyRiseCPerMin: 0.1,
+  corroborationLowersK: false,
+  clearDelayS: 300,
+  hysteresisC: 1,
+  criticalLatch: 'auto',
+} as const;
+
+const detectionOverrideSchema = z.object(detectionFields).partial().strict();
+export type DetectionParams = { -readonly [K in keyof typeof DETECTION_DEFAULTS]: z.output<(typeof detectionFields)[K]> };
+
 export const zoneSchema = z
   .object({
     id,
     /** Point ids (`<device>.<point>`) of the inlet temperature sensors in this zone. */
     sensors: z.array(z.string().min(1)).min(1),
+    /** Overrides of the top-level `detection` parameters for this zone. */
+    detection: detectionOverrideSchema.default({}),
   })
   .strict();
 
@@ -178,6 +248,8 @@ export const configSchema = z
       .strict()
       .prefault({}),
     buses: z.array(busSchema).min(1),
+    /** Detection defaults for every zone. */
+    detection: detectionOverrideSchema.default({}),
     zones: z.array(zoneSchema).default([]),
     chillers: z.array(chillerSchema).default([]),
   })

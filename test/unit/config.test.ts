@@ -210,7 +210,14 @@ const BAD: Array<{ what: string; change: (c: Raw) => void; problems: string[] }>
     change: (c) => (c.buses[0].devices[1].profile = 'xy-md03'),
     problems: [`buses[0].devices[1].profile: unknown profile "xy-md03" (looked in ${bundledProfilesDir()})`],
   },
-  { what: 'a device with neither profile nor points', change: (c) => { delete c.buses[0].devices[1].profile; c.zones[0].sensors = ['dev1.temp']; }, problems: ['buses[0].devices[1]: needs a profile or at least one point'] },
+  { what: 'a device with neither profile nor points', change: (c) => { delete c.buses[0].devices[1].profile; c.zones[0].sensors = ['dev1.temp']; c.zones[0].detection = { k: 1 }; }, problems: ['buses[0].devices[1]: needs a profile or at least one point'] },
+  { what: 'k larger than the zone', change: (c) => (c.detection = { k: 3 }), problems: ['zones[0].detection.k: 3 sensors must agree but the zone has 2'] },
+  {
+    what: 'detection thresholds out of order and windows reversed',
+    change: (c) => (c.zones[0].detection = { alarmTempC: 36, shortWindowS: 600, longWindowS: 120 }),
+    problems: ['zones[0].detection.shortWindowS: must be below longWindowS (600 ≥ 120)', 'zones[0].detection: thresholds must rise warnTempC < alarmTempC < criticalTempC (got 27, 36, 35)'],
+  },
+  { what: 'an unknown detection field', change: (c) => (c.detection = { dwelS: 10 }), problems: ['detection.dwelS: unknown field'] },
   { what: 'a device without unitId nor profile default', change: (c) => delete c.buses[0].devices[0].unitId, problems: ['buses[0].devices[0].unitId: required (no profile default)'] },
   {
     what: 'duplicate point ids (two inline points with the same name)',
