@@ -179,14 +179,7 @@ export class BusPoller {
         }
         d.recordLatency(clock.monoMs() - t0);
         anyOk = true;
-        const values = readResponseValues(read.table, read.quantity, pdu);
-        const at = this.stamp();
-        for (const it of read.items) {
-          const p = it.point;
-          const regs = values.slice(it.offset, it.offset + (read.table === 'coil' || read.table === 'discrete' ? 1 : registerCount(p.type)));
-          const raw = decodeRaw(p.type, p.wordOrder, regs, p.bit);
-          samples.push(d.trackers.get(p.id)!.decoded(raw.value, raw.rawUnsigned, at));
-        }
+        samples.push(...samplesFromReply(read, pdu, d.trackers, this.stamp()));
       } catch (err) {
         const e = err instanceof RackguardError ? err : new RackguardError('E_MODBUS_BAD_FRAME', String(err), { cause: err });
         this.count(d, e);
@@ -235,6 +228,21 @@ export class BusPoller {
     else if (e.code === 'E_PORT_CLOSED') c.portErrors++;
     else if (e.code !== 'E_STOPPED') c.badFrames++;
   }
+}
+
+/**
+ * Samples for every point of a successful read, from the reply PDU. Shared by the poller and by
+ * firmware-sim's virtual-time sampler (drills, traces), so both decode exactly alike.
+ */
+export function samplesFromReply(read: PlannedRead, pdu: Buffer, trackers: ReadonlyMap<string, PointTracker>, at: Stamp): Sample[] {
+  const values = readResponseValues(read.table, read.quantity, pdu);
+  const bits = read.table === 'coil' || read.table === 'discrete';
+  return read.items.map((it) => {
+    const p = it.point;
+    const regs = values.slice(it.offset, it.offset + (bits ? 1 : registerCount(p.type)));
+    const raw = decodeRaw(p.type, p.wordOrder, regs, p.bit);
+    return trackers.get(p.id)!.decoded(raw.value, raw.rawUnsigned, at);
+  });
 }
 
 /** The next slot on the device's cadence after `now`, skipping missed slots instead of bursting. */

@@ -47,7 +47,19 @@ export class PointTracker {
       this.forget();
       return this.make(null, 'sensor_fault', at, `not a finite number (${rawValue})`);
     }
-    const value = roundToPoint(rawValue * p.scale + p.offset, p, isFloat);
+    return this.engineering(roundToPoint(rawValue * p.scale + p.offset, p, isFloat), at);
+  }
+
+  /**
+   * A sample for a value already in engineering units (a recorded trace, an ASCII stream after
+   * scaling): range and frozen checks only.
+   */
+  engineering(value: number, at: Stamp): Sample {
+    const p = this.point;
+    if (!Number.isFinite(value)) {
+      this.forget();
+      return this.make(null, 'sensor_fault', at, `not a finite number (${value})`);
+    }
     if (p.validRange && (value < p.validRange.min || value > p.validRange.max)) {
       this.forget();
       return this.make(null, 'out_of_range', at, `outside ${p.validRange.min}..${p.validRange.max}`, value);
