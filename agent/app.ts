@@ -13,9 +13,14 @@ import type { PortOpener } from './acquisition/serial-link.js';
 import { StreamSource } from './acquisition/stream-source.js';
 import { TcpLine } from './acquisition/tcp-line.js';
 import type { DeviceHealth, DeviceState, Sample } from './acquisition/types.js';
+import { Detector } from './detection/detector.js';
+import { TraceRecorder } from './detection/trace.js';
+import type { DetectorEvent, ZoneStatus } from './detection/types.js';
 
 export interface AgentDeps {
   logger: Logger;
+  /** Write every sample to this trace file (`rackguard run --record`). */
+  recordFile?: string;
   clock?: Clock;
   /** Opens serial ports; defaults to npm serialport. */
   opener?: PortOpener;
@@ -25,12 +30,16 @@ export interface AgentEvents {
   /** One batch per device poll (or stream line): a sample for every point of that device. */
   samples: [samples: Sample[]];
   deviceState: [health: DeviceHealth, previous: DeviceState];
+  /** Zone level changes and quorum events from the detector. */
+  detection: [event: DetectorEvent];
 }
 
 export interface Agent extends EventEmitter<AgentEvents> {
-  start(): void;
+  start(): Promise<void>;
   stop(): Promise<void>;
   health(): DeviceHealth[];
+  /** Current level of every zone, with its evidence. */
+  zones(): ZoneStatus[];
   /** Read requests per full poll cycle, after batching. */
   readonly readsPerCycle: number;
 }
@@ -42,15 +51,20 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly pollers: BusPoller[] = [];
   private readonly streams: StreamSource[] = [];
   private healthTimer: TimerHandle | undefined;
+  private tickTimer: TimerHandle | undefined;
   private started = false;
+  private readonly detector: Detector;
+  private readonly recorder: TraceRecorder | undefined;
 
   constructor(
     private readonly config: Config,
-    deps: AgentDeps,
+    private readonly deps: AgentDeps,
   ) {
     super();
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
+    this.detector = new Detector(config);
+    this.recorder = deps.recordFile ? new TraceRecorder(deps.recordFile) : undefined;
     const onSamples = (samples: Sample[]): void => this.onSamples(samples);
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
@@ -75,21 +89,27 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return this.pollers.reduce((n, p) => n + p.readsPerCycle, 0);
   }
 
-  start(): void {
+  async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    if (this.recorder) {
+      await this.recorder.start(this.clock.monoMs());
+      this.log.info({ file: this.deps.recordFile }, 'recording samples to a trace');
+    }
     const devices = this.config.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
     this.log.info({ site: this.config.site, gateway: this.config.gateway, buses: this.config.buses.length, devices, points: this.config.points.size, readsPerCycle: this.readsPerCycle }, 'rackguard starting');
     for (const l of this.lines) l.start();
     for (const p of this.pollers) p.start();
     for (const s of this.streams) s.start();
     this.scheduleHealth();
+    this.scheduleTick();
   }
 
   /** Safe at any stage; each part in its own try/catch, in reverse start order. */
   async stop(): Promise<void> {
     this.started = false;
     this.clock.clearTimeout(this.healthTimer);
+    this.clock.clearTimeout(this.tickTimer);
     const pollersDone = this.pollers.map((p) => p.stop());
     const parts: Array<() => Promise<void>> = [...this.streams.map((s) => () => s.stop()), ...this.lines.map((l) => () => l.stop())];
     for (const stop of parts) {
@@ -100,6 +120,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       }
     }
     await Promise.allSettled(pollersDone);
+    try {
+      await this.recorder?.stop();
+    } catch (err) {
+      this.log.error({ err }, 'error while closing the trace');
+    }
+  }
+
+  zones(): ZoneStatus[] {
+    return this.detector.status();
   }
 
   health(): DeviceHealth[] {
@@ -119,7 +148,30 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       if (Object.keys(problems).length > 0) this.log.info({ device: first.deviceId, values, problems }, 'samples');
       else this.log.info({ device: first.deviceId, values }, 'samples');
     }
+    this.recorder?.write(samples);
     this.emit('samples', samples);
+    this.publish(this.detector.ingest(samples));
+  }
+
+  private publish(events: DetectorEvent[]): void {
+    for (const e of events) {
+      const level = e.kind === 'zone_blind' ? 'warn' : e.level === 'normal' ? 'info' : e.level === 'warning' ? 'warn' : 'error';
+      const sensors = e.evidence.sensors.map((s) => ({ point: s.pointId, tempC: s.tempC, rateShort: s.rateShortCPerMin, rateLong: s.rateLongCPerMin, status: s.status }));
+      this.log[level](
+        { zone: e.zone, event: e.kind, from: e.kind === 'zone_level' ? e.from : undefined, level: e.level, etaCriticalS: e.evidence.etaCriticalS, sensors },
+        e.kind === 'zone_level' ? `zone ${e.zone}: ${e.from} → ${e.level}: ${e.reason}` : `zone ${e.zone}: ${e.reason}`,
+      );
+      this.emit('detection', e);
+    }
+  }
+
+  /** Time-based detection (dwell, clear delays, stale sensors) moves even when no sample arrives. */
+  private scheduleTick(): void {
+    this.tickTimer = this.clock.setTimeout(() => {
+      if (!this.started) return;
+      this.publish(this.detector.tick(this.clock.monoMs(), this.clock.wallMs()));
+      this.scheduleTick();
+    }, 1000);
   }
 
   private scheduleHealth(): void {

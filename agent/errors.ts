@@ -14,7 +14,16 @@ export type ErrorCode =
   | 'E_PORT_OPEN'
   | 'E_STOPPED'
   | 'E_TRACE_INVALID'
-  | 'E_SCENARIO_INVALID';
+  | 'E_SCENARIO_INVALID'
+  | 'E_OUTBOX_OPEN'
+  | 'E_OUTBOX_WRITE'
+  | 'E_OUTBOX_CORRUPT'
+  | 'E_SECRET_READ'
+  | 'E_MQTT_TIMEOUT'
+  | 'E_MQTT_DISCONNECTED'
+  | 'E_MQTT_REJECTED'
+  | 'E_INFLUX_WRITE'
+  | 'E_INFLUX_REJECTED';
 
 export class RackguardError extends Error {
   readonly code: ErrorCode;

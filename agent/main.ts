@@ -4,7 +4,7 @@
  *
  * Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createAgent } from './app.js';
@@ -12,11 +12,24 @@ import { ConfigError, loadConfigFile } from './config/load.js';
 import type { Config } from './config/model.js';
 import { RackguardError } from './errors.js';
 import { createLogger } from './log.js';
+import { replay, eventJson, eventLine } from './detection/replay.js';
+import { parseTrace, traceText } from './detection/trace.js';
+import { runDrill, type DrillResult } from './drill/drill.js';
+import { renderReport } from './drill/report.js';
+import { VirtualRackSampler } from '../firmware-sim/sampler.js';
+import { loadScenarioFile, type Scenario } from '../firmware-sim/scenario.js';
 import { packageRoot } from './paths.js';
 
 const USAGE = `Usage:
-  rackguard run --config FILE          start acquisition (logs samples and device health)
-  rackguard check-config FILE          validate a configuration file and exit
+  rackguard run --config FILE [--record TRACE.csv]
+        start acquisition and detection; logs samples, device health and zone events;
+        --record writes every sample to a trace for replay
+  rackguard check-config FILE
+        validate a configuration file and exit
+  rackguard replay --config FILE --trace TRACE.csv [--json]
+        run the production detector over a recorded trace on virtual time and print the events
+  rackguard drill --config FILE --scenario SCENARIO.yaml [--report OUT.html] [--trace OUT.csv] [--duration S] [--json]
+        run a firmware-sim scenario through the thermal model and the detector on virtual time
   rackguard --version | --help
 
 Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.`;
@@ -41,10 +54,76 @@ function loadOrExit(file: string | undefined): Config {
   }
 }
 
-async function run(configFile: string | undefined): Promise<void> {
+function usageError(msg: string): never {
+  process.stderr.write(`rackguard: ${msg}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+/** Reads a file for a command, or exits 2 naming it. */
+function readInput(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    process.stderr.write(`rackguard: cannot read ${what} ${file}: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
+function exitOnInputError(err: unknown): never {
+  if (err instanceof RackguardError && (err.code === 'E_TRACE_INVALID' || err.code === 'E_SCENARIO_INVALID')) {
+    process.stderr.write(`rackguard: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+}
+
+function replayCommand(config: Config, traceFile: string, json: boolean): void {
+  const text = readInput(traceFile, 'trace');
+  let result;
+  const t0 = performance.now();
+  try {
+    result = replay(config, parseTrace(text, config, { source: traceFile }));
+  } catch (err) {
+    exitOnInputError(err);
+  }
+  const ms = performance.now() - t0;
+  for (const e of result.events) process.stdout.write(`${json ? JSON.stringify(eventJson(e)) : eventLine(e)}\n`);
+  if (!json) process.stdout.write(`${traceFile}: ${result.rows} rows over ${(result.durationS / 3600).toFixed(2)} h, ${result.events.length} events, replayed in ${(ms / 1000).toFixed(2)} s\n`);
+}
+
+function drillCommand(config: Config, o: { scenario: string; report?: string; trace?: string; json: boolean; durationS?: number }): void {
+  let result: DrillResult;
+  let scenario: Scenario;
+  try {
+    scenario = loadScenarioFile(o.scenario, { config });
+    result = runDrill({ config, scenario, ...(o.durationS !== undefined ? { durationS: o.durationS } : {}) });
+  } catch (err) {
+    exitOnInputError(err);
+  }
+  for (const e of result.events) process.stdout.write(`${o.json ? JSON.stringify(eventJson(e)) : eventLine(e)}\n`);
+  const h = result.headline;
+  const fmt = (s: number | null): string => (s === null ? 'n/a' : `${Math.round(s)} s`);
+  if (!o.json) {
+    process.stdout.write(
+      `drill ${result.scenario.name}: failure at ${fmt(h.onsetS)}; alarm after ${fmt(h.alarmAfterS)}, critical after ${fmt(h.criticalAfterS)}; ` +
+        `lead before 32 °C ${fmt(h.lead32S)}, before 35 °C ${fmt(h.lead35S)}\n`,
+    );
+  }
+  if (o.report) {
+    writeFileSync(o.report, renderReport(result));
+    if (!o.json) process.stdout.write(`report: ${o.report}\n`);
+  }
+  if (o.trace) {
+    const sampler = new VirtualRackSampler({ config, scenario });
+    writeFileSync(o.trace, traceText(sampler.run(result.scenario.durationS)));
+    if (!o.json) process.stdout.write(`trace: ${o.trace}\n`);
+  }
+}
+
+async function run(configFile: string | undefined, recordFile: string | undefined): Promise<void> {
   const config = loadOrExit(configFile);
   const logger = createLogger({ level: config.logging.level });
-  const agent = createAgent(config, { logger });
+  const agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}) });
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
@@ -63,7 +142,7 @@ async function run(configFile: string | undefined): Promise<void> {
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
-  agent.start();
+  await agent.start();
 }
 
 function count(n: number, one: string, many = `${one}s`): string {
@@ -76,6 +155,12 @@ async function main(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       config: { type: 'string', short: 'c' },
+      record: { type: 'string' },
+      trace: { type: 'string' },
+      json: { type: 'boolean' },
+      scenario: { type: 'string' },
+      report: { type: 'string' },
+      duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -91,8 +176,22 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (command) {
     case 'run':
-      await run(values.config ?? arg);
+      await run(values.config ?? arg, values.record);
       return;
+    case 'replay': {
+      const config = loadOrExit(values.config);
+      if (!values.trace) usageError('replay needs --trace FILE');
+      replayCommand(config, values.trace, Boolean(values.json));
+      return;
+    }
+    case 'drill': {
+      const config = loadOrExit(values.config);
+      if (!values.scenario) usageError('drill needs --scenario FILE');
+      const durationS = values.duration === undefined ? undefined : Number(values.duration);
+      if (durationS !== undefined && !(durationS > 0)) usageError(`--duration must be a positive number of seconds, got "${values.duration}"`);
+      drillCommand(config, { scenario: values.scenario, report: values.report, trace: values.trace, json: Boolean(values.json), durationS });
+      return;
+    }
     case 'check-config': {
       const file = arg ?? values.config;
       const cfg = loadOrExit(file);

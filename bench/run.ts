@@ -10,6 +10,7 @@ type Suite = () => Promise<Figures | Record<string, Figures>>;
 const SUITES: Record<string, () => Promise<Suite>> = {
   acquisition: async () => (await import('./suites/acquisition.js')).run,
   agent: async () => (await import('./suites/agent.js')).run,
+  detection: async () => (await import('./suites/detection.js')).run,
 };
 
 async function main(): Promise<void> {

@@ -77,7 +77,7 @@ interface DeviceEntry {
   counters: DeviceCounters;
 }
 
-type HeldSensorFault = SensorFault & { held?: number[] };
+type HeldSensorFault = SensorFault & { held?: number[]; sinceS?: number };
 
 /** Energy counters start here, kWh, and grow with the IT load. */
 const ENERGY_BASE_KWH = 10_000;
@@ -164,7 +164,9 @@ export class SimRack {
   setSensorFault(pointId: string, fault: SensorFault): void {
     if (!this.pointsById.has(pointId)) throw new Error(`simulator: unknown point "${pointId}"`);
     if (fault.type === 'none') this.sensorFaults.delete(pointId);
-    else this.sensorFaults.set(pointId, fault.type === 'freeze' ? { ...fault, ...holdOf(this.lastServed.get(pointId)) } : { ...fault });
+    else if (fault.type === 'freeze') this.sensorFaults.set(pointId, { ...fault, ...holdOf(this.lastServed.get(pointId)) });
+    else if (fault.type === 'drift') this.sensorFaults.set(pointId, { ...fault, sinceS: this.simTimeS() });
+    else this.sensorFaults.set(pointId, { ...fault });
   }
 
   /** Serves `value` (engineering units) for a point instead of the model's; undefined returns it to the model. */
@@ -316,6 +318,7 @@ export class SimRack {
     if (fault?.type === 'dead') return encodeRawUnsigned(def, def.faultValues[0] ?? 0x7fff);
     if (fault?.type === 'freeze' && fault.held) return [...fault.held];
     let value = this.valueOf(hit.entry);
+    if (fault?.type === 'drift') value += (fault.rateCPerMin * (this.simTimeS() - (fault.sinceS ?? 0))) / 60;
     if (fault?.type === 'glitch') {
       value += fault.deltaC;
       if (serve) this.sensorFaults.delete(def.id);

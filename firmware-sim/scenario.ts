@@ -10,7 +10,7 @@
  *   events:
  *     - { at: 600, chiller: trip }                      # trip (alarmCode) | partial (capacity, reportRunning) | restore
  *     - { at: 900, device: rack04, fault: silent }      # silent | crc | exception (code) | late (delayMs) | none
- *     - { at: 950, sensor: rack03.temperature, fault: freeze }   # freeze | dead | glitch (deltaC) | none
+ *     - { at: 950, sensor: rack03.temperature, fault: freeze }   # freeze | dead | glitch (deltaC) | drift (rateCPerMin) | none
  *     - { at: 1200, door: [rack01, rack02], deltaC: 3, durationS: 120 }
  *
  * An event's kind is chosen by which of the keys chiller, device, sensor or door it has; each kind is
@@ -38,7 +38,13 @@ export type DeviceFault =
   | { type: 'none' };
 
 /** A fault of one point (a sensor element), as seen in its registers. */
-export type SensorFault = { type: 'freeze' } | { type: 'dead' } | { type: 'glitch'; deltaC: number } | { type: 'none' };
+export type SensorFault =
+  | { type: 'freeze' }
+  | { type: 'dead' }
+  | { type: 'glitch'; deltaC: number }
+  /** A failing sensor element whose reading runs away on its own, at rateCPerMin from the moment it starts. */
+  | { type: 'drift'; rateCPerMin: number }
+  | { type: 'none' };
 
 export type ScenarioAction =
   | ChillerAction
@@ -114,7 +120,7 @@ const scenarioSchema = z
 
 const CHILLER_ACTIONS = ['trip', 'partial', 'restore'] as const;
 const DEVICE_FAULTS = ['silent', 'crc', 'exception', 'late', 'none'] as const;
-const SENSOR_FAULTS = ['freeze', 'dead', 'glitch', 'none'] as const;
+const SENSOR_FAULTS = ['freeze', 'dead', 'glitch', 'drift', 'none'] as const;
 const EVENT_KEYS = ['chiller', 'device', 'sensor', 'door'] as const;
 
 const chillerSchemas = {
@@ -139,6 +145,7 @@ const sensorSchemas = {
   freeze: z.object({ ...sensorBase, fault: z.literal('freeze') }).strict(),
   dead: z.object({ ...sensorBase, fault: z.literal('dead') }).strict(),
   glitch: z.object({ ...sensorBase, fault: z.literal('glitch'), deltaC: finite.default(10) }).strict(),
+  drift: z.object({ ...sensorBase, fault: z.literal('drift'), rateCPerMin: finite }).strict(),
   none: z.object({ ...sensorBase, fault: z.literal('none') }).strict(),
 };
 
@@ -217,7 +224,8 @@ function parseEvent(raw: unknown, index: number, issues: Issue[]): ScenarioEvent
       const e = check(pickSchema(obj, 'fault', SENSOR_FAULTS, sensorSchemas, path, issues) as z.ZodType<Record<string, unknown>> | undefined);
       if (!e) return undefined;
       const type = e.fault as SensorFault['type'];
-      const fault: SensorFault = type === 'glitch' ? { type, deltaC: e.deltaC as number } : { type };
+      const fault: SensorFault =
+        type === 'glitch' ? { type, deltaC: e.deltaC as number } : type === 'drift' ? { type, rateCPerMin: e.rateCPerMin as number } : { type };
       return { at: e.at as number, kind: 'sensor', sensor: e.sensor as string, fault };
     }
     case 'door': {

@@ -93,7 +93,10 @@ export class StreamSource {
         const s = tracker.failed(`E_MODBUS_BAD_FRAME: group "${p.group}" is ${text === undefined ? 'missing' : `not a number ("${text}")`}`, at);
         return { ...s, quality: 'sensor_fault' as const };
       }
-      return tracker.decoded(Number(text), undefined, at);
+      // The text carries its own precision: scale it, trimming binary noise, but never round it to
+      // the scale's decimals as a register count is (50.5 with scale 1 stays 50.5).
+      const v = Number(text);
+      return tracker.engineering(p.scale === 1 && p.offset === 0 ? v : Number((v * p.scale + p.offset).toPrecision(12)), at);
     });
     this.linesMatched++;
     this.armSilenceTimer();

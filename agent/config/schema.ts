@@ -169,6 +169,12 @@ const detectionFields = {
   dwellS: z.number().min(0),
   /** Dwell when a chiller serving the zone corroborates (trip, alarm, or supply water rising). */
   corroboratedDwellS: z.number().min(0),
+  /**
+   * Short-window rate that counts toward alarm while a chiller corroborates (default 0.5, below the
+   * uncorroborated 1 °C/min). A 120 s least-squares window sees half of a fresh ramp's rate only 60 s
+   * after onset, so with a known chiller trip the independent evidence buys the first minute.
+   */
+  corroboratedShortRateCPerMin: z.number().positive(),
   /** Chilled-water supply rising at least this fast corroborates, °C/min. */
   chillerSupplyRiseCPerMin: z.number().positive(),
   /** Let a corroborating chiller lower k to 1 for this zone. Default false. */
@@ -197,6 +203,7 @@ export const DETECTION_DEFAULTS = {
   k: 2,
   dwellS: 30,
   corroboratedDwellS: 0,
+  corroboratedShortRateCPerMin: 0.5,
   chillerSupplyRiseCPerMin: 0.1,
   corroborationLowersK: false,
   clearDelayS: 300,

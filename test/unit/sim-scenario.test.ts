@@ -115,7 +115,7 @@ events:
       'events[8].capacity: must be ≤ 1, got 1.5',
       'events[8].extra: unknown field',
       'events[9].code: must be ≥ 1, got 0',
-      'events[10].fault: required, expected one of freeze, dead, glitch, none',
+      'events[10].fault: required, expected one of freeze, dead, glitch, drift, none',
       'events[11].at: 500 is after durationS (100)',
       'room.initialRiseCPerMin: give either thermalMassKjPerK or initialRiseCPerMin, not both',
     ]);
