@@ -3,7 +3,7 @@
  * errors on stderr, JSON logs on stdout, clean stop on SIGTERM, and the demo.
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
@@ -114,6 +114,54 @@ buses:
     const r1 = records.find((r) => r.msg === 'samples' && r.device === 'r1' && (r.values as { temperature: unknown }).temperature !== null)!;
     expect(r1.values).toMatchObject({ temperature: 24.2 });
     expect(records.some((r) => r.msg === 'stopped')).toBe(true);
+  });
+});
+
+describe('rackguard run --record, then replay', () => {
+  let pty: PtyPair;
+  let sim: Simulator;
+  let file: string;
+
+  beforeAll(async () => {
+    pty = await startPtyPair();
+    const text = `version: 1
+logging: { samples: false }
+buses:
+  - { id: l, type: serial, path: ${pty.a}, devices: [{ id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 100 }, { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 100 }] }
+zones:
+  - { id: z, sensors: [r1.temperature, r2.temperature], detection: { warnTempC: 25 } }
+`;
+    file = join(tmp.path, 'record.yaml');
+    writeFileSync(file, text);
+    sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
+    sim.rack.setValue('r1.temperature', 26.5);
+    sim.rack.setValue('r2.temperature', 21.5);
+    sim.rack.setFault('r2', { type: 'silent' });
+  });
+  afterAll(async () => {
+    await sim?.stop();
+    await pty?.stop();
+  });
+
+  it('records every sample as a trace that replays to the same detector events', async () => {
+    const trace = join(tmp.path, 'live.csv');
+    const [cmd, args] = node('agent/main.ts', 'run', '--config', file, '--record', trace);
+    const p = await spawnAndWait(cmd, args, { readyLine: /recording samples to a trace/, timeoutMs: 20_000 });
+    // r1 reads 26.5 °C ≥ warnTempC 25: the live detector raises a warning; r2 is silent.
+    await p.waitForLine(/zone z: normal → warning/, 15_000);
+    expect(await p.stop('SIGTERM')).toBe(0);
+    const rows = readFileSync(trace, 'utf8').trim().split('\n');
+    expect(rows[0]).toBe('time_s,point,value');
+    expect(rows.some((r) => /^\d+\.\d{3},r1\.temperature,26\.5$/.test(r))).toBe(true);
+    expect(rows.some((r) => /^\d+\.\d{3},r2\.temperature,$/.test(r))).toBe(true);
+
+    const [rcmd, rargs] = node('agent/main.ts', 'replay', '--config', file, '--trace', trace, '--json');
+    const r = spawnSync(rcmd, rargs, { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; level: string; from: string | null; reason: string });
+    expect(events[0]).toMatchObject({ zone: 'z', level: 'warning', from: 'normal' });
+    expect(events[0]!.reason).toMatch(/r1 at 26\.5 °C ≥ 25 °C/);
   });
 });
 
