@@ -211,7 +211,10 @@ describe('spawnAndWait', () => {
       readyLine: /^up$/,
       timeoutMs: 5000,
     });
-    expect(p.lines).toEqual(['starting', 'up']);
+    // stdout and stderr are separate pipes: their lines may arrive in either order.
+    expect(p.readyLine).toBe('up');
+    await p.waitForLine(/^starting$/, 5000);
+    expect([...p.lines].sort()).toEqual(['starting', 'up']);
     expect(await p.stop()).toBeNull(); // died of SIGTERM
     expect((await p.exited).signal).toBe('SIGTERM');
   });
