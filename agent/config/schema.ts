@@ -159,6 +159,12 @@ const detectionFields = {
   warnTempC: z.number(),
   /** Alarm: k sensors agree, for dwellS, on any of these. */
   alarmShortRateCPerMin: z.number().positive(),
+  /**
+   * The short-rate criterion also needs the sensor to have risen this much (°C) above the mean of
+   * its long window, unless a chiller corroborates: a door opening on two racks rises
+   * at > 1 °C/min for half a minute but stops after a degree or so; a failure keeps going.
+   */
+  alarmMinRiseC: z.number().min(0),
   alarmLongRateCPerMin: z.number().positive(),
   alarmTempC: z.number(),
   /** Critical: alarm holds and k sensors reach criticalTempC or are predicted to within horizonS. */
@@ -196,6 +202,7 @@ export const DETECTION_DEFAULTS = {
   warnRateCPerMin: 0.33,
   warnTempC: 27,
   alarmShortRateCPerMin: 1,
+  alarmMinRiseC: 2.3,
   alarmLongRateCPerMin: 0.33,
   alarmTempC: 32,
   criticalTempC: 35,

@@ -137,6 +137,11 @@ export class RateEstimator {
   }
 
   /** Value of the least-squares line at monotonic `mono` ms; null unless covered. */
+  /** Mean of the values in the window (after the last advance), or null when empty. */
+  mean(): number | null {
+    return this.len === 0 ? null : this.originV + this.sV / this.len;
+  }
+
   fitAt(mono: number): number | null {
     const b = this.slopePerS();
     if (b === null) return null;

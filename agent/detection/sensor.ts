@@ -118,6 +118,7 @@ export class SensorTrack {
   private accept(mono: number, value: number): void {
     this.short.add(mono, value);
     this.long.add(mono, value);
+
     this.lastValue = value;
     this.lastValueMono = mono;
   }
@@ -167,6 +168,36 @@ export class SensorTrack {
   rateLongCPerMin(now: number): number | null {
     this.long.advance(now);
     return this.long.slopePerMin();
+  }
+
+  /**
+   * How far the latest reading is above the mean of the long window, °C: the size of the rise so
+   * far. A door opening adds a degree or so and stops; a cooling failure keeps going. The mean (not
+   * the minimum) is the baseline so that compressor cycling's troughs do not count as rise. Null
+   * without a fresh reading or before the long window has data.
+   */
+  riseC(now: number): number | null {
+    const t = this.tempC(now);
+    if (t === null) return null;
+    this.long.advance(now);
+    const m = this.long.mean();
+    return m === null ? null : t - m;
+  }
+
+  /**
+   * Seconds until criticalTempC from the long-window fit, as etaCriticalS is from the short one. A
+   * rise that both windows predict to reach critical within the horizon is sustained; a door burst's
+   * steep short-window ETA is not confirmed by the long window.
+   */
+  etaCriticalLongS(now: number): number | null {
+    this.long.advance(now);
+    const slopePerMin = this.long.slopePerMin();
+    const fit = this.long.fitAt(now);
+    if (slopePerMin === null || fit === null) return null;
+    const crit = this.params.criticalTempC;
+    if (fit >= crit || (this.lastValue !== null && this.lastValue >= crit)) return 0;
+    if (!(slopePerMin > 0)) return null;
+    return ((crit - fit) / slopePerMin) * 60;
   }
 
   /**

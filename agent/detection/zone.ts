@@ -133,6 +133,10 @@ interface SensorEval {
   rateShort: number | null;
   rateLong: number | null;
   eta: number | null;
+  /** ETA to critical from the long-window fit (computed only when the short one is within the horizon). */
+  etaLong: number | null;
+  /** Rise above the lowest reading of the long window, °C. */
+  rise: number | null;
   warnRate: boolean;
   warnTemp: boolean;
   alarmShort: boolean;
@@ -216,6 +220,8 @@ export class ZoneMachine {
       rateShort: null,
       rateLong: null,
       eta: null,
+      etaLong: null,
+      rise: null,
       warnRate: false,
       warnTemp: false,
       alarmShort: false,
@@ -365,14 +371,22 @@ export class ZoneMachine {
         const temp = e.tempC;
         e.warnRate = e.rateLong !== null && e.rateLong >= p.warnRateCPerMin;
         e.warnTemp = temp !== null && temp >= p.warnTempC;
-        e.alarmShort = e.rateShort !== null && e.rateShort >= t.shortRateC;
+        e.rise = s.riseC(now);
+        e.alarmShort = e.rateShort !== null && e.rateShort >= t.shortRateC && (corroborated || (e.rise !== null && e.rise >= p.alarmMinRiseC));
         e.alarmLong = e.rateLong !== null && e.rateLong >= p.alarmLongRateCPerMin;
         e.alarmTemp = temp !== null && temp >= p.alarmTempC;
         e.critTemp = temp !== null && temp >= p.criticalTempC;
-        // Sustained guard: a door burst's short-window ETA looks alarming while its long rate lags.
-        // A corroborating chiller is independent evidence that the rise is real: then a short-window
+        // Sustained guard: a door burst's short-window ETA looks alarming, but the long-window fit
+        // does not predict critical within the horizon (its rise saturates after a few °C). A
+        // corroborating chiller is independent evidence that the rise is real: then a short-window
         // rise of at least corroboratedShortRateCPerMin is sustained enough (a small step is not).
-        e.critEta = e.eta !== null && e.eta <= p.horizonS && (e.alarmLong || (corroborated && e.rateShort !== null && e.rateShort >= p.corroboratedShortRateCPerMin));
+        if (e.eta !== null && e.eta <= p.horizonS) {
+          e.etaLong = s.etaCriticalLongS(now);
+          e.critEta = (e.etaLong !== null && e.etaLong <= p.horizonS) || (corroborated && e.rateShort !== null && e.rateShort >= p.corroboratedShortRateCPerMin);
+        } else {
+          e.etaLong = null;
+          e.critEta = false;
+        }
       } else {
         if (e.status === 'no_data') t.noData++;
         e.warnRate = e.warnTemp = e.alarmShort = e.alarmLong = e.alarmTemp = e.critTemp = e.critEta = false;
@@ -491,7 +505,7 @@ export class ZoneMachine {
     const etaItems: string[] = [];
     for (const e of this.evals) {
       if (e.critTemp) tempItems.push(`${e.label} ${fmtTemp(e.tempC!)}`);
-      else if (e.critEta) etaItems.push(`${e.label} in ${fmtS(e.eta!)} s (long rate ${fmtRate(e.rateLong!)} °C/min)`);
+      else if (e.critEta) etaItems.push(`${e.label} in ${fmtS(e.eta!)} s (long-window ETA ${e.etaLong === null ? 'n/a' : `${fmtS(e.etaLong)} s`})`);
     }
     const groups: [string, string][] = [];
     if (tempItems.length) groups.push([`at ≥ ${p.criticalTempC} °C`, `${tempItems.join(', ')} °C`]);

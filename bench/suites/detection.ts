@@ -67,7 +67,7 @@ function failure(rate: number, event: string, durationS: number, room = '{ itLoa
   return { name, kind: 'failure', durationS, yaml: scenarioYaml(name, durationS, room, [`{ at: ${ONSET_S}, ${event} }`]) };
 }
 
-const CASES: Case[] = [
+export const CASES: Case[] = [
   normalWeek(),
   failure(0.12, 'chiller: partial, capacity: 0.94, reportRunning: true', ONSET_S + 4 * 3600, '{ itLoadKw: 100, initialRiseCPerMin: 2, coolingMaxKw: 100, leakKwPerK: 0.4 }'),
   failure(0.6, 'chiller: partial, capacity: 0.7, reportRunning: true', ONSET_S + 2 * 3600),

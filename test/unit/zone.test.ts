@@ -211,11 +211,33 @@ describe('zone: warning → alarm', () => {
 
   it('on the short-window rate of k sensors', () => {
     const rig = new Rig();
-    // r1 and r2 ramp at 3 °C/min from t = 600 (from 22 °C): the short slope passes 1 °C/min at 635 s.
+    // r1 and r2 ramp at 3 °C/min from t = 600 (from 22 °C): the short slope passes 1 °C/min at 635 s,
+    // the rise above the long-window mean passes alarmMinRiseC (2.3 °C) at 650 s; dwell 30 s.
     const ramp = (i: number, t: number): Reading | undefined => (i < 2 && t > 600 ? 22 + (3 * (t - 600)) / 60 : undefined);
     const evs = rig.run(700, world(22, ramp));
-    expect(summary(evs)).toEqual(['676 normal→warning', '676 warning→alarm']);
+    expect(summary(evs)).toEqual(['680 normal→warning', '680 warning→alarm']);
     expect(reasons(evs)[1]).toMatch(/^2 of 4 sensors rising ≥ 1 °C\/min for 30 s: r1 \d\.\d\d, r2 \d\.\d\d °C\/min$/);
+  });
+});
+
+describe('zone: a door opening is not a failure', () => {
+  it('two racks rising 2 °C at > 1 °C/min for a minute stay below alarm (rise guard)', () => {
+    // Without the guard the same door is an alarm: the test would catch its removal.
+    const unguarded = new Rig('alarmMinRiseC: 0');
+    const doorShape = (i: number, t: number): Reading | undefined => {
+      if (i >= 2 || t < 600) return undefined;
+      const up = 2 * (1 - Math.exp(-(Math.min(t, 720) - 600) / 20));
+      return 22 + (t <= 720 ? up : up * Math.exp(-(t - 720) / 20));
+    };
+    expect(summary(unguarded.run(1200, world(22, doorShape))).map((x) => x.split(' ')[1])).toContain('warning→alarm');
+    const rig = new Rig();
+    // A door opens at 600 s: r1 and r2 rise by 2 °C with a 20 s time constant, then it closes at 720 s.
+    const evs = rig.run(1200, world(22, doorShape));
+    expect(evs).toEqual([]);
+    // The same shape 4 °C high is a real alarm (the containment-door burst): the guard is about size.
+    const big = new Rig();
+    const burst = (i: number, t: number): Reading | undefined => (i < 2 && t >= 600 ? 22 + 4 * (1 - Math.exp(-(t - 600) / 30)) : undefined);
+    expect(summary(big.run(900, world(22, burst))).map((x) => x.split(' ')[1])).toContain('warning→alarm');
   });
 });
 
@@ -223,13 +245,14 @@ describe('zone: warning → alarm', () => {
 const failure = (i: number, t: number): number => 22 + 0.3 * i + (t > 900 ? (1.5 * (t - 900)) / 60 : 0);
 
 describe('zone: alarm → critical', () => {
-  it('on a predicted ETA while the long rate is sustained', () => {
+  it('on a predicted ETA that the long window confirms', () => {
     const rig = new Rig();
     const evs = rig.run(1500, { temp: failure });
-    expect(summary(evs)).toEqual(['1005 normal→warning', '1005 warning→alarm', '1111 alarm→critical']);
+    // 35 °C is reached at about 2000 s: critical comes 13 minutes ahead.
+    expect(summary(evs)).toEqual(['1035 normal→warning', '1035 warning→alarm', '1220 alarm→critical']);
     expect(reasons(evs)[0]).toBe('warning on the way to alarm');
     const crit = evs[2]!.e;
-    expect(crit.reason).toMatch(/^4 of 4 sensors reaching 35 °C within 600 s for 30 s: r1 in \d+ s \(long rate 0\.\d\d °C\/min\), r2 .*; zone ETA \d+ s$/);
+    expect(crit.reason).toMatch(/^4 of 4 sensors reaching 35 °C within 600 s for 30 s: r1 in \d+ s \(long-window ETA \d+ s\), r2 .*; zone ETA \d+ s$/);
     // Every sensor predicted and rising on the long window; zone ETA = 2nd smallest ETA.
     const etas = crit.evidence.sensors.map((s) => s.etaCriticalS!);
     expect(crit.evidence.etaCriticalS).toBe([...etas].sort((a, b) => a - b)[1]);
@@ -315,7 +338,7 @@ describe('zone: chiller corroboration', () => {
   });
 
   it('a real failure with a chiller trip: no dwell, the lower short rate, and no long-window wait for critical', () => {
-    // The same failure without a trip is alarmed at 1005 s and critical at 1111 s (see above).
+    // The same failure without a trip is alarmed at 1035 s and critical at 1220 s (see above).
     const rig = new Rig();
     const evs = rig.run(1500, { temp: failure, chiller: (t) => ({ running: t > 900 ? 0 : 1, alarm: t > 900 ? 17 : 0 }) });
     expect(summary(evs)).toEqual(['946 normal→warning', '946 warning→alarm', '976 alarm→critical']);
