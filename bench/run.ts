@@ -11,6 +11,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   acquisition: async () => (await import('./suites/acquisition.js')).run,
   agent: async () => (await import('./suites/agent.js')).run,
   detection: async () => (await import('./suites/detection.js')).run,
+  outputs: async () => (await import('./suites/outputs.js')).run,
 };
 
 async function main(): Promise<void> {

@@ -1,0 +1,355 @@
+/**
+ * InfluxDB sink: drains the outbox through its own cursor into InfluxDB 1.x `/write` (InfluxDB 2.x
+ * accepts the same through its 1.x-compatible API) with npm `influx`.
+ *
+ * Layout (every point tagged site and gateway):
+ *   environment  samples        tags device, point, zone (when the point is a zone sensor); fields value (float), quality (string)
+ *   chiller      chiller points tags chiller, role, device, point;                         fields value (float), quality (string)
+ *   zone_level   zone level     tags zone;   fields level, from, level_rank (int), reason, eta_critical_s, agreeing_alarm, agreeing_critical
+ *   events       every event    tags kind (+ zone / device / code); fields message, severity, json
+ *
+ * Timestamps are the sample's original wall time, so a resend after a crash or an outage overwrites the
+ * same point (same measurement, tags and time): delivery is at-least-once, storage exactly-once.
+ * Events get `seq mod 1e6` nanoseconds added, so two events in the same millisecond never overwrite each
+ * other while a resend of the same record still does.
+ */
+import { InfluxDB, type IPoint } from 'influx';
+import type { Logger } from 'pino';
+import { systemClock, type Clock, type TimerHandle } from '../clock.js';
+import { RackguardError, asError } from '../errors.js';
+import { readCredential, type InfluxConfig, type OutputContext } from './config.js';
+import type { Outbox, OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
+
+export interface InfluxSinkDeps {
+  outbox: Outbox;
+  context: OutputContext;
+  logger: Logger;
+  clock?: Clock;
+  /** Cursor name in the outbox. Default 'influx'. */
+  sinkName?: string;
+  /** Where a sink new to this outbox starts. Default 'end'. */
+  startAt?: SinkStart;
+  /** At most one quarantine event per point per this interval (the rest are counted into the next). Default 10 min. */
+  quarantineEventIntervalMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface InfluxSinkStats {
+  state: 'stopped' | 'idle' | 'writing' | 'backoff';
+  depth: number;
+  lagMs: number;
+  pointsWritten: number;
+  pointsQuarantined: number;
+  lastError?: string;
+}
+
+interface Tagged {
+  point: IPoint;
+  /** For events: which record, so a quarantine can name it. */
+  seq: number;
+  /** Point id or event kind, for the quarantine event. */
+  label: string;
+}
+
+/** node-influx backoff interface: we own the retry schedule, so its host is re-enabled at once. */
+const NO_BACKOFF = {
+  getDelay: () => 0,
+  next() {
+    return NO_BACKOFF;
+  },
+  reset() {
+    return NO_BACKOFF;
+  },
+};
+
+function statusOf(err: unknown): number | undefined {
+  const res = (err as { res?: { statusCode?: number } } | undefined)?.res;
+  return typeof res?.statusCode === 'number' ? res.statusCode : undefined;
+}
+
+export class InfluxSink {
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly name: string;
+  private client: InfluxDB | undefined;
+  private running = false;
+  private loopDone: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private wakeOnAppend = false;
+  private timer: TimerHandle | undefined;
+  private state: InfluxSinkStats['state'] = 'stopped';
+  private pointsWritten = 0;
+  private pointsQuarantined = 0;
+  private lastError: string | undefined;
+  private databaseReady = false;
+  private readonly quarantineReported = new Map<string, { atMono: number; suppressed: number }>();
+  private readonly onAppended = (): void => {
+    if (this.wakeOnAppend) this.wake?.();
+  };
+
+  constructor(
+    private readonly config: InfluxConfig,
+    private readonly deps: InfluxSinkDeps,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.log = deps.logger;
+    this.name = deps.sinkName ?? 'influx';
+  }
+
+  /** Registers the cursor and starts the drain loop; resolves at once (never waits for InfluxDB). */
+  async start(): Promise<void> {
+    if (this.running) return;
+    const env = this.deps.env ?? process.env;
+    const url = new URL(this.config.url);
+    const username = readCredential(this.config.usernameFile, 'RACKGUARD_INFLUX_USERNAME', env);
+    const password = readCredential(this.config.passwordFile, 'RACKGUARD_INFLUX_PASSWORD', env);
+    this.client = new InfluxDB({
+      hosts: [{ host: url.hostname, port: Number(url.port || (url.protocol === 'https:' ? 443 : 8086)), protocol: url.protocol === 'https:' ? 'https' : 'http', path: url.pathname }],
+      database: this.config.database,
+      ...(username !== undefined ? { username, password: password ?? '' } : {}),
+      // One attempt per call and no host blacklisting: the retry schedule is ours (retryInitialMs…).
+      pool: { maxRetries: 0, requestTimeout: this.config.requestTimeoutMs, backoff: NO_BACKOFF },
+    });
+    this.deps.outbox.registerSink(this.name, this.deps.startAt ?? 'end');
+    this.deps.outbox.on('appended', this.onAppended);
+    this.running = true;
+    this.state = 'idle';
+    this.loopDone = this.loop().catch((err: unknown) => {
+      this.log.error({ err }, 'influx sink loop failed');
+    });
+  }
+
+  /** Stops the loop (an in-flight write is awaited, bounded by requestTimeoutMs). Safe at any stage. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.deps.outbox.off('appended', this.onAppended);
+    this.wake?.();
+    try {
+      await this.loopDone;
+    } finally {
+      this.loopDone = undefined;
+      this.state = 'stopped';
+      try {
+        if (this.deps.outbox.isOpen) this.deps.outbox.flushCursors();
+      } catch (err) {
+        this.log.warn({ err }, 'influx sink: could not persist its cursor on stop');
+      }
+    }
+  }
+
+  stats(): InfluxSinkStats {
+    const ob = this.deps.outbox;
+    const open = ob.isOpen && this.state !== 'stopped';
+    return {
+      state: this.state,
+      depth: open ? ob.depth(this.name) : 0,
+      lagMs: open ? ob.lagMs(this.name) : 0,
+      pointsWritten: this.pointsWritten,
+      pointsQuarantined: this.pointsQuarantined,
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+    };
+  }
+
+  /** Resolves after `ms` (or at once on stop; also on a new append when `onAppend`). */
+  private sleep(ms: number | undefined, onAppend: boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.clock.clearTimeout(this.timer);
+        this.timer = undefined;
+        this.wake = undefined;
+        this.wakeOnAppend = false;
+        resolve();
+      };
+      this.wake = done;
+      this.wakeOnAppend = onAppend;
+      if (ms !== undefined) this.timer = this.clock.setTimeout(done, ms);
+    });
+  }
+
+  private async loop(): Promise<void> {
+    const outbox = this.deps.outbox;
+    let backoffMs = this.config.retryInitialMs;
+    let partialSinceMono: number | undefined;
+    while (this.running) {
+      if (!outbox.isOpen) return;
+      const records = outbox.read(this.name, this.config.batchSize);
+      if (records.length === 0) {
+        partialSinceMono = undefined;
+        this.state = 'idle';
+        await this.sleep(undefined, true);
+        continue;
+      }
+      if (records.length < this.config.batchSize) {
+        // Batch by size and interval: a partial batch waits up to flushIntervalMs for more.
+        partialSinceMono ??= this.clock.monoMs();
+        const waitMs = partialSinceMono + this.config.flushIntervalMs - this.clock.monoMs();
+        if (waitMs > 0) {
+          this.state = 'idle';
+          await this.sleep(waitMs, true);
+          continue;
+        }
+      }
+      this.state = 'writing';
+      try {
+        await this.ensureDatabase();
+        await this.writeBisecting(this.toPoints(records));
+        outbox.ack(this.name, records.at(-1)!.seq);
+        partialSinceMono = undefined;
+        backoffMs = this.config.retryInitialMs;
+        this.lastError = undefined;
+      } catch (err) {
+        if (!this.running) return;
+        // Retryable (network, timeout, 5xx, 429, or a refusal we cannot attribute to points): the cursor
+        // stays, the same records are written again later, idempotently.
+        this.lastError = asError(err).message;
+        this.log.warn({ err: this.lastError, retryInMs: backoffMs, depth: outbox.depth(this.name) }, 'influx write failed; retrying');
+        this.state = 'backoff';
+        await this.sleep(backoffMs, false);
+        backoffMs = Math.min(backoffMs * 2, this.config.retryMaxMs);
+      }
+    }
+  }
+
+  private async ensureDatabase(): Promise<void> {
+    if (this.databaseReady) return;
+    try {
+      // CREATE DATABASE is idempotent in 1.x. 2.x (or a user without admin) refuses: then the database
+      // must already exist, which the first write tells us soon enough.
+      await this.client!.createDatabase(this.config.database);
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === undefined || status >= 500) throw err;
+      this.log.info({ err: asError(err).message }, 'influx: CREATE DATABASE refused; assuming the database exists');
+    }
+    this.databaseReady = true;
+  }
+
+  /** Writes the batch; on a 400/413 splits it in halves until the bad points are isolated and quarantined. */
+  private async writeBisecting(points: Tagged[]): Promise<void> {
+    if (points.length === 0) return;
+    try {
+      await this.client!.writePoints(
+        points.map((p) => p.point),
+        { precision: 'n' },
+      );
+      this.pointsWritten += points.length;
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 404 && /database not found/i.test(asError(err).message)) this.databaseReady = false;
+      if (status !== 400 && status !== 413) {
+        throw new RackguardError('E_INFLUX_WRITE', `influx write of ${points.length} points failed: ${asError(err).message}`, { cause: err, retryable: true });
+      }
+      if (points.length === 1) {
+        this.quarantine(points[0]!, asError(err).message);
+        return;
+      }
+      const mid = Math.ceil(points.length / 2);
+      await this.writeBisecting(points.slice(0, mid));
+      await this.writeBisecting(points.slice(mid));
+    }
+  }
+
+  private quarantine(p: Tagged, reason: string): void {
+    this.pointsQuarantined++;
+    const key = `${p.point.measurement}/${p.label}`;
+    const seen = this.quarantineReported.get(key);
+    const now = this.clock.monoMs();
+    const intervalMs = this.deps.quarantineEventIntervalMs ?? 600_000;
+    this.log.warn({ measurement: p.point.measurement, point: p.label, reason }, 'influx refused a point; quarantined (skipped)');
+    if (seen && now - seen.atMono < intervalMs) {
+      seen.suppressed++;
+      return;
+    }
+    const suppressed = seen?.suppressed ?? 0;
+    this.quarantineReported.set(key, { atMono: now, suppressed: 0 });
+    const notice: OutputNotice = {
+      kind: 'output',
+      code: 'influx_point_quarantined',
+      severity: 'warning',
+      message: `InfluxDB refused ${p.point.measurement} point ${p.label}: ${reason.slice(0, 300)}; skipped${suppressed > 0 ? ` (and ${suppressed} earlier ones of it since the last report)` : ''}`,
+      ts: this.clock.wallMs(),
+      detail: { measurement: p.point.measurement, point: p.label, seq: p.seq, time: p.point.timestamp, tags: p.point.tags, fields: p.point.fields, reason, suppressedSinceLastReport: suppressed },
+    };
+    this.deps.outbox.appendEvent(notice);
+  }
+
+  private measurement(name: string): string {
+    return `${this.config.measurementPrefix ?? ''}${name}`;
+  }
+
+  /** Pure mapping of outbox records to InfluxDB points (no I/O). */
+  toPoints(records: readonly OutboxRecord[]): Tagged[] {
+    const { site, gateway, points: info } = this.deps.context;
+    const out: Tagged[] = [];
+    for (const r of records) {
+      const e = r.entry;
+      if (e.type === 'sample') {
+        const s = e.sample;
+        const meta = info.get(s.pointId);
+        const fields: Record<string, number | string> = { quality: s.quality };
+        if (s.value !== null) fields.value = s.value;
+        const ns = `${Math.round(s.ts)}000000`;
+        if (meta?.chiller) {
+          out.push({ seq: r.seq, label: s.pointId, point: { measurement: this.measurement('chiller'), tags: { site, gateway, chiller: meta.chiller.id, role: meta.chiller.role, device: s.deviceId, point: s.pointId }, fields, timestamp: ns } });
+        } else {
+          const zone = e.zone ?? meta?.zones[0];
+          out.push({ seq: r.seq, label: s.pointId, point: { measurement: this.measurement('environment'), tags: { site, gateway, device: s.deviceId, point: s.pointId, ...(zone ? { zone } : {}) }, fields, timestamp: ns } });
+        }
+        continue;
+      }
+      const ev = e.event;
+      const ns = `${Math.round(ev.ts)}${String(r.seq % 1_000_000).padStart(6, '0')}`;
+      const tags: Record<string, string> = { site, gateway, kind: ev.kind };
+      let message: string;
+      let severity: string;
+      switch (ev.kind) {
+        case 'zone_level':
+          tags.zone = ev.zone;
+          message = `zone ${ev.zone}: ${ev.from} -> ${ev.level}: ${ev.reason}`;
+          severity = ev.level;
+          out.push({
+            seq: r.seq,
+            label: `zone ${ev.zone}`,
+            point: {
+              measurement: this.measurement('zone_level'),
+              tags: { site, gateway, zone: ev.zone },
+              fields: {
+                level: ev.level,
+                from: ev.from,
+                level_rank: ['normal', 'warning', 'alarm', 'critical'].indexOf(ev.level),
+                reason: ev.reason,
+                agreeing_alarm: ev.evidence.agreeingAlarm,
+                agreeing_critical: ev.evidence.agreeingCritical,
+                ...(ev.evidence.etaCriticalS !== null ? { eta_critical_s: ev.evidence.etaCriticalS } : {}),
+              },
+              timestamp: `${Math.round(ev.ts)}000000`,
+            },
+          });
+          break;
+        case 'zone_blind':
+          tags.zone = ev.zone;
+          message = `zone ${ev.zone} ${ev.blind ? 'blind' : 'sees again'}: ${ev.reason}`;
+          severity = ev.level;
+          break;
+        case 'device_state':
+          tags.device = ev.deviceId;
+          message = `device ${ev.deviceId}: ${ev.previous} -> ${ev.state}${ev.reason ? ` (${ev.reason})` : ''}`;
+          severity = ev.state === 'offline' ? 'warning' : 'info';
+          break;
+        case 'action':
+          tags.action = ev.action;
+          if (ev.zone) tags.zone = ev.zone;
+          message = ev.message;
+          severity = ev.status === 'failed' ? 'error' : 'info';
+          break;
+        case 'output':
+          tags.code = ev.code;
+          message = ev.message;
+          severity = ev.severity;
+          break;
+      }
+      out.push({ seq: r.seq, label: ev.kind, point: { measurement: this.measurement('events'), tags, fields: { message, severity, json: JSON.stringify(ev) }, timestamp: ns } });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,2 @@
+// Lives in scripts/lib so the benchmarks and the demo share it with the tests.
+export * from '../../scripts/lib/influxd.js';
