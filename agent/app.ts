@@ -16,6 +16,10 @@ import type { DeviceHealth, DeviceState, Sample } from './acquisition/types.js';
 import { Detector } from './detection/detector.js';
 import { TraceRecorder } from './detection/trace.js';
 import type { DetectorEvent, ZoneStatus } from './detection/types.js';
+import { outputContextFromConfig } from './outputs/config.js';
+import { InfluxSink } from './outputs/influx.js';
+import { MqttSink } from './outputs/mqtt.js';
+import { Outbox, type OutboxEntry } from './outputs/outbox.js';
 
 export interface AgentDeps {
   logger: Logger;
@@ -55,6 +59,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private started = false;
   private readonly detector: Detector;
   private readonly recorder: TraceRecorder | undefined;
+  private readonly outbox: Outbox | undefined;
+  private readonly sinks: Array<MqttSink | InfluxSink> = [];
 
   constructor(
     private readonly config: Config,
@@ -65,6 +71,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.log = deps.logger;
     this.detector = new Detector(config);
     this.recorder = deps.recordFile ? new TraceRecorder(deps.recordFile) : undefined;
+    const outputs = config.outputs;
+    if (outputs) {
+      const logger = this.log.child({ component: 'outputs' });
+      this.outbox = new Outbox(outputs.outbox, { clock: this.clock, onWarning: (msg, detail) => logger.warn(detail, msg) });
+      const context = outputContextFromConfig(config);
+      if (outputs.mqtt) this.sinks.push(new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }));
+      if (outputs.influx) this.sinks.push(new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }));
+    }
     const onSamples = (samples: Sample[]): void => this.onSamples(samples);
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
@@ -79,7 +93,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           clock: this.clock,
           logger,
           onSamples,
-          onDeviceState: (h, prev) => this.emit('deviceState', h, prev),
+          onDeviceState: (h, prev) => {
+            this.append([{ type: 'event', event: { kind: 'device_state', deviceId: h.deviceId, state: h.state, previous: prev, ts: this.clock.wallMs(), ...(h.lastError ? { reason: h.lastError } : {}) } }]);
+            this.emit('deviceState', h, prev);
+          },
         }),
       );
     }
@@ -95,6 +112,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     if (this.recorder) {
       await this.recorder.start(this.clock.monoMs());
       this.log.info({ file: this.deps.recordFile }, 'recording samples to a trace');
+    }
+    // The outbox first: nothing is read before there is somewhere durable to put it. A damaged
+    // file is moved aside and reported; the agent never refuses to start because of its buffer.
+    if (this.outbox) {
+      const report = this.outbox.open();
+      if (report.recovered) this.log.error({ movedTo: report.recovered.movedTo, reason: report.recovered.reason }, 'outbox was unreadable: moved aside, started a new one');
+      this.log.info({ path: this.config.outputs?.outbox.path, backlog: report.rows }, 'outbox open');
+      for (const sink of this.sinks) await sink.start();
     }
     const devices = this.config.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
     this.log.info({ site: this.config.site, gateway: this.config.gateway, buses: this.config.buses.length, devices, points: this.config.points.size, readsPerCycle: this.readsPerCycle }, 'rackguard starting');
@@ -125,6 +150,33 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     } catch (err) {
       this.log.error({ err }, 'error while closing the trace');
     }
+    // Sinks after acquisition (their last chance to drain, and MQTT's clean `offline`), the outbox last.
+    for (const sink of [...this.sinks].reverse()) {
+      try {
+        await sink.stop();
+      } catch (err) {
+        this.log.error({ err }, 'error while stopping a sink');
+      }
+    }
+    try {
+      this.outbox?.close();
+    } catch (err) {
+      this.log.error({ err }, 'error while closing the outbox');
+    }
+  }
+
+  /**
+   * One durable append per poll cycle (a device's samples plus the events they caused), before any
+   * sink sends anything. A failed append (disk full, I/O error) is logged and acquisition goes on:
+   * detection and logs must not stop because the buffer cannot grow.
+   */
+  private append(entries: OutboxEntry[]): void {
+    if (!this.outbox || entries.length === 0) return;
+    try {
+      this.outbox.append(entries);
+    } catch (err) {
+      this.log.error({ err, records: entries.length }, 'outbox append failed');
+    }
   }
 
   zones(): ZoneStatus[] {
@@ -149,10 +201,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       else this.log.info({ device: first.deviceId, values }, 'samples');
     }
     this.recorder?.write(samples);
+    const events = this.detector.ingest(samples);
+    const entries: OutboxEntry[] = samples.map((sample) => ({ type: 'sample', sample }));
+    for (const event of events) entries.push({ type: 'event', event });
+    this.append(entries);
     this.emit('samples', samples);
-    this.publish(this.detector.ingest(samples));
+    this.publish(events);
   }
 
+  /** Logs and emits detector events (already in the outbox). */
   private publish(events: DetectorEvent[]): void {
     for (const e of events) {
       const level = e.kind === 'zone_blind' ? 'warn' : e.level === 'normal' ? 'info' : e.level === 'warning' ? 'warn' : 'error';
@@ -169,7 +226,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private scheduleTick(): void {
     this.tickTimer = this.clock.setTimeout(() => {
       if (!this.started) return;
-      this.publish(this.detector.tick(this.clock.monoMs(), this.clock.wallMs()));
+      const events = this.detector.tick(this.clock.monoMs(), this.clock.wallMs());
+      this.append(events.map((event) => ({ type: 'event', event })));
+      this.publish(events);
       this.scheduleTick();
     }, 1000);
   }

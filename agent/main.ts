@@ -210,6 +210,8 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(`rackguard: ${err.message}\n${USAGE}\n`);
     process.exit(2);
   }
-  process.stderr.write(`rackguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  // Our own errors say what and where; a stack trace would only bury that. Anything else is a bug.
+  const text = err instanceof RackguardError ? `${err.code}: ${err.message}` : err instanceof Error ? (err.stack ?? err.message) : String(err);
+  process.stderr.write(`rackguard: ${text}\n`);
   process.exit(1);
 });

@@ -61,6 +61,7 @@ export function parseConfig(text: string, source: string, opts: LoadOptions & { 
   dirs.push(bundledProfilesDir());
   const problems: string[] = [];
   const config = resolveConfig(parsed.data, source, new ProfileStore(dirs), problems);
+  if (config.outputs) config.outputs = resolveOutputs(config.outputs, opts.baseDir ?? process.cwd(), problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return deepFreeze(config);
 }
@@ -424,9 +425,47 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     buses,
     zones,
     chillers: cfg.chillers,
+    outputs: cfg.outputs,
     points,
     source,
   };
+}
+
+/**
+ * Makes the outbox path absolute (relative to the config file) and checks that every credential
+ * and TLS file named in `outputs` can be read now, so a typo is a config error at start, not a
+ * sink that fails later. The contents are read by the sinks themselves and never logged.
+ */
+function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: string, problems: string[]): NonNullable<ParsedConfig['outputs']> {
+  const abs = (f: string): string => (isAbsolute(f) ? f : resolve(baseDir, f));
+  const check = (where: string, file: string | undefined): string | undefined => {
+    if (file === undefined) return undefined;
+    const path = abs(file);
+    try {
+      readFileSync(path);
+    } catch (err) {
+      problems.push(`${where}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    return path;
+  };
+  const out = { ...outputs, outbox: { ...outputs.outbox, path: abs(outputs.outbox.path) } };
+  if (outputs.mqtt) {
+    const m = { ...outputs.mqtt };
+    for (const f of ['usernameFile', 'passwordFile', 'ca', 'cert', 'key'] as const) {
+      const v = check(`outputs.mqtt.${f}`, m[f]);
+      if (v !== undefined) m[f] = v;
+    }
+    out.mqtt = m;
+  }
+  if (outputs.influx) {
+    const i = { ...outputs.influx };
+    for (const f of ['usernameFile', 'passwordFile'] as const) {
+      const v = check(`outputs.influx.${f}`, i[f]);
+      if (v !== undefined) i[f] = v;
+    }
+    out.influx = i;
+  }
+  return out;
 }
 
 /** Object.freeze does not stop Map#set; a frozen Map's mutators therefore throw, as a frozen object's writes do. */

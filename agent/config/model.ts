@@ -53,6 +53,8 @@ export interface Config {
   /** Zones with their detection parameters resolved (defaults, then `detection:`, then the zone's own). */
   zones: ZoneDef[];
   chillers: ParsedConfig['chillers'];
+  /** Outbox and sinks; undefined when the config has no `outputs:`. The outbox path is absolute. */
+  outputs: ParsedConfig['outputs'];
   /** Every point by global id. */
   points: ReadonlyMap<string, PointDef>;
   /** Where the config was read from, for messages. */

@@ -4,6 +4,7 @@
  * config/rackguard.example.yaml.
  */
 import { z } from 'zod';
+import { outputsSchema } from '../outputs/config.js';
 
 export const CONFIG_VERSION = 1;
 
@@ -266,6 +267,8 @@ export const configSchema = z
     detection: detectionOverrideSchema.default({}),
     zones: z.array(zoneSchema).default([]),
     chillers: z.array(chillerSchema).default([]),
+    /** Durable outbox and sinks (MQTT, InfluxDB); absent: samples and events are only logged. */
+    outputs: outputsSchema.optional(),
   })
   .strict();
 

@@ -73,6 +73,8 @@ export class InfluxSink {
   private readonly name: string;
   private client: InfluxDB | undefined;
   private running = false;
+  /** While stopping: monotonic deadline for writing what is already buffered. */
+  private drainUntil: number | undefined;
   private loopDone: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private wakeOnAppend = false;
@@ -99,6 +101,7 @@ export class InfluxSink {
   /** Registers the cursor and starts the drain loop; resolves at once (never waits for InfluxDB). */
   async start(): Promise<void> {
     if (this.running) return;
+    this.drainUntil = undefined;
     const env = this.deps.env ?? process.env;
     const url = new URL(this.config.url);
     const username = readCredential(this.config.usernameFile, 'RACKGUARD_INFLUX_USERNAME', env);
@@ -119,8 +122,13 @@ export class InfluxSink {
     });
   }
 
-  /** Stops the loop (an in-flight write is awaited, bounded by requestTimeoutMs). Safe at any stage. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the loop. What is already buffered gets up to `drainMs` to be written (a clean SIGTERM
+   * leaves InfluxDB current); whatever is left stays in the outbox for the next start. No retries
+   * while draining: a database that is down must not hold up shutdown. Safe at any stage.
+   */
+  async stop(drainMs = 2000): Promise<void> {
+    this.drainUntil = this.clock.monoMs() + drainMs;
     this.running = false;
     this.deps.outbox.off('appended', this.onAppended);
     this.wake?.();
@@ -170,16 +178,17 @@ export class InfluxSink {
     const outbox = this.deps.outbox;
     let backoffMs = this.config.retryInitialMs;
     let partialSinceMono: number | undefined;
-    while (this.running) {
+    while (this.running || this.clock.monoMs() < (this.drainUntil ?? 0)) {
       if (!outbox.isOpen) return;
       const records = outbox.read(this.name, this.config.batchSize);
       if (records.length === 0) {
+        if (!this.running) return; // drained
         partialSinceMono = undefined;
         this.state = 'idle';
         await this.sleep(undefined, true);
         continue;
       }
-      if (records.length < this.config.batchSize) {
+      if (records.length < this.config.batchSize && this.running) {
         // Batch by size and interval: a partial batch waits up to flushIntervalMs for more.
         partialSinceMono ??= this.clock.monoMs();
         const waitMs = partialSinceMono + this.config.flushIntervalMs - this.clock.monoMs();

@@ -1,0 +1,148 @@
+/**
+ * The agent as a process with its outputs, against real parts: the simulator on a socat pty,
+ * a real mosquitto and a real influxd. What the simulator served reaches an MQTT subscriber and
+ * InfluxDB with its original timestamp; SIGKILL turns the retained status offline (last will) and a
+ * restart on the same outbox loses nothing and duplicates nothing.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../agent/config/load.js';
+import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
+import { startInfluxd, type Influxd } from '../helpers/influxd.js';
+import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
+import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+import { tempDir, type TempDir } from '../helpers/tmp.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const BASE = 'rackguard/lab/gw1';
+const DB = 'rg';
+
+interface Msg {
+  topic: string;
+  text: string;
+  retain: boolean;
+}
+
+let tmp: TempDir;
+let pty: PtyPair;
+let sim: Simulator;
+let broker: Mosquitto;
+let influx: Influxd;
+let sub: MqttClient;
+const msgs: Msg[] = [];
+let file: string;
+
+function waitMsg(pred: (m: Msg) => boolean, timeoutMs: number, what: string, from = 0): Promise<Msg> {
+  return new Promise((resolve, reject) => {
+    const hit = msgs.slice(from).find(pred);
+    if (hit) return resolve(hit);
+    const timer = setTimeout(() => {
+      sub.off('message', on);
+      reject(new Error(`timed out waiting for ${what}; last: ${msgs.slice(-3).map((m) => `${m.topic} ${m.text.slice(0, 80)}`).join(' | ')}`));
+    }, timeoutMs);
+    const on = (): void => {
+      const m = msgs[msgs.length - 1]!;
+      if (!pred(m)) return;
+      clearTimeout(timer);
+      sub.off('message', on);
+      resolve(m);
+    };
+    sub.on('message', on);
+  });
+}
+
+function startAgent(): Promise<SpawnedProcess> {
+  return spawnAndWait(process.execPath, ['--import', 'tsx', join(ROOT, 'agent/main.ts'), 'run', '--config', file], { readyLine: /outbox open/, timeoutMs: 20_000 });
+}
+
+async function influxTimes(point: string): Promise<number[]> {
+  const r = await influx.query(`SELECT value FROM environment WHERE point = '${point}'`, DB);
+  // The helper asks for epoch=ms: times come back as numbers.
+  return (r.results[0]?.series?.[0]?.values ?? []).map((v) => Number(v[0]));
+}
+
+beforeAll(async () => {
+  tmp = await tempDir('rackguard-agent-outputs-');
+  [pty, broker, influx] = await Promise.all([startPtyPair(), startMosquitto(), startInfluxd()]);
+  await influx.query(`CREATE DATABASE ${DB}`);
+  const text = `version: 1
+site: lab
+gateway: gw1
+logging: { samples: false }
+buses:
+  - id: l
+    type: serial
+    path: ${pty.a}
+    devices:
+      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 250 }
+      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 250 }
+zones:
+  - { id: z, sensors: [r1.temperature, r2.temperature] }
+outputs:
+  outbox: { path: ${join(tmp.path, 'state', 'outbox.db')} }
+  mqtt: { url: '${broker.url}', clientId: rg-test, keepaliveS: 5 }
+  influx: { url: '${influx.url}', database: ${DB}, flushIntervalMs: 200 }
+`;
+  file = join(tmp.path, 'agent.yaml');
+  writeFileSync(file, text);
+  sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
+  sim.rack.setValue('r1.temperature', 23.4);
+  sim.rack.setValue('r2.temperature', 21.7);
+  sub = mqtt.connect(broker.url, { clientId: 'watcher', clean: true });
+  sub.on('message', (topic, payload, packet) => msgs.push({ topic, text: payload.toString(), retain: packet.retain }));
+  await new Promise<void>((resolve, reject) => {
+    sub.once('connect', () => sub.subscribe(`${BASE}/#`, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
+    sub.once('error', reject);
+  });
+});
+
+afterAll(async () => {
+  await sub?.endAsync();
+  await sim?.stop();
+  await Promise.all([pty?.stop(), broker?.cleanup(), influx?.cleanup()]);
+  await tmp?.cleanup();
+});
+
+describe('agent → MQTT and InfluxDB', () => {
+  it('delivers what the simulator served, with the same timestamp on both sides; SIGKILL → offline; restart loses nothing', async () => {
+    let agent = await startAgent();
+    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'online', 15_000, 'status online');
+    const first = await waitMsg((m) => m.topic === `${BASE}/sensors/r1.temperature`, 15_000, 'an r1 sample');
+    const payload = JSON.parse(first.text) as { value: number; unit: string; quality: string; tsMs: number; ts: string };
+    expect(payload).toMatchObject({ value: 23.4, unit: '°C', quality: 'good' });
+    expect(new Date(payload.ts).getTime()).toBe(payload.tsMs);
+    await waitMsg((m) => m.topic === `${BASE}/devices/r1/availability` && m.text === 'online', 10_000, 'r1 availability');
+
+    // InfluxDB holds the same sample at the same timestamp.
+    await expect.poll(async () => (await influxTimes('r1.temperature')).includes(payload.tsMs), { timeout: 15_000, interval: 200 }).toBe(true);
+    const v = await influx.query(`SELECT value, quality, zone FROM environment WHERE point = 'r1.temperature' AND time = ${payload.tsMs}ms`, DB);
+    expect(v.results[0]!.series![0]!.values![0]!.slice(1)).toEqual([23.4, 'good', 'z']);
+
+    // SIGKILL: no goodbye from the agent, so the broker publishes the last will.
+    const mark = msgs.length;
+    agent.proc.kill('SIGKILL');
+    await agent.exited;
+    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'offline', 15_000, 'last will offline', mark);
+    const sentBeforeKill = msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.text) as { tsMs: number }).tsMs);
+
+    // Restart on the same state directory.
+    agent = await startAgent();
+    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'online', 15_000, 'status online again', mark);
+    const after = await waitMsg((m) => m.topic === `${BASE}/sensors/r2.temperature` && (JSON.parse(m.text) as { tsMs: number }).tsMs > Math.max(...sentBeforeKill) + 1000, 15_000, 'fresh r2 samples', mark);
+    const lastTs = (JSON.parse(after.text) as { tsMs: number }).tsMs;
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'offline', 10_000, 'clean offline', msgs.length - 1);
+
+    // Everything MQTT saw before the kill is in InfluxDB exactly once, with its original timestamp.
+    await expect.poll(async () => (await influxTimes('r2.temperature')).includes(lastTs), { timeout: 15_000, interval: 200 }).toBe(true);
+    const times = await influxTimes('r2.temperature');
+    expect(new Set(times).size).toBe(times.length);
+    for (const t of sentBeforeKill) expect(times).toContain(t);
+    // And the MQTT side got every sample time InfluxDB has (at-least-once; duplicates carry the same time).
+    const mqttTimes = new Set(msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.text) as { tsMs: number }).tsMs));
+    for (const t of times) expect(mqttTimes.has(t)).toBe(true);
+  });
+});
