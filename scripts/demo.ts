@@ -8,6 +8,7 @@
  *   npm start -- --duration 60      stop by itself after 60 s
  *   npm start -- --time-scale 10    run the scenario ten times faster
  *   npm start -- --scenario FILE    another firmware-sim scenario
+ *   npm start -- --mqtt-port N      the embedded broker's port (default 1883, 0 = any free port)
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,6 +21,7 @@ import { pointAtSimulator, writeConfigVariant } from './lib/config-variant.js';
 import { freePort } from './lib/ports.js';
 import { startPtyPair } from './lib/pty.js';
 import { tempDir } from './lib/tmp.js';
+import { startEmbeddedBroker, type EmbeddedBroker } from './lib/embedded-broker.js';
 
 async function main(): Promise<void> {
   const root = packageRoot();
@@ -29,11 +31,12 @@ async function main(): Promise<void> {
       'time-scale': { type: 'string', default: '1' },
       scenario: { type: 'string', default: join(root, 'firmware-sim', 'scenarios', 'demo.yaml') },
       config: { type: 'string', default: join(root, 'config', 'demo.yaml') },
+      'mqtt-port': { type: 'string', default: '1883' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: npm start -- [--duration S] [--time-scale K] [--scenario FILE] [--config FILE]\n');
+    process.stdout.write('usage: npm start -- [--duration S] [--time-scale K] [--scenario FILE] [--config FILE] [--mqtt-port N]\n');
     return;
   }
   const timeScale = Number(values['time-scale']);
@@ -47,16 +50,29 @@ async function main(): Promise<void> {
   const tmp = await tempDir('rackguard-demo-');
   const pty = await startPtyPair({ dir: tmp.path });
   const tcpPort = await freePort();
-  const file = writeConfigVariant(values.config, join(tmp.path, 'demo.yaml'), (raw) => pointAtSimulator(raw, pty.a, tcpPort));
+  // No broker configured: an embedded one on 127.0.0.1:1883, so mosquitto_sub can watch.
+  let broker: EmbeddedBroker | undefined;
+  const file = writeConfigVariant(values.config, join(tmp.path, 'demo.yaml'), (raw) => {
+    pointAtSimulator(raw, pty.a, tcpPort);
+    const outputs = (raw.outputs ??= {}) as { outbox?: { path?: string }; mqtt?: { url: string } };
+    outputs.outbox = { ...outputs.outbox, path: join(tmp.path, 'outbox.db') };
+  });
+  if (!(loadConfigFile(file).outputs?.mqtt)) {
+    broker = await startEmbeddedBroker(Number(values['mqtt-port']));
+    writeConfigVariant(file, file, (raw) => {
+      ((raw.outputs as { mqtt?: { url: string } }).mqtt = { url: broker!.url });
+    });
+  }
   const config = loadConfigFile(file);
   const scenario = loadScenarioFile(values.scenario, { config });
   const sim = await startSimulator({ config, scenario, serialPath: pty.b, tcpPort, timeScale, logger: createLogger({ name: 'sim' }) });
   const agent = createAgent(config, { logger: createLogger({ name: 'rackguard', level: config.logging.level }) });
   log.info(
-    { serialLine: `${pty.a} <-> ${pty.b}`, chiller: `127.0.0.1:${tcpPort}`, scenario: scenario.name, timeScale },
+    { serialLine: `${pty.a} <-> ${pty.b}`, chiller: `127.0.0.1:${tcpPort}`, mqtt: config.outputs?.mqtt?.url, scenario: scenario.name, timeScale },
     `demo: simulated rack on a virtual RS-485 line and Modbus TCP; ${scenario.description} Ctrl-C stops.`,
   );
-  agent.start();
+  await agent.start();
+  if (broker) log.info(`demo: MQTT on ${broker.url}; watch with: mosquitto_sub -h 127.0.0.1 -p ${broker.port} -t 'rackguard/#' -v`);
 
   let stopping = false;
   const stop = async (why: string): Promise<void> => {
@@ -65,6 +81,7 @@ async function main(): Promise<void> {
     log.info({ why }, 'demo: stopping');
     await agent.stop();
     await sim.stop();
+    await broker?.stop();
     await pty.stop();
     await tmp.cleanup();
     process.exit(0);

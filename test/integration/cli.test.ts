@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
@@ -167,9 +168,26 @@ zones:
 
 describe('the demo (npm start)', () => {
   it('runs the simulator and the agent with no hardware, shows live readings, and stops by itself', async () => {
-    const [cmd, args] = node('scripts/demo.ts', '--duration', '4');
+    const [cmd, args] = node('scripts/demo.ts', '--duration', '6', '--mqtt-port', '0');
     const p = await spawnAndWait(cmd, args, { readyLine: /"device":"rack01".*"temperature":\d/, timeoutMs: 30_000 });
     await p.waitForLine(/"device":"chiller1".*"running":1/, 10_000);
+    // The embedded broker: readings reach a subscriber with no broker installed or configured.
+    const line = await p.waitForLine(/demo: MQTT on mqtt:\/\/127\.0\.0\.1:\d+/, 10_000);
+    const url = /mqtt:\/\/127\.0\.0\.1:\d+/.exec(line)![0];
+    const sub = await mqtt.connectAsync(url);
+    try {
+      const got = new Promise<{ value: number; quality: string }>((resolve) =>
+        sub.on('message', (topic, payload) => {
+          if (topic === 'rackguard/gz-dc1/demo-gw/sensors/rack01.temperature') resolve(JSON.parse(payload.toString()) as { value: number; quality: string });
+        }),
+      );
+      await sub.subscribeAsync('rackguard/#');
+      const reading = await got;
+      expect(reading.quality).toBe('good');
+      expect(reading.value).toBeGreaterThan(15);
+    } finally {
+      await sub.endAsync();
+    }
     const exit = await p.exited;
     expect(exit.code).toBe(0);
     expect(p.lines.some((l) => l.includes('demo: stopping'))).toBe(true);
