@@ -1,6 +1,7 @@
 /**
  * The agent as a process: `rackguard run` (compiled, plain node) polling the reference rack every
- * second for 60 s against the simulator (served from this process, not measured). Peak RSS from
+ * second for 60 s against the simulator (served from this process, not measured), with detection
+ * and its outputs (outbox + MQTT to a real mosquitto) on. Peak RSS from
  * /proc/PID/status VmHWM, CPU from /proc/PID/stat utime+stime over the measured window.
  */
 import { spawn } from 'node:child_process';
@@ -12,6 +13,7 @@ import { startSimulator } from '../../firmware-sim/index.js';
 import { freePort } from '../../scripts/lib/ports.js';
 import { startPtyPair } from '../../scripts/lib/pty.js';
 import { tempDir } from '../../scripts/lib/tmp.js';
+import { startMosquitto } from '../../scripts/lib/mosquitto.js';
 import { pointAtSimulator, setPollInterval, writeConfigVariant } from '../../scripts/lib/config-variant.js';
 import type { Figures } from '../results.js';
 
@@ -35,9 +37,12 @@ export async function run(): Promise<Figures> {
   const tmp = await tempDir('rackguard-bench-agent-');
   const pty = await startPtyPair();
   const port = await freePort();
+  // As in production: every cycle goes through the durable outbox to a real broker (mosquitto).
+  const broker = await startMosquitto();
   const file = writeConfigVariant(join(root, 'config', 'rackguard.example.yaml'), join(tmp.path, 'rack.yaml'), (raw) => {
     pointAtSimulator(raw, pty.a, port);
     setPollInterval(raw, 1000);
+    raw.outputs = { outbox: { path: join(tmp.path, 'outbox.db') }, mqtt: { url: broker.url } };
   });
   const sim = await startSimulator({ config: loadConfigFile(file), serialPath: pty.b, tcpPort: port });
   const child = spawn(process.execPath, [join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -74,6 +79,7 @@ export async function run(): Promise<Figures> {
     await new Promise((r) => child.once('exit', r));
     await sim.stop();
     await pty.stop();
+    await broker.cleanup();
     await tmp.cleanup();
   }
 }
