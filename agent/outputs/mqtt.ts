@@ -64,6 +64,8 @@ export interface MqttMessage {
   topic: string;
   payload: string;
   retain: boolean;
+  /** Events and retained states go at QoS 1 whatever the telemetry QoS. */
+  qos1?: boolean;
 }
 
 /** Refusals (PUBACK reason ≥ 0x80) tried this many times before the record is skipped. */
@@ -409,7 +411,7 @@ export class MqttSink {
       throw new RejectedError(m.topic, undefined, `packet of ${bytes} bytes exceeds the broker's maximum packet size ${this.maxPacketBytes}`);
     }
     try {
-      await withTimeout(client.publishAsync(m.topic, m.payload, { qos: this.config.qos, retain: m.retain }), this.config.publishTimeoutMs, this.clock, `publish ${m.topic}`);
+      await withTimeout(client.publishAsync(m.topic, m.payload, { qos: m.qos1 || m.retain ? 1 : this.config.qos, retain: m.retain }), this.config.publishTimeoutMs, this.clock, `publish ${m.topic}`);
     } catch (err) {
       if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {
         throw new RejectedError(m.topic, err.code, `broker refused the publish: reason 0x${err.code.toString(16)} (${REASON_NAMES[err.code] ?? err.message})`);
@@ -491,7 +493,7 @@ export class MqttSink {
       default:
         break;
     }
-    out.push({ topic: `${this.base}/events`, payload: JSON.stringify({ ...ev, tsIso: iso(ev.ts) }), retain: false });
+    out.push({ topic: `${this.base}/events`, payload: JSON.stringify({ ...ev, tsIso: iso(ev.ts) }), retain: false, qos1: true });
     return out;
   }
 

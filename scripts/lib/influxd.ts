@@ -37,10 +37,10 @@ export interface InfluxQueryResult {
 
 export async function startInfluxd(): Promise<Influxd> {
   const tmp: TempDir = await tempDir('rackguard-influxd-');
-  const [httpPort, rpcPort] = (await freePorts(2)) as [number, number];
+  let [httpPort, rpcPort] = (await freePorts(2)) as [number, number];
   for (const d of ['meta', 'data', 'wal']) mkdirSync(join(tmp.path, d));
   const conf = join(tmp.path, 'influxdb.conf');
-  writeFileSync(
+  const writeConf = (): void => writeFileSync(
     conf,
     [
       'reporting-disabled = true',
@@ -61,7 +61,8 @@ export async function startInfluxd(): Promise<Influxd> {
       '',
     ].join('\n'),
   );
-  const url = `http://127.0.0.1:${httpPort}`;
+  writeConf();
+  let url = `http://127.0.0.1:${httpPort}`;
   const launch = async (): Promise<SpawnedProcess> => {
     const p = await spawnAndWait(INFLUXD, ['-config', conf], { readyLine: /Listening on HTTP/, timeoutMs: 30_000 });
     // The line comes just before Serve(); /ping confirms requests are answered.
@@ -69,13 +70,24 @@ export async function startInfluxd(): Promise<Influxd> {
     if (res.status !== 204) throw new Error(`influxd /ping answered ${res.status}`);
     return p;
   };
-  let proc = await launch();
+  // A free port can be taken by another test file between our probe and influxd's bind: try others.
+  let proc: SpawnedProcess | undefined;
+  for (let attempt = 1; !proc; attempt++) {
+    try {
+      proc = await launch();
+    } catch (err) {
+      if (attempt >= 5 || !/address already in use/.test((err as Error).message)) throw err;
+      [httpPort, rpcPort] = (await freePorts(2)) as [number, number];
+      url = `http://127.0.0.1:${httpPort}`;
+      writeConf();
+    }
+  }
   return {
     port: httpPort,
     url,
     dir: tmp.path,
     get process() {
-      return proc;
+      return proc!;
     },
     async query(q, db) {
       const params = new URLSearchParams({ q, epoch: 'ms' });
@@ -88,14 +100,14 @@ export async function startInfluxd(): Promise<Influxd> {
       return { status: res.status, text: await res.text() };
     },
     async stop() {
-      await proc.stop('SIGTERM');
+      await proc!.stop('SIGTERM');
     },
     async restart() {
-      await proc.stop('SIGTERM');
+      await proc!.stop('SIGTERM');
       proc = await launch();
     },
     async cleanup() {
-      await proc.stop('SIGTERM');
+      await proc!.stop('SIGTERM');
       await tmp.cleanup();
     },
   };

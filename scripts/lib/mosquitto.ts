@@ -40,11 +40,11 @@ export interface Mosquitto {
 
 export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosquitto> {
   const tmp: TempDir = await tempDir('rackguard-mosquitto-');
-  const port = await freePort();
+  let port = await freePort();
   const dataDir = join(tmp.path, 'data');
   mkdirSync(dataDir);
   const lines = [
-    `listener ${port} 127.0.0.1`,
+    'LISTENER',
     'persistence true',
     `persistence_location ${dataDir}/`,
     'autosave_interval 1',
@@ -76,26 +76,38 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
   if (opts.messageSizeLimit !== undefined) lines.push(`message_size_limit ${opts.messageSizeLimit}`);
   lines.push(...(opts.extra ?? []));
   const conf = join(tmp.path, 'mosquitto.conf');
-  writeFileSync(conf, `${lines.join('\n')}\n`);
+  const writeConf = (): void => writeFileSync(conf, `${lines.map((l) => (l === 'LISTENER' ? `listener ${port} 127.0.0.1` : l)).join('\n')}\n`);
+  writeConf();
 
   const launch = () => spawnAndWait(MOSQUITTO, ['-c', conf], { readyLine: /mosquitto version .* running/, timeoutMs: 15_000 });
-  let proc = await launch();
+  // A free port can be taken by another test file between our probe and mosquitto's bind: try others.
+  let proc: SpawnedProcess | undefined;
+  for (let attempt = 1; !proc; attempt++) {
+    try {
+      proc = await launch();
+    } catch (err) {
+      if (attempt >= 5 || !/Address already in use/i.test((err as Error).message)) throw err;
+      port = await freePort();
+      writeConf();
+    }
+  }
+  let current: SpawnedProcess = proc;
   const broker: Mosquitto = {
     port,
     url: `mqtt://127.0.0.1:${port}`,
     dir: tmp.path,
     get process() {
-      return proc;
+      return current;
     },
     async stop() {
-      await proc.stop('SIGTERM');
+      await current.stop('SIGTERM');
     },
     async restart() {
-      await proc.stop('SIGTERM');
-      proc = await launch();
+      await current.stop('SIGTERM');
+      current = await launch();
     },
     async cleanup() {
-      await proc.stop('SIGTERM');
+      await current.stop('SIGTERM');
       await tmp.cleanup();
     },
   };
