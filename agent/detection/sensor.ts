@@ -191,13 +191,7 @@ export class SensorTrack {
    */
   etaCriticalLongS(now: number): number | null {
     this.long.advance(now);
-    const slopePerMin = this.long.slopePerMin();
-    const fit = this.long.fitAt(now);
-    if (slopePerMin === null || fit === null) return null;
-    const crit = this.params.criticalTempC;
-    if (fit >= crit || (this.lastValue !== null && this.lastValue >= crit)) return 0;
-    if (!(slopePerMin > 0)) return null;
-    return ((crit - fit) / slopePerMin) * 60;
+    return this.etaFrom(this.long.slopePerMin(), this.long.fitAt(now));
   }
 
   /**
@@ -207,8 +201,10 @@ export class SensorTrack {
   etaCriticalS(now: number, shortRateCPerMin?: number | null): number | null {
     this.short.advance(now);
     // The caller may pass the short rate it just read at `now`, to save computing it twice.
-    const slopePerMin = shortRateCPerMin !== undefined ? shortRateCPerMin : this.short.slopePerMin();
-    const fit = this.short.fitAt(now);
+    return this.etaFrom(shortRateCPerMin !== undefined ? shortRateCPerMin : this.short.slopePerMin(), this.short.fitAt(now));
+  }
+
+  private etaFrom(slopePerMin: number | null, fit: number | null): number | null {
     if (slopePerMin === null || fit === null) return null;
     const crit = this.params.criticalTempC;
     if (fit >= crit || (this.lastValue !== null && this.lastValue >= crit)) return 0;

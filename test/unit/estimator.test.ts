@@ -3,18 +3,10 @@ import type { Quality, Sample } from '../../agent/acquisition/types.js';
 import { DETECTION_DEFAULTS } from '../../agent/config/schema.js';
 import { RateEstimator } from '../../agent/detection/estimator.js';
 import { SensorTrack, type SensorParams } from '../../agent/detection/sensor.js';
+import { mulberry32 } from '../../firmware-sim/thermal.js';
 
-/** mulberry32: a small seeded PRNG, so the noisy tests are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The simulator's seeded PRNG, so the noisy tests are reproducible. */
+const prng = mulberry32;
 
 /** Standard normal deviate (Box–Muller). */
 function gauss(rand: () => number): number {
