@@ -215,7 +215,7 @@ export class BusPoller {
     if (d.state !== prev) {
       const h = d.health();
       const level = d.state === 'online' ? 'info' : 'warn';
-      this.deps.logger[level]({ device: def.id, bus: def.busId, unitId: def.unitId, from: prev, to: d.state, lastError: d.lastError }, `device ${d.state}`);
+      this.deps.logger[level]({ device: def.id, unitId: def.unitId, from: prev, to: d.state, lastError: d.lastError }, `device ${d.state}`);
       this.deps.onDeviceState?.(h, prev);
     }
   }

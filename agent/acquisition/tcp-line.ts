@@ -118,7 +118,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       this.connected = true;
       this.opens++;
       this.backoff.reset();
-      logger.info({ bus: this.id, address: this.where, opens: this.opens }, 'modbus tcp connected');
+      logger.info({ address: this.where, opens: this.opens }, 'modbus tcp connected');
       this.emit('open');
     });
     s.on('data', (chunk) => this.onData(chunk));
@@ -137,7 +137,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       if (wasConnected) this.emit('close', reason);
       if (this.stopped) return;
       const delay = this.backoff.next();
-      logger.warn({ bus: this.id, address: this.where, retryInMs: delay }, `modbus tcp unavailable (${reason})`);
+      logger.warn({ address: this.where, retryInMs: delay }, `modbus tcp unavailable (${reason})`);
       this.reopenTimer = clock.setTimeout(() => {
         if (!this.stopped) this.connect();
       }, delay);
