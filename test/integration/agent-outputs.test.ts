@@ -4,7 +4,7 @@
  * InfluxDB with its original timestamp; SIGKILL turns the retained status offline (last will) and a
  * restart on the same outbox loses nothing and duplicates nothing.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -144,5 +144,28 @@ describe('agent → MQTT and InfluxDB', () => {
     // And the MQTT side got every sample time InfluxDB has (at-least-once; duplicates carry the same time).
     const mqttTimes = new Set(msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.text) as { tsMs: number }).tsMs));
     for (const t of times) expect(mqttTimes.has(t)).toBe(true);
+  });
+
+  it('starts on a corrupt outbox: moves it aside, reports it, and keeps delivering', async () => {
+    const dir = join(tmp.path, 'corrupt');
+    mkdirSync(dir);
+    const db = join(dir, 'outbox.db');
+    writeFileSync(db, Buffer.alloc(64 * 1024, 0x5a)); // garbage where a SQLite header should be
+    const badFile = join(tmp.path, 'corrupt.yaml');
+    writeFileSync(badFile, readFileSync(file, 'utf8').replace(join(tmp.path, 'state', 'outbox.db'), db).replace('clientId: rg-test', 'clientId: rg-test-2'));
+    const mark = msgs.length;
+    const agent = await spawnAndWait(process.execPath, ['--import', 'tsx', join(ROOT, 'agent/main.ts'), 'run', '--config', badFile], { readyLine: /outbox open/, timeoutMs: 20_000 });
+    try {
+      const moved = agent.lines.find((l) => l.includes('outbox was unreadable'));
+      expect(moved).toBeDefined();
+      const movedTo = (JSON.parse(moved!) as { movedTo: string }).movedTo;
+      expect(movedTo.startsWith(`${db}.corrupt-`)).toBe(true);
+      expect(readFileSync(movedTo).subarray(0, 4).toString()).toBe('ZZZZ');
+      // The recovery is an event on the bus, and readings flow again.
+      await waitMsg((m) => m.topic === `${BASE}/events` && m.text.includes('outbox_corrupt'), 15_000, 'outbox_corrupt event', mark);
+      await waitMsg((m) => m.topic === `${BASE}/sensors/r1.temperature`, 15_000, 'readings after recovery', mark);
+    } finally {
+      expect(await agent.stop('SIGTERM')).toBe(0);
+    }
   });
 });
