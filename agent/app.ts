@@ -17,9 +17,10 @@ import { Detector } from './detection/detector.js';
 import { TraceRecorder } from './detection/trace.js';
 import type { DetectorEvent, ZoneStatus } from './detection/types.js';
 import { outputContextFromConfig } from './outputs/config.js';
-import { InfluxSink } from './outputs/influx.js';
-import { MqttSink } from './outputs/mqtt.js';
-import { Outbox, type OutboxEntry } from './outputs/outbox.js';
+import type { InfluxSink } from './outputs/influx.js';
+import type { MqttSink } from './outputs/mqtt.js';
+import type { Outbox, OutboxEntry } from './outputs/outbox.js';
+
 
 export interface AgentDeps {
   logger: Logger;
@@ -59,7 +60,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private started = false;
   private readonly detector: Detector;
   private readonly recorder: TraceRecorder | undefined;
-  private readonly outbox: Outbox | undefined;
+  private outbox: Outbox | undefined;
   private readonly sinks: Array<MqttSink | InfluxSink> = [];
 
   constructor(
@@ -71,14 +72,6 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.log = deps.logger;
     this.detector = new Detector(config);
     this.recorder = deps.recordFile ? new TraceRecorder(deps.recordFile) : undefined;
-    const outputs = config.outputs;
-    if (outputs) {
-      const logger = this.log.child({ component: 'outputs' });
-      this.outbox = new Outbox(outputs.outbox, { clock: this.clock, onWarning: (msg, detail) => logger.warn(detail, msg) });
-      const context = outputContextFromConfig(config);
-      if (outputs.mqtt) this.sinks.push(new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }));
-      if (outputs.influx) this.sinks.push(new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }));
-    }
     const onSamples = (samples: Sample[]): void => this.onSamples(samples);
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
@@ -115,7 +108,22 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     }
     // The outbox first: nothing is read before there is somewhere durable to put it. A damaged
     // file is moved aside and reported; the agent never refuses to start because of its buffer.
-    if (this.outbox) {
+    // The output modules (SQLite, MQTT, InfluxDB clients) load only when configured: tens of MB of
+    // RSS a gateway without them does not need.
+    const outputs = this.config.outputs;
+    if (outputs) {
+      const logger = this.log.child({ component: 'outputs' });
+      const { Outbox } = await import('./outputs/outbox.js');
+      this.outbox = new Outbox(outputs.outbox, { clock: this.clock, onWarning: (msg, detail) => logger.warn(detail, msg) });
+      const context = outputContextFromConfig(this.config);
+      if (outputs.mqtt) {
+        const { MqttSink } = await import('./outputs/mqtt.js');
+        this.sinks.push(new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }));
+      }
+      if (outputs.influx) {
+        const { InfluxSink } = await import('./outputs/influx.js');
+        this.sinks.push(new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }));
+      }
       const report = this.outbox.open();
       if (report.recovered) this.log.error({ movedTo: report.recovered.movedTo, reason: report.recovered.reason }, 'outbox was unreadable: moved aside, started a new one');
       this.log.info({ path: this.config.outputs?.outbox.path, backlog: report.rows }, 'outbox open');
@@ -171,7 +179,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
    * detection and logs must not stop because the buffer cannot grow.
    */
   private append(entries: OutboxEntry[]): void {
-    if (!this.outbox || entries.length === 0) return;
+    if (!this.outbox?.isOpen || entries.length === 0) return;
     try {
       this.outbox.append(entries);
     } catch (err) {
