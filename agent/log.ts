@@ -11,5 +11,5 @@ export function createLogger(opts: { level?: string; name?: string; pretty?: boo
   const base = { level: opts.level ?? 'info', name: opts.name ?? 'rackguard', base: { pid: process.pid } };
   if (!usePretty) return pino(base);
   const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
-  return pino(base, pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
+  return pino(base, pretty({ colorize: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
 }
