@@ -58,6 +58,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private healthTimer: TimerHandle | undefined;
   private tickTimer: TimerHandle | undefined;
   private started = false;
+  private starting: Promise<void> | undefined;
   private readonly detector: Detector;
   private readonly recorder: TraceRecorder | undefined;
   private outbox: Outbox | undefined;
@@ -102,8 +103,15 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    this.starting = this.startParts();
+    await this.starting;
+  }
+
+  /** Start-up proper. It re-checks `started` after every await, so a stop() during start-up wins. */
+  private async startParts(): Promise<void> {
     if (this.recorder) {
       await this.recorder.start(this.clock.monoMs());
+      if (!this.started) return;
       this.log.info({ file: this.deps.recordFile }, 'recording samples to a trace');
     }
     // The outbox first: nothing is read before there is somewhere durable to put it. A damaged
@@ -114,20 +122,24 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     if (outputs) {
       const logger = this.log.child({ component: 'outputs' });
       const { Outbox } = await import('./outputs/outbox.js');
+      if (!this.started) return;
       this.outbox = new Outbox(outputs.outbox, { clock: this.clock, onWarning: (msg, detail) => logger.warn(detail, msg) });
       const context = outputContextFromConfig(this.config);
       if (outputs.mqtt) {
         const { MqttSink } = await import('./outputs/mqtt.js');
+        if (!this.started) return;
         this.sinks.push(new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }));
       }
       if (outputs.influx) {
         const { InfluxSink } = await import('./outputs/influx.js');
+        if (!this.started) return;
         this.sinks.push(new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }));
       }
       const report = this.outbox.open();
       if (report.recovered) this.log.error({ movedTo: report.recovered.movedTo, reason: report.recovered.reason }, 'outbox was unreadable: moved aside, started a new one');
       this.log.info({ path: this.config.outputs?.outbox.path, backlog: report.rows }, 'outbox open');
       for (const sink of this.sinks) await sink.start();
+      if (!this.started) return;
     }
     const devices = this.config.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
     this.log.info({ site: this.config.site, gateway: this.config.gateway, buses: this.config.buses.length, devices, points: this.config.points.size, readsPerCycle: this.readsPerCycle }, 'rackguard starting');
@@ -141,6 +153,12 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   /** Safe at any stage; each part in its own try/catch, in reverse start order. */
   async stop(): Promise<void> {
     this.started = false;
+    // A start-up still under way finishes (bailing out at its next step) before parts are stopped.
+    try {
+      await this.starting;
+    } catch {
+      // a failed start-up is reported by start(); stop what it did create
+    }
     this.clock.clearTimeout(this.healthTimer);
     this.clock.clearTimeout(this.tickTimer);
     const pollersDone = this.pollers.map((p) => p.stop());

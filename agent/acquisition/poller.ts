@@ -195,6 +195,9 @@ export class BusPoller {
         }
       }
     }
+    // Stopping is not a device failure: a request cut short by stop() must not publish comm_error
+    // samples or a retained "offline" for a healthy device.
+    if (this.stopped) return;
     const now = clock.monoMs();
     const prev = d.state;
     if (anyOk) {

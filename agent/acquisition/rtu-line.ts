@@ -71,6 +71,8 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.deps.clock.clearTimeout(this.quietTimer);
+    this.quietWake?.();
     this.failInFlight(new RackguardError('E_STOPPED', `${this.bus.path}: line stopped`));
     await this.link.stop();
   }
@@ -84,7 +86,14 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   private async transact(unitId: number, pdu: Buffer, timeoutMs: number): Promise<Buffer> {
     const { clock } = this.deps;
     const wait = this.quietUntil - clock.monoMs();
-    if (wait > 0) await new Promise<void>((r) => clock.setTimeout(r, wait));
+    if (wait > 0) {
+      await new Promise<void>((r) => {
+        this.quietWake = r;
+        this.quietTimer = clock.setTimeout(r, wait);
+      });
+      this.quietTimer = undefined;
+      this.quietWake = undefined;
+    }
     if (this.stopped) throw new RackguardError('E_STOPPED', `${this.bus.path}: line stopped`);
     if (!this.link.isOpen) throw new RackguardError('E_PORT_CLOSED', `${this.bus.path}: port is not open`, { retryable: true });
     if (this.needsFlush) {
@@ -106,6 +115,9 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   }
 
   private needsFlush = false;
+  /** The silence before the next send, so stop() can end it rather than leave a timer behind. */
+  private quietTimer: TimerHandle | undefined;
+  private quietWake: (() => void) | undefined;
 
   private onData(chunk: Buffer): void {
     const req = this.inFlight;

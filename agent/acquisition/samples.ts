@@ -80,6 +80,9 @@ export class PointTracker {
 
   /** A sample for a read that failed on the wire. */
   failed(reason: string, at: Stamp): Sample {
+    // What the sensor read while we could not see it is unknown: restart the frozen-value clock
+    // rather than call the first reading after an outage "unchanged for hours".
+    this.forget();
     return this.make(null, 'comm_error', at, reason);
   }
 

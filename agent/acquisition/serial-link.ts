@@ -114,7 +114,8 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
       this.scheduleReopen(`open failed: ${this.lastError}`);
       return;
     }
-    if (this.stopped) {
+    // Stopped meanwhile, or a quick stop/start raced two opens: keep one handle, close the other.
+    if (this.stopped || this.port) {
       port.close(() => {});
       return;
     }

@@ -16,6 +16,9 @@ import { Backoff } from './backoff.js';
 import type { LineEvents, ModbusLine } from './line.js';
 import { SerialQueue } from './line.js';
 
+/** Consecutive unanswered requests after which the connection is dropped and reopened. */
+const RECONNECT_AFTER_TIMEOUTS = 5;
+
 interface InFlight {
   tid: number;
   unitId: number;
@@ -37,6 +40,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private readonly backoff: Backoff;
   private reopenTimer: TimerHandle | undefined;
   opens = 0;
+  private timeoutStreak = 0;
   /** Replies whose transaction id matched nothing (late replies). */
   unmatchedReplies = 0;
 
@@ -93,7 +97,10 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
           const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined };
           this.inFlight = req;
           req.timer = this.deps.clock.setTimeout(() => {
-            if (this.inFlight === req) this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
+            if (this.inFlight !== req) return;
+            this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
+            // Several silent requests in a row on one connection: assume it is dead and reconnect.
+            if (++this.timeoutStreak >= RECONNECT_AFTER_TIMEOUTS) this.socket?.destroy(new Error(`${RECONNECT_AFTER_TIMEOUTS} requests in a row unanswered`));
           }, timeoutMs);
           const mbap = Buffer.alloc(7);
           mbap.writeUInt16BE(req.tid, 0);
@@ -112,10 +119,14 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
     this.rx = Buffer.alloc(0);
     const connectTimer = clock.setTimeout(() => s.destroy(new Error(`connect timed out after ${this.bus.connectTimeoutMs} ms`)), this.bus.connectTimeoutMs);
     s.setNoDelay(true);
+    // A gateway that vanishes without a reset would otherwise hold a dead socket until the kernel's
+    // retransmission timeout (many minutes); keepalive probes and the timeout streak below end it.
+    s.setKeepAlive(true, 10_000);
     s.on('connect', () => {
       clock.clearTimeout(connectTimer);
       if (this.socket !== s) return;
       this.connected = true;
+      this.timeoutStreak = 0;
       this.opens++;
       this.backoff.reset();
       logger.info({ address: this.where, opens: this.opens }, 'modbus tcp connected');
@@ -180,6 +191,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private settle(result: Buffer | Error): void {
     const req = this.inFlight;
     if (!req) return;
+    if (!(result instanceof Error) || result instanceof ModbusExceptionError) this.timeoutStreak = 0;
     this.deps.clock.clearTimeout(req.timer);
     this.inFlight = undefined;
     if (result instanceof Error) req.reject(result);

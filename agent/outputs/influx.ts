@@ -180,7 +180,18 @@ export class InfluxSink {
     let partialSinceMono: number | undefined;
     while (this.running || this.clock.monoMs() < (this.drainUntil ?? 0)) {
       if (!outbox.isOpen) return;
-      const records = outbox.read(this.name, this.config.batchSize);
+      let records;
+      try {
+        records = outbox.read(this.name, this.config.batchSize);
+      } catch (err) {
+        // A transient read error (busy, I/O) must not end the sink for good: back off and retry.
+        if (!this.running) return;
+        this.lastError = asError(err).message;
+        this.log.error({ err: this.lastError, retryInMs: backoffMs }, 'influx sink: outbox read failed; retrying');
+        await this.sleep(backoffMs, false);
+        backoffMs = Math.min(backoffMs * 2, this.config.retryMaxMs);
+        continue;
+      }
       if (records.length === 0) {
         if (!this.running) return; // drained
         partialSinceMono = undefined;
@@ -200,9 +211,11 @@ export class InfluxSink {
       }
       this.state = 'writing';
       try {
+        const generation = outbox.generation;
         await this.ensureDatabase();
         await this.writeBisecting(this.toPoints(records));
-        outbox.ack(this.name, records.at(-1)!.seq);
+        // A damaged outbox replaced during the write restarts its seqs: acking the old seq would skip new records.
+        if (outbox.generation === generation) outbox.ack(this.name, records.at(-1)!.seq);
         partialSinceMono = undefined;
         backoffMs = this.config.retryInitialMs;
         this.lastError = undefined;

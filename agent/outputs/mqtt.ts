@@ -153,7 +153,21 @@ export class MqttSink {
   private reconnects = 0;
   private lastError: string | undefined;
   private options: IClientOptions | undefined;
-  private readonly onAppended = (): void => this.pump();
+  private readonly onAppended = (): void => this.guard('pump', () => this.pump());
+
+  /**
+   * Runs sink bookkeeping that may touch the outbox (read, skip events) from event handlers and
+   * promise callbacks. An outbox error there (disk full, I/O) must be logged, not become an unhandled
+   * rejection that ends the process or an exception inside the outbox's own emit.
+   */
+  private guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.lastError = asError(err).message;
+      this.log.error({ err: this.lastError }, `mqtt sink: ${what} failed`);
+    }
+  }
 
   constructor(
     private readonly config: MqttConfig,
@@ -275,14 +289,14 @@ export class MqttSink {
     const client = connectFn(this.config.url, this.options);
     this.client = client;
     client.on('connect', (connack: IConnackPacket) => {
-      if (this.client === client) this.onConnected(client, connack);
+      if (this.client === client) this.guard('connect', () => this.onConnected(client, connack));
     });
     client.on('error', (err) => {
       this.lastError = err.message;
       this.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'mqtt connection error');
     });
     client.on('close', () => {
-      if (this.client === client) this.onClosed(client, 'connection closed');
+      if (this.client === client) this.guard('close', () => this.onClosed(client, 'connection closed'));
     });
   }
 
@@ -290,7 +304,7 @@ export class MqttSink {
     this.connected = true;
     this.backoffMs = this.config.reconnectInitialMs;
     this.maxPacketBytes = connack.properties?.maximumPacketSize;
-    this.log.info({ url: this.config.url, sessionPresent: connack.sessionPresent, depth: this.deps.outbox.depth(this.name) }, 'mqtt connected');
+    this.log.info({ url: redactUrl(this.config.url), sessionPresent: connack.sessionPresent, depth: this.deps.outbox.depth(this.name) }, 'mqtt connected');
     this.readAfter = this.deps.outbox.cursorOf(this.name);
     this.outboxGeneration = this.deps.outbox.generation;
     const side = (topic: string, payload: string): void => {
@@ -305,10 +319,10 @@ export class MqttSink {
         if (gen !== this.gen) return;
         this.verified = true;
         if (this.config.homeAssistantDiscovery) for (const m of this.discoveryMessages()) side(m.topic, m.payload);
-        this.pump();
+        this.guard('pump', () => this.pump());
       },
       (err: unknown) => {
-        if (gen === this.gen) this.dropConnection(`status publish failed: ${asError(err).message}`);
+        if (gen === this.gen) this.guard('drop', () => this.dropConnection(`status publish failed: ${asError(err).message}`));
       },
     );
   }
@@ -396,11 +410,11 @@ export class MqttSink {
         slot.done = true;
         this.strikes.delete(slot.rec.seq);
         this.rejectAttempts.delete(slot.rec.seq);
-        this.advance();
+        this.guard('advance', () => this.advance());
       },
       (err: unknown) => {
         if (gen !== this.gen) return;
-        this.onSlotFailed(client, slot, err);
+        this.guard('publish failure', () => this.onSlotFailed(client, slot, err));
       },
     );
   }
@@ -546,5 +560,17 @@ export class MqttSink {
       });
     }
     return out;
+  }
+}
+
+/** A broker URL without any user:password@ part, for logs. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return '(unparsable url)';
   }
 }

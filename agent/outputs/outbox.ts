@@ -289,7 +289,14 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> {
       this.recover(err);
       this.appendTx(entries);
     }
-    this.emit('appended', this.lastSeq);
+    // Committed: a listener's failure must neither undo that in the caller's eyes nor starve the others.
+    for (const listener of this.listeners('appended') as Array<(seq: number) => void>) {
+      try {
+        listener(this.lastSeq);
+      } catch (err) {
+        this.deps.onWarning?.('outbox listener failed', { err: (err as Error).message });
+      }
+    }
     return this.lastSeq;
   }
 
@@ -469,7 +476,19 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> {
       this.pruneAcked(false);
       if (this.totalBytes > this.config.maxBytes) this.dropOldestTelemetry(at);
     });
-    tx.immediate();
+    // The in-memory bookkeeping changes inside the transaction; if SQLite rolls it back (disk full),
+    // put it back too, or the byte cap and the saved cursors drift from the file.
+    const saved = { lastSeq: this.lastSeq, totalBytes: this.totalBytes, rowCount: this.rowCount, prunedThrough: this.prunedThrough, dirty: new Set(this.dirtyCursors) };
+    try {
+      tx.immediate();
+    } catch (err) {
+      this.lastSeq = saved.lastSeq;
+      this.totalBytes = saved.totalBytes;
+      this.rowCount = saved.rowCount;
+      this.prunedThrough = saved.prunedThrough;
+      for (const name of saved.dirty) this.dirtyCursors.add(name);
+      throw err;
+    }
   }
 
   private insert(entry: OutboxEntry, at: number): void {

@@ -150,6 +150,7 @@ zones:
     const p = await spawnAndWait(cmd, args, { readyLine: /recording samples to a trace/, timeoutMs: 20_000 });
     // r1 reads 26.5 °C ≥ warnTempC 25: the live detector raises a warning; r2 is silent.
     await p.waitForLine(/zone z: normal → warning/, 15_000);
+    await p.waitForLine(/"device":"r2".*"msg":"device failing"/, 15_000);
     expect(await p.stop('SIGTERM')).toBe(0);
     const rows = readFileSync(trace, 'utf8').trim().split('\n');
     expect(rows[0]).toBe('time_s,point,value');
