@@ -62,7 +62,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly detector: Detector;
   private readonly recorder: TraceRecorder | undefined;
   private outbox: Outbox | undefined;
-  private readonly sinks: Array<MqttSink | InfluxSink> = [];
+  private readonly sinks: Array<{ name: 'mqtt' | 'influx'; sink: MqttSink | InfluxSink }> = [];
 
   constructor(
     private readonly config: Config,
@@ -128,17 +128,17 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       if (outputs.mqtt) {
         const { MqttSink } = await import('./outputs/mqtt.js');
         if (!this.started) return;
-        this.sinks.push(new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }));
+        this.sinks.push({ name: 'mqtt', sink: new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }) });
       }
       if (outputs.influx) {
         const { InfluxSink } = await import('./outputs/influx.js');
         if (!this.started) return;
-        this.sinks.push(new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }));
+        this.sinks.push({ name: 'influx', sink: new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }) });
       }
       const report = this.outbox.open();
       if (report.recovered) this.log.error({ movedTo: report.recovered.movedTo, reason: report.recovered.reason }, 'outbox was unreadable: moved aside, started a new one');
       this.log.info({ path: this.config.outputs?.outbox.path, backlog: report.rows }, 'outbox open');
-      for (const sink of this.sinks) await sink.start();
+      for (const { sink } of this.sinks) await sink.start();
       if (!this.started) return;
     }
     const devices = this.config.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
@@ -177,7 +177,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       this.log.error({ err }, 'error while closing the trace');
     }
     // Sinks after acquisition (their last chance to drain, and MQTT's clean `offline`), the outbox last.
-    for (const sink of [...this.sinks].reverse()) {
+    for (const { sink } of [...this.sinks].reverse()) {
       try {
         await sink.stop();
       } catch (err) {
@@ -263,6 +263,11 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.healthTimer = this.clock.setTimeout(() => {
       if (!this.started) return;
       for (const h of this.health()) this.log.info({ device: h.deviceId, state: h.state, counters: roundCounters(h.counters), lastError: h.lastError }, 'device health');
+      // Each sink's depth (records behind) and lag (age of the oldest unacknowledged one).
+      for (const { name, sink } of this.sinks) {
+        const st = sink.stats();
+        this.log[st.depth > 0 && st.lagMs > 60_000 ? 'warn' : 'info']({ sink: name, ...st }, 'sink health');
+      }
       this.scheduleHealth();
     }, this.config.logging.healthIntervalS * 1000);
   }

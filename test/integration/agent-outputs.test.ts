@@ -71,7 +71,7 @@ beforeAll(async () => {
   const text = `version: 1
 site: lab
 gateway: gw1
-logging: { samples: false }
+logging: { samples: false, healthIntervalS: 1 }
 buses:
   - id: l
     type: serial
@@ -115,6 +115,11 @@ describe('agent → MQTT and InfluxDB', () => {
     expect(payload).toMatchObject({ value: 23.4, unit: '°C', quality: 'good' });
     expect(new Date(payload.ts).getTime()).toBe(payload.tsMs);
     await waitMsg((m) => m.topic === `${BASE}/devices/r1/availability` && m.text === 'online', 10_000, 'r1 availability');
+    // Each sink reports its depth and lag in the health log.
+    const health = JSON.parse(await agent.waitForLine(/"sink":"influx".*"msg":"sink health"/, 10_000)) as { depth: number; lagMs: number };
+    expect(typeof health.depth).toBe('number');
+    expect(typeof health.lagMs).toBe('number');
+    await agent.waitForLine(/"sink":"mqtt".*"msg":"sink health"/, 10_000);
 
     // InfluxDB holds the same sample at the same timestamp.
     await expect.poll(async () => (await influxTimes('r1.temperature')).includes(payload.tsMs), { timeout: 15_000, interval: 200 }).toBe(true);
