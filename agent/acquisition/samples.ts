@@ -8,6 +8,12 @@
 import type { PointDef } from '../config/model.js';
 import type { Quality, Sample } from './types.js';
 
+/**
+ * A decimal number as sensors and traces write it (no hex, no NaN, no empty string): Number('')
+ * is 0, and a blank must never become a reading.
+ */
+export const NUMBER_TEXT = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
+
 export interface Stamp {
   ts: number;
   mono: number;

@@ -105,7 +105,7 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
   }
 
   private async open(): Promise<void> {
-    const { logger, clock } = this.deps;
+    const { logger } = this.deps;
     let port: PortLike;
     try {
       port = await (this.deps.opener ?? openSerialPort)(this.settings);
@@ -138,7 +138,6 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
       this.scheduleReopen(`port lost: ${reason}`);
     });
     logger.info({ path: this.settings.path, baudRate: this.settings.baudRate, opens: this.opens }, 'serial port open');
-    void clock;
     this.emit('open');
   }
 

@@ -9,13 +9,12 @@
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { StreamBusDef } from '../config/model.js';
-import { PointTracker } from './samples.js';
+import { NUMBER_TEXT, PointTracker } from './samples.js';
 import { SerialLink, type PortOpener } from './serial-link.js';
 import type { Sample } from './types.js';
 
 /** Longest line we buffer; a sensor that never sends a newline must not grow memory. */
 const MAX_LINE_BYTES = 1024;
-const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
 export class StreamSource {
   private readonly link: SerialLink;
@@ -89,7 +88,7 @@ export class StreamSource {
     const samples = this.bus.points.map((p, i) => {
       const tracker = this.trackers[i]!;
       const text = m.groups![p.group];
-      if (text === undefined || !NUMBER.test(text.trim())) {
+      if (text === undefined || !NUMBER_TEXT.test(text.trim())) {
         const s = tracker.failed(`E_MODBUS_BAD_FRAME: group "${p.group}" is ${text === undefined ? 'missing' : `not a number ("${text}")`}`, at);
         return { ...s, quality: 'sensor_fault' as const };
       }

@@ -6,7 +6,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Config, PointDef } from '../config/model.js';
 import { RackguardError } from '../errors.js';
-import { PointTracker } from '../acquisition/samples.js';
+import { NUMBER_TEXT, PointTracker } from '../acquisition/samples.js';
 import type { Sample } from '../acquisition/types.js';
 
 export const TRACE_HEADER = 'time_s,point,value';
@@ -22,7 +22,6 @@ export interface TraceBatch {
   samples: Sample[];
 }
 
-const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
 /**
  * Parses a trace into batches of samples that share a time. Values go through the point's quality
@@ -60,12 +59,12 @@ export function* parseTrace(text: string, config: Config, opts: { source?: strin
     const timeText = line.slice(0, c1).trim();
     const pointId = line.slice(c1 + 1, c2).trim();
     const valueText = line.slice(c2 + 1).trim();
-    if (!NUMBER.test(timeText)) throw new TraceError(source, lineNo, `time_s is not a number: "${timeText}"`);
+    if (!NUMBER_TEXT.test(timeText)) throw new TraceError(source, lineNo, `time_s is not a number: "${timeText}"`);
     const timeS = Number(timeText);
     if (timeS < lastTime) throw new TraceError(source, lineNo, `time_s goes backwards (${timeS} after ${lastTime})`);
     const point = config.points.get(pointId);
     if (!point) throw new TraceError(source, lineNo, `unknown point "${pointId}" (not in ${config.source})`);
-    if (valueText !== '' && !NUMBER.test(valueText)) throw new TraceError(source, lineNo, `value of ${pointId} is not a number: "${valueText}"`);
+    if (valueText !== '' && !NUMBER_TEXT.test(valueText)) throw new TraceError(source, lineNo, `value of ${pointId} is not a number: "${valueText}"`);
     if (batch && timeS !== batch.timeS) {
       yield batch;
       batch = undefined;

@@ -92,7 +92,7 @@ function computedCycleMs(n: number): number {
   return n * ((request + reply) * charMs + 2 * gap);
 }
 
-async function measuredCycleMs(path: string, slavePath: string, config: ReturnType<typeof parseConfig>, n: number): Promise<number> {
+async function measuredCycleMs(slavePath: string, config: ReturnType<typeof parseConfig>, n: number): Promise<number> {
   const rack = new SimRack({ config });
   const slave = new RtuSlave({ path: slavePath, rack, baudRate: 9600, emulateBaud: true });
   await slave.start();
@@ -107,7 +107,6 @@ async function measuredCycleMs(path: string, slavePath: string, config: ReturnTy
   const ms = performance.now() - t0;
   await agent.stop();
   await slave.stop();
-  void path;
   return ms / (reqs / n);
 }
 
@@ -135,7 +134,7 @@ export async function run(): Promise<Figures> {
 
     const n = 8;
     const cycleConfig = sensorsConfig(pty.a, n, '');
-    const measured = await measuredCycleMs(pty.a, pty.b, cycleConfig, n);
+    const measured = await measuredCycleMs(pty.b, cycleConfig, n);
     const computed = computedCycleMs(n);
     return {
       requests_per_s: round(agentRps, 0),

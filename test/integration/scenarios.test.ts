@@ -94,7 +94,7 @@ describe('shipped scenarios (drill → trace → replay)', () => {
   });
 
   it(
-    'chiller trip at 2 °C/min: alarm within 90 s, critical at least 5 min before the median reaches 35 °C',
+    'chiller trip at 2 °C/min: alarm within 60 s, critical at least 5 min before the median reaches 35 °C',
     () => {
       const events = replayScenario('chiller-trip-2c');
       const heads = thermal('chiller-trip-2c');
@@ -104,8 +104,8 @@ describe('shipped scenarios (drill → trace → replay)', () => {
         expect(transitions(events, zone), zone).toEqual(TRIP_SEQUENCE);
         const alarmAt = firstAt(events, zone, 'alarm');
         const criticalAt = firstAt(events, zone, 'critical');
-        // Actual at the time of writing: alarm 65 s after the trip in both zones.
-        expect(alarmAt - ONSET_S, `${zone} alarm after the trip`).toBeLessThanOrEqual(90);
+        // The issue's target; actual at the time of writing: 35 s (the tripped chiller corroborates).
+        expect(alarmAt - ONSET_S, `${zone} alarm after the trip`).toBeLessThanOrEqual(60);
         const m35 = heads.get(zone)!.median35AtS;
         expect(m35, `${zone} median reaches 35 °C within the run`).not.toBeNull();
         // Target: at least 5 min of warning before the zone median reaches 35 °C.
