@@ -16,7 +16,7 @@ import type { DeviceHealth, DeviceState, Sample } from './acquisition/types.js';
 import { Detector } from './detection/detector.js';
 import { TraceRecorder } from './detection/trace.js';
 import type { DetectorEvent, ZoneStatus } from './detection/types.js';
-import { outputContextFromConfig } from './outputs/config.js';
+import { outputContextFromConfig } from './outputs/context.js';
 import type { InfluxSink } from './outputs/influx.js';
 import type { MqttSink } from './outputs/mqtt.js';
 import type { Outbox, OutboxEntry } from './outputs/outbox.js';

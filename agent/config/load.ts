@@ -426,6 +426,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     zones,
     chillers: cfg.chillers,
     outputs: cfg.outputs,
+    stopTimeoutS: cfg.stopTimeoutS,
     points,
     source,
   };

@@ -55,6 +55,8 @@ export interface Config {
   chillers: ParsedConfig['chillers'];
   /** Outbox and sinks; undefined when the config has no `outputs:`. The outbox path is absolute. */
   outputs: ParsedConfig['outputs'];
+  /** One deadline for stopping every component, seconds. */
+  stopTimeoutS: number;
   /** Every point by global id. */
   points: ReadonlyMap<string, PointDef>;
   /** Where the config was read from, for messages. */

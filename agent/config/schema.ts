@@ -4,7 +4,7 @@
  * config/rackguard.example.yaml.
  */
 import { z } from 'zod';
-import { outputsSchema } from '../outputs/config.js';
+import { outputsSchema } from './outputs-schema.js';
 
 export const CONFIG_VERSION = 1;
 
@@ -269,6 +269,8 @@ export const configSchema = z
     chillers: z.array(chillerSchema).default([]),
     /** Durable outbox and sinks (MQTT, InfluxDB); absent: samples and events are only logged. */
     outputs: outputsSchema.optional(),
+    /** One deadline for stopping every component (SIGTERM, reload), seconds, default 10. */
+    stopTimeoutS: z.number().positive().max(600).default(10),
   })
   .strict();
 

@@ -17,7 +17,8 @@ import { InfluxDB, type IPoint } from 'influx';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import { RackguardError, asError } from '../errors.js';
-import { readCredential, type InfluxConfig, type OutputContext } from './config.js';
+import type { InfluxConfig } from '../config/outputs-schema.js';
+import { readCredential, type OutputContext } from './context.js';
 import type { Outbox, OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
 
 export interface InfluxSinkDeps {

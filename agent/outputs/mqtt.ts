@@ -32,7 +32,8 @@ import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, ty
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import { RackguardError, asError } from '../errors.js';
-import { readCredential, type MqttConfig, type OutputContext } from './config.js';
+import type { MqttConfig } from '../config/outputs-schema.js';
+import { readCredential, type OutputContext } from './context.js';
 import type { Outbox, OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
 
 export interface MqttSinkDeps {

@@ -16,7 +16,7 @@ import type { DeviceState, Sample } from '../acquisition/types.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { DetectorEvent } from '../detection/types.js';
 import { RackguardError } from '../errors.js';
-import type { OutboxConfig } from './config.js';
+import type { OutboxConfig } from '../config/outputs-schema.js';
 
 /** A device changed availability (from acquisition's device health). */
 export interface DeviceStateEvent {

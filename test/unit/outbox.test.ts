@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Sample } from '../../agent/acquisition/types.js';
 import { VirtualClock } from '../../agent/clock.js';
-import { outboxSchema } from '../../agent/outputs/config.js';
+import { outboxSchema } from '../../agent/config/outputs-schema.js';
 import { Outbox, type OutboxEntry, type OutputNotice } from '../../agent/outputs/outbox.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 

@@ -1,12 +1,9 @@
 /**
  * The `outputs:` section of the configuration: the durable outbox and the sinks that drain it.
- * Mounted by agent/config/schema.ts at `outputs:`. Units are in the names (`timeoutMs`, `keepaliveS`).
+ * Mounted by ./schema.ts at `outputs:`. Units are in the names (`timeoutMs`, `keepaliveS`).
  * Secrets never come from argv (visible in `ps`): files or environment variables only.
  */
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import type { Config } from '../config/model.js';
-import { RackguardError } from '../errors.js';
 
 const MIB = 1024 * 1024;
 
@@ -27,6 +24,26 @@ export const outboxSchema = z
      * transactions on power loss). NORMAL trades that for fewer fsyncs on slow SD cards.
      */
     synchronous: z.enum(['FULL', 'NORMAL']).default('FULL'),
+    /**
+     * Group commit: appends are committed (one transaction, one fsync) at most once per this interval,
+     * default 1000 ms; an event forces an earlier commit. Fewer fsyncs spare SD cards and keep a slow
+     * commit from stalling the buses' deadlines.
+     */
+    commitIntervalMs: z.int().min(0).max(10_000).default(1000),
+    /**
+     * Disk space kept free for events: telemetry is not appended when the outbox's filesystem has less
+     * than this left, so zone and device events still fit when telemetry fills the disk. Default 4 MiB.
+     */
+    reserveBytes: z
+      .int()
+      .min(0)
+      .max(1024 * MIB)
+      .default(4 * MIB),
+    /** Events (and device states) held in memory while the outbox cannot be written; the oldest go first past this. */
+    maxQueuedEvents: z.int().min(100).max(1_000_000).default(10_000),
+    /** An outbox that cannot be opened is retried after reopenInitialMs, doubling to reopenMaxMs. */
+    reopenInitialMs: z.int().min(10).max(3_600_000).default(1000),
+    reopenMaxMs: z.int().min(10).max(3_600_000).default(60_000),
   })
   .strict();
 
@@ -58,9 +75,12 @@ export const mqttSchema = z
     maxInFlight: z.int().min(1).max(65_000).default(100),
     /** MQTT keepalive, seconds (the broker drops us after 1.5× this without packets). */
     keepaliveS: z.int().min(0).max(65_535).default(30),
-    /** Reconnect after reconnectInitialMs, doubling to reconnectMaxMs (mqtt.js alone retries at a fixed period). */
+    /**
+     * Reconnect after reconnectInitialMs, doubling to reconnectMaxMs (mqtt.js alone retries at a fixed period).
+     * An alarm system wants its backlog soon after the broker returns: the cap defaults to 5 s.
+     */
     reconnectInitialMs: z.int().min(10).default(1000),
-    reconnectMaxMs: z.int().min(10).default(60_000),
+    reconnectMaxMs: z.int().min(10).default(5000),
     /** Publish Home Assistant MQTT discovery configs (retained) for sensors and zone states. */
     homeAssistantDiscovery: z.boolean().default(false),
     discoveryPrefix: z.string().min(1).default('homeassistant'),
@@ -106,53 +126,3 @@ export type MqttConfig = z.output<typeof mqttSchema>;
 export type InfluxConfig = z.output<typeof influxSchema>;
 export type OutputsConfig = z.output<typeof outputsSchema>;
 export type RawOutputsConfig = z.input<typeof outputsSchema>;
-
-/**
- * A credential from a file (first line, trailing whitespace trimmed) or else from an environment
- * variable; undefined when neither is set. Never from argv: `ps` shows argv to every user.
- */
-export function readCredential(file: string | undefined, envName: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  if (file !== undefined) {
-    try {
-      return readFileSync(file, 'utf8').split(/\r?\n/)[0]!.trimEnd();
-    } catch (err) {
-      throw new RackguardError('E_SECRET_READ', `cannot read ${envName.toLowerCase()} file ${file}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-  const v = env[envName];
-  return v === undefined || v === '' ? undefined : v;
-}
-
-/** What a sink knows about a point besides its sample: where it sits, for tags and discovery. */
-export interface PointInfo {
-  id: string;
-  deviceId: string;
-  unit: string;
-  kind: string;
-  /** Zones whose sensors include this point (the first one tags InfluxDB points). */
-  zones: string[];
-  /** Set for chiller status points: the chiller and the role (running, alarm, supplyTemp, returnTemp). */
-  chiller?: { id: string; role: string };
-}
-
-/** Site, gateway and point metadata the sinks need; built once from the resolved config. */
-export interface OutputContext {
-  site: string;
-  gateway: string;
-  points: ReadonlyMap<string, PointInfo>;
-  zones: readonly string[];
-}
-
-export function outputContextFromConfig(config: Pick<Config, 'site' | 'gateway' | 'points' | 'zones' | 'chillers'>): OutputContext {
-  const points = new Map<string, PointInfo>();
-  for (const [id, p] of config.points) points.set(id, { id, deviceId: p.deviceId, unit: p.unit, kind: p.kind, zones: [] });
-  for (const z of config.zones) for (const s of z.sensors) points.get(s)?.zones.push(z.id);
-  for (const c of config.chillers) {
-    for (const role of ['running', 'alarm', 'supplyTemp', 'returnTemp'] as const) {
-      const pid = c[role];
-      const p = pid === undefined ? undefined : points.get(pid);
-      if (p) p.chiller = { id: c.id, role };
-    }
-  }
-  return { site: config.site, gateway: config.gateway, points, zones: config.zones.map((z) => z.id) };
-}
