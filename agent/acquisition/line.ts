@@ -3,6 +3,7 @@
  * within a deadline the agent enforces itself. RTU (serial) and TCP implement it, one file each.
  */
 import type { EventEmitter } from 'node:events';
+import type { Component } from '../component.js';
 
 export interface LineEvents {
   /** The port or connection (re)opened: devices that were failing because of it may be polled now. */
@@ -10,11 +11,15 @@ export interface LineEvents {
   close: [reason: string];
 }
 
-export interface ModbusLine extends EventEmitter<LineEvents> {
+export interface ModbusLine extends EventEmitter<LineEvents>, Component {
   readonly id: string;
   readonly isOpen: boolean;
-  start(): void;
-  stop(): Promise<void>;
+  /**
+   * Latency of the last successful exchange, ms: from the end of the request's transmission to the
+   * complete reply. It leaves out time queued behind other requests and the recovery silence, which
+   * are the line's doing, not the device's. NaN before the first reply.
+   */
+  readonly lastExchangeMs: number;
   /**
    * Sends `pdu` to `unitId` and resolves with the reply PDU (function code first). Rejects with a
    * RackguardError: E_MODBUS_TIMEOUT, E_MODBUS_CRC, E_MODBUS_BAD_FRAME, E_MODBUS_EXCEPTION

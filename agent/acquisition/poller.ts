@@ -10,6 +10,7 @@
  * - a lost port is not the devices' fault: no backoff, and all devices are polled as soon as the
  *   port is back.
  */
+import type { Component } from '../component.js';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { DeviceDef } from '../config/model.js';
@@ -66,7 +67,8 @@ class DeviceRuntime {
   }
 }
 
-export class BusPoller {
+export class BusPoller implements Component {
+  readonly name: string;
   private readonly devices: DeviceRuntime[];
   private stopped = true;
   private loopDone: Promise<void> = Promise.resolve();
@@ -88,6 +90,7 @@ export class BusPoller {
     private readonly deps: PollerDeps,
   ) {
     this.devices = devices.map((d) => new DeviceRuntime(d));
+    this.name = `poller:${line.id}`;
   }
 
   /** Number of read requests one full cycle takes (after batching). */
@@ -95,7 +98,7 @@ export class BusPoller {
     return this.devices.reduce((n, d) => n + d.reads.length, 0);
   }
 
-  start(): void {
+  async start(): Promise<void> {
     if (!this.stopped) return;
     this.stopped = false;
     // Before the port is open, the first poll waits for the 'open' event (or one interval, so a

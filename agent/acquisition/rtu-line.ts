@@ -32,6 +32,9 @@ interface InFlight {
 
 export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   readonly id: string;
+  readonly name: string;
+  /** See ModbusLine.lastExchangeMs. */
+  lastExchangeMs = Number.NaN;
   private readonly link: SerialLink;
   private readonly queue = new SerialQueue();
   private inFlight: InFlight | undefined;
@@ -47,6 +50,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   ) {
     super();
     this.id = bus.id;
+    this.name = `line:${bus.id}`;
     this.link = new SerialLink(bus, { ...deps, reopenInitialMs: bus.reopenInitialMs, reopenMaxMs: bus.reopenMaxMs });
     this.link.on('data', (chunk) => this.onData(chunk));
     this.link.on('open', () => this.emit('open'));
@@ -64,7 +68,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     return this.link.opens;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     this.stopped = false;
     this.link.start();
   }

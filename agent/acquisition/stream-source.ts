@@ -6,6 +6,7 @@
  * counted and logged, never turned into a value. No matching line within `timeoutMs` yields
  * comm_error samples, repeated every `timeoutMs`, so silence is visible downstream.
  */
+import type { Component } from '../component.js';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { StreamBusDef } from '../config/model.js';
@@ -16,7 +17,8 @@ import type { Sample } from './types.js';
 /** Longest line we buffer; a sensor that never sends a newline must not grow memory. */
 const MAX_LINE_BYTES = 1024;
 
-export class StreamSource {
+export class StreamSource implements Component {
+  readonly name: string;
   private readonly link: SerialLink;
   private readonly regex: RegExp;
   private readonly trackers: PointTracker[];
@@ -30,6 +32,7 @@ export class StreamSource {
     private readonly bus: StreamBusDef,
     private readonly deps: { clock: Clock; logger: Logger; opener?: PortOpener; onSamples: (samples: Sample[]) => void },
   ) {
+    this.name = `stream:${bus.id}`;
     this.regex = new RegExp(bus.pattern);
     this.trackers = bus.points.map((p) => new PointTracker(p));
     this.link = new SerialLink(bus, { ...deps, reopenInitialMs: bus.reopenInitialMs, reopenMaxMs: bus.reopenMaxMs });
@@ -39,7 +42,7 @@ export class StreamSource {
     });
   }
 
-  start(): void {
+  async start(): Promise<void> {
     this.stopped = false;
     this.link.start();
     this.armSilenceTimer();

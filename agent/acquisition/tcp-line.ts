@@ -30,6 +30,9 @@ interface InFlight {
 
 export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   readonly id: string;
+  readonly name: string;
+  /** See ModbusLine.lastExchangeMs. */
+  lastExchangeMs = Number.NaN;
   private socket: Socket | undefined;
   private connected = false;
   private stopped = true;
@@ -50,6 +53,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   ) {
     super();
     this.id = bus.id;
+    this.name = `line:${bus.id}`;
     this.backoff = new Backoff(bus.reopenInitialMs, bus.reopenMaxMs);
   }
 
@@ -61,7 +65,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
     return this.connected;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     if (!this.stopped) return;
     this.stopped = false;
     this.connect();
