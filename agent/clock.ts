@@ -12,6 +12,13 @@ export interface Clock {
   wallMs(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle | undefined): void;
+  /**
+   * Runs `fn` after the I/O that is already waiting has been read. A timer callback runs before the
+   * event loop's poll phase, so after a stall (a slow commit) a deadline would fire while its reply
+   * sits unread in the kernel; a deadline's verdict goes through here. Not cancellable: `fn` checks
+   * its own state.
+   */
+  afterPendingIo(fn: () => void): void;
 }
 
 export type TimerHandle = { readonly __timer: unique symbol } | object;
@@ -25,6 +32,9 @@ export const systemClock: Clock = {
   },
   clearTimeout: (h) => {
     if (h !== undefined) clearTimeout(h as unknown as NodeJS.Timeout);
+  },
+  afterPendingIo: (fn) => {
+    setImmediate(fn);
   },
 };
 
@@ -70,6 +80,14 @@ export class VirtualClock implements Clock {
 
   clearTimeout(handle: TimerHandle | undefined): void {
     if (handle) this.timers.delete(handle as VirtualTimer);
+  }
+
+  /**
+   * A zero-delay timer: it runs after the timers already due at this instant, so a fake port that
+   * delivers bytes "at" a deadline (scheduled before it) is read before the deadline's verdict.
+   */
+  afterPendingIo(fn: () => void): void {
+    this.setTimeout(fn, 0);
   }
 
   /** Moves time forward by `ms`, firing every timer that falls due, in order. */
