@@ -32,9 +32,10 @@
  *       fewer). The probe's clean reply proves, by A1, that every earlier reply of the unit has come
  *       or never will; the FIFO is emptied. Only then is the read sent.
  *   R3. A read's frame is good only if unit, function and byte count are those expected and no
- *       byte came before it or after it in the same exchange. Being of a length that no earlier
- *       request of the unit can still produce (R2), it is not a late reply (a). A clean good frame
- *       empties the unit's FIFO (A1 again).
+ *       byte came after it in the same exchange; before it, only whole clean frames of lengths in
+ *       the FIFO (the late replies we expect, skipped). Being of a length that no earlier request
+ *       of the unit can still produce (R2), it is not a late reply (a). A clean good frame empties
+ *       the unit's FIFO (A1 again).
  *   R4. A read of the unit with the same reply length but other registers than a frame received
  *       less than `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes
  *       while nothing is in flight, not into this read's buffer (b). The same request repeated
@@ -327,9 +328,33 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       return;
     }
     req.buf = req.buf.length === 0 ? chunk : Buffer.concat([req.buf, chunk]);
-    const need = rtuResponseFrameLength(req.buf, req.fc);
-    if (need === undefined || req.buf.length < need) return;
-    this.verdict(req, need);
+    for (;;) {
+      const need = rtuResponseFrameLength(req.buf, req.fc);
+      if (need === undefined || req.buf.length < need) return;
+      if (!this.skipLateReply(req, need)) break;
+    }
+    this.verdict(req, rtuResponseFrameLength(req.buf, req.fc)!);
+  }
+
+  /**
+   * R1: a clean frame of this unit and function whose length is an outstanding read's, ahead of
+   * this request's reply: the late reply we were expecting. Drop it and keep reading; by A1 the
+   * replies it leaves outstanding are those after it. Without this a slave that answers a request
+   * late stays one reply behind for good, each request getting the previous one's reply.
+   */
+  private skipLateReply(req: InFlight, need: number): boolean {
+    if (req.readLen === undefined || need === req.readLen) return false;
+    const frame = req.buf.subarray(0, need);
+    if (frame[0] !== req.unitId || frame[1] !== req.fc || !crcOk(frame)) return false;
+    const u = this.unit(req.unitId);
+    const i = u.outstanding.findIndex((o) => o.len === need);
+    if (i < 0) return false;
+    // Unless it may be the echo of a recent frame of that length (A2): then it retires nothing.
+    if (!this.seenWithinGap(u, need)) u.outstanding.splice(0, i + 1);
+    this.noteFrame(req.unitId, need, '?');
+    this.discardedBytes += need;
+    req.buf = req.buf.subarray(need);
+    return true;
   }
 
   private verdict(req: InFlight, need: number): void {
@@ -377,12 +402,9 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       return;
     }
     if (req.readLen !== undefined && need !== req.readLen) {
-      // R1: a reply of another length is an earlier request's; those before it are done (A1).
-      // Unless it may be the echo of a recent frame of that length (A2): then it proves nothing.
-      const i = u.outstanding.findIndex((o) => o.len === need);
-      if (i >= 0 && !this.seenWithinGap(u, need)) u.outstanding.splice(0, i + 1);
+      // A length no request of ours is waiting for (late ones were skipped above): not trusted.
       this.noteFrame(fromUnit, need, '?');
-      fail(new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}: a late reply to an earlier request`, { retryable: true }));
+      fail(new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}`, { retryable: true }));
       return;
     }
     const pdu = Buffer.from(frame.subarray(1, need - 2));
