@@ -23,6 +23,9 @@ export interface Clock {
 
 export type TimerHandle = { readonly __timer: unique symbol } | object;
 
+/** Idle time given to the event loop to read bytes that were waiting when a deadline fired. */
+const IO_GRACE_MS = 5;
+
 export const systemClock: Clock = {
   monoMs: () => performance.now(),
   wallMs: () => Date.now(),
@@ -34,7 +37,19 @@ export const systemClock: Clock = {
     if (h !== undefined) clearTimeout(h as unknown as NodeJS.Timeout);
   },
   afterPendingIo: (fn) => {
-    setImmediate(fn);
+    // One loop turn is not enough for a serial port: its readiness is seen in the poll phase, but
+    // serialport then reads through the libuv thread pool, and the bytes come one or more turns
+    // later. So let the loop sit idle in its poll phase for a short grace; if that grace itself
+    // came late (the loop stalled again), give it another, a few times at most.
+    let turns = 0;
+    const settle = (): void => {
+      const due = performance.now() + IO_GRACE_MS;
+      setTimeout(() => {
+        if (performance.now() - due > IO_GRACE_MS && ++turns < 4) settle();
+        else fn();
+      }, IO_GRACE_MS);
+    };
+    setImmediate(settle);
   },
 };
 
