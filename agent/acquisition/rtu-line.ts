@@ -329,6 +329,15 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     }
     req.buf = req.buf.length === 0 ? chunk : Buffer.concat([req.buf, chunk]);
     for (;;) {
+      if (req.buf.length === 0) return;
+      // Leading junk or another unit's frame: no need to wait for the rest of it.
+      if (req.buf[0] !== req.unitId || (req.buf.length > 1 && (req.buf[1]! & 0x7f) !== req.fc)) {
+        const what = req.buf[0] !== req.unitId ? `a reply starting with byte ${req.buf[0]}` : `a reply with function ${req.buf[1]}`;
+        this.discardedBytes += req.buf.length;
+        if (req.readLen !== undefined) this.addOutstanding(this.unit(req.unitId), req.readLen);
+        this.settle(req, { err: new RackguardError('E_MODBUS_BAD_FRAME', `${this.bus.path} unit ${req.unitId}: ${what}, expected unit ${req.unitId} function ${req.fc}`, { retryable: true }), recover: true });
+        return;
+      }
       const need = rtuResponseFrameLength(req.buf, req.fc);
       if (need === undefined || req.buf.length < need) return;
       if (!this.skipLateReply(req, need)) break;
@@ -370,18 +379,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       fail(new RackguardError('E_MODBUS_CRC', `${where}: CRC error in reply`, { retryable: true }));
       return;
     }
-    // A CRC-valid frame of unknown origin still counts for the echo guard (R4).
-    const fromUnit = frame[0]!;
-    if (fromUnit !== req.unitId) {
-      this.noteFrame(fromUnit, need, '?');
-      fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply from unit ${fromUnit}`, { retryable: true }));
-      return;
-    }
-    if ((frame[1]! & 0x7f) !== req.fc) {
-      this.noteFrame(fromUnit, need, '?');
-      fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply has function ${frame[1]}, expected ${req.fc}`, { retryable: true }));
-      return;
-    }
+    const fromUnit = frame[0]!; // unit and function were checked as the bytes came in
     if (req.buf.length > need) {
       // R3: bytes after the frame in the same exchange. The frame may be an earlier reply and the
       // surplus this request's own: do not trust it.
@@ -404,7 +402,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     if (req.readLen !== undefined && need !== req.readLen) {
       // A length no request of ours is waiting for (late ones were skipped above): not trusted.
       this.noteFrame(fromUnit, need, '?');
-      fail(new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}`, { retryable: true }));
+      fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}`, { retryable: true }));
       return;
     }
     const pdu = Buffer.from(frame.subarray(1, need - 2));
