@@ -20,7 +20,8 @@
  * cannot be one of them. We assume of the line only that
  *   A1. a slave answers each request at most once, in the order it received them (it is a
  *       half-duplex device that handles one request at a time);
- *   A2. a copy of a frame (an echo) arrives within `recoveryGapMs` of the original;
+ *   A2. a copy of a frame (an echo) arrives within `recoveryGapMs` of the original (so
+ *       `recoveryGapMs: 0` turns the echo guard R4 off: only for lines known to have no repeater);
  *   A3. the CRC catches corrupted frames;
  *   A4. no reply comes later than LATE_REPLY_HORIZON_MS after its request.
  * Rules:
