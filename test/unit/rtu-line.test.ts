@@ -9,7 +9,7 @@ import { VirtualClock } from '../../agent/clock.js';
 import { withCrc } from '../../agent/modbus/crc.js';
 import { readRequestPdu, readResponsePdu } from '../../agent/modbus/pdu.js';
 import { silentLogger } from '../helpers/agent.js';
-import { fakeOpener, settle, type FakePort } from '../helpers/fake-serial.js';
+import { fakeOpener, settle } from '../helpers/fake-serial.js';
 
 const RECOVERY = 100;
 const GAP = 4;
@@ -331,4 +331,3 @@ describe('RtuLine lifecycle', () => {
   });
 });
 
-export type { FakePort };
