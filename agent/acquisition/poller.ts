@@ -15,12 +15,11 @@ import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { DeviceDef } from '../config/model.js';
 import { ModbusExceptionError, RackguardError } from '../errors.js';
-import { readRequestPdu, readResponsePduLength, readResponseValues } from '../modbus/pdu.js';
+import { readRequestPdu, readResponsePduLength } from '../modbus/pdu.js';
 import { Backoff } from './backoff.js';
-import { decodeRaw, registerCount } from './decode.js';
 import type { ModbusLine } from './line.js';
 import { planReads, type PlannedRead } from './planner.js';
-import { PointTracker, type Stamp } from './samples.js';
+import { PointTracker, samplesFromReply, type Stamp } from './samples.js';
 import { newCounters, type DeviceCounters, type DeviceHealth, type DeviceState, type Sample } from './types.js';
 
 /** Consecutive failed polls after which a device is reported offline. */
@@ -234,21 +233,6 @@ export class BusPoller implements Component {
     else if (e.code === 'E_PORT_CLOSED') c.portErrors++;
     else if (e.code !== 'E_STOPPED') c.badFrames++;
   }
-}
-
-/**
- * Samples for every point of a successful read, from the reply PDU. Shared by the poller and by
- * firmware-sim's virtual-time sampler (drills, traces), so both decode exactly alike.
- */
-export function samplesFromReply(read: PlannedRead, pdu: Buffer, trackers: ReadonlyMap<string, PointTracker>, at: Stamp): Sample[] {
-  const values = readResponseValues(read.table, read.quantity, pdu);
-  const bits = read.table === 'coil' || read.table === 'discrete';
-  return read.items.map((it) => {
-    const p = it.point;
-    const regs = values.slice(it.offset, it.offset + (bits ? 1 : registerCount(p.type)));
-    const raw = decodeRaw(p.type, p.wordOrder, regs, p.bit);
-    return trackers.get(p.id)!.decoded(raw.value, raw.rawUnsigned, at);
-  });
 }
 
 /** The next slot on the device's cadence after `now`, skipping missed slots instead of bursting. */
