@@ -8,14 +8,17 @@
  * - a device whose every read failed backs off exponentially (backoffInitialMs … backoffMaxMs) and
  *   is tried again alone, while the others keep their cadence;
  * - a lost port is not the devices' fault: no backoff, and all devices are polled as soon as the
- *   port is back.
+ *   port is back;
+ * - a device that answers every read with a Modbus exception is not offline: it is reported in state
+ *   'exceptions', with each register and exception code, and polled on its cadence (an answer costs
+ *   the line little, and the fix is usually a point map change the operator wants to see take effect).
  */
 import type { Component } from '../component.js';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { DeviceDef } from '../config/model.js';
-import { ModbusExceptionError, RackguardError } from '../errors.js';
-import { readRequestPdu, readResponsePduLength } from '../modbus/pdu.js';
+import { MODBUS_EXCEPTION_NAMES, ModbusExceptionError, RackguardError } from '../errors.js';
+import { readRequestPdu, readResponsePduLength, type Table } from '../modbus/pdu.js';
 import { Backoff } from './backoff.js';
 import type { ModbusLine } from './line.js';
 import { planReads, type PlannedRead } from './planner.js';
@@ -24,6 +27,21 @@ import { newCounters, type DeviceCounters, type DeviceHealth, type DeviceState, 
 
 /** Consecutive failed polls after which a device is reported offline. */
 const OFFLINE_AFTER_FAILURES = 3;
+
+/**
+ * Exceptions a gateway raises for the device behind it: "path unavailable" and "target device failed
+ * to respond" (Modbus Application Protocol v1.1b3, §7). The device did not answer: these count as
+ * failures (failing, then offline), not as a device answering with exceptions.
+ */
+const GATEWAY_EXCEPTIONS = new Set([10, 11]);
+
+const TABLE_NAMES: Record<Table, string> = { input: 'input register', holding: 'holding register', coil: 'coil', discrete: 'discrete input' };
+
+/** `input register 1 (×2): exception 2 (illegal data address)`: what an operator checks in the point map. */
+function describeException(read: PlannedRead, code: number): string {
+  const span = read.quantity > 1 ? ` (×${read.quantity})` : '';
+  return `${TABLE_NAMES[read.table]} ${read.address}${span}: exception ${code} (${MODBUS_EXCEPTION_NAMES[code] ?? 'unknown exception'})`;
+}
 
 export interface PollerDeps {
   clock: Clock;
@@ -43,6 +61,7 @@ class DeviceRuntime {
   consecutiveFailures = 0;
   lastError: string | undefined;
   private latencySum = 0;
+  private latencyCount = 0;
 
   constructor(readonly def: DeviceDef) {
     this.reads = planReads(def.points, def);
@@ -50,13 +69,20 @@ class DeviceRuntime {
     this.backoff = new Backoff(def.backoffInitialMs, def.backoffMaxMs);
   }
 
-  recordLatency(ms: number): void {
+  /**
+   * A successful response, with the latency the line measured for it. A line that cannot tell
+   * (NaN) counts the response and leaves the latency figures alone: measuring around the request
+   * here would count time queued behind other requests and the line's recovery silence.
+   */
+  recordResponse(latencyMs: number): void {
     const c = this.counters;
     c.responses++;
-    this.latencySum += ms;
-    c.latencyLastMs = ms;
-    c.latencyAvgMs = this.latencySum / c.responses;
-    c.latencyMaxMs = Math.max(c.latencyMaxMs, ms);
+    if (!Number.isFinite(latencyMs)) return;
+    this.latencyCount++;
+    this.latencySum += latencyMs;
+    c.latencyLastMs = latencyMs;
+    c.latencyAvgMs = this.latencySum / this.latencyCount;
+    c.latencyMaxMs = Math.max(c.latencyMaxMs, latencyMs);
   }
 
   health(): DeviceHealth {
@@ -165,6 +191,9 @@ export class BusPoller implements Component {
     const samples: Sample[] = [];
     let anyOk = false;
     let portDown = false;
+    /** Device exceptions of this poll, described; a read that failed any other way clears `allExceptions`. */
+    const exceptions: string[] = [];
+    let allExceptions = true;
     let abortReason: string | undefined;
     for (const read of d.reads) {
       if (abortReason !== undefined || this.stopped) {
@@ -173,13 +202,12 @@ export class BusPoller implements Component {
         continue;
       }
       d.counters.requests++;
-      const t0 = clock.monoMs();
       try {
         const pdu = await this.line.request(def.unitId, readRequestPdu(read.table, read.address, read.quantity), def.timeoutMs);
         if (pdu.length !== readResponsePduLength(read.table, read.quantity)) {
           throw new RackguardError('E_MODBUS_BAD_FRAME', `${this.line.id} unit ${def.unitId}: reply carries ${pdu.length - 2} data bytes for ${read.quantity} ${read.table} items`, { retryable: true });
         }
-        d.recordLatency(clock.monoMs() - t0);
+        d.recordResponse(this.line.lastExchangeMs);
         anyOk = true;
         samples.push(...samplesFromReply(read, pdu, d.trackers, this.stamp()));
       } catch (err) {
@@ -187,6 +215,8 @@ export class BusPoller implements Component {
         this.count(d, e);
         const reason = `${e.code}: ${e.message}`;
         d.lastError = reason;
+        if (e instanceof ModbusExceptionError && !GATEWAY_EXCEPTIONS.has(e.exceptionCode)) exceptions.push(describeException(read, e.exceptionCode));
+        else allExceptions = false;
         const at = this.stamp();
         for (const it of read.items) samples.push(d.trackers.get(it.point.id)!.failed(reason, at));
         if (e.code === 'E_PORT_CLOSED' || e.code === 'E_STOPPED') {
@@ -210,6 +240,13 @@ export class BusPoller implements Component {
       d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
     } else if (portDown) {
       d.state = 'offline';
+      d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
+    } else if (allExceptions && exceptions.length > 0) {
+      // It answers: not a comms failure, so no backoff and no count towards offline.
+      d.consecutiveFailures = 0;
+      d.backoff.reset();
+      d.state = 'exceptions';
+      d.lastError = exceptions.join('; ');
       d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
     } else {
       d.consecutiveFailures++;
