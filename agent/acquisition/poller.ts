@@ -95,7 +95,12 @@ class DeviceRuntime {
 export class BusPoller implements Component {
   readonly name: string;
   private readonly devices: DeviceRuntime[];
-  private stopped = true;
+  /**
+   * The current run, undefined while stopped. Each loop and each poll holds the run it belongs to,
+   * so a loop left over from before a stop() (still awaiting a reply when start() came again) ends
+   * at its next check instead of polling alongside the new one.
+   */
+  private run: object | undefined;
   private loopDone: Promise<void> = Promise.resolve();
   private wakeTimer: TimerHandle | undefined;
   private wakeFn: (() => void) | undefined;
@@ -124,18 +129,19 @@ export class BusPoller implements Component {
   }
 
   async start(): Promise<void> {
-    if (!this.stopped) return;
-    this.stopped = false;
+    if (this.run) return;
+    const run = {};
+    this.run = run;
     // Before the port is open, the first poll waits for the 'open' event (or one interval, so a
     // port that never opens still shows up as comm_error samples) instead of failing at once.
     const now = this.deps.clock.monoMs();
     for (const d of this.devices) d.nextDue = this.line.isOpen ? now : now + d.def.pollIntervalMs;
     this.line.on('open', this.onOpen);
-    this.loopDone = this.loop();
+    this.loopDone = this.loop(run);
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.run = undefined;
     this.line.off('open', this.onOpen);
     this.wake();
     await this.loopDone;
@@ -153,9 +159,9 @@ export class BusPoller implements Component {
     fn?.();
   }
 
-  private async loop(): Promise<void> {
+  private async loop(run: object): Promise<void> {
     const { clock, logger } = this.deps;
-    while (!this.stopped) {
+    while (this.run === run) {
       let next: DeviceRuntime | undefined;
       for (const d of this.devices) if (!next || d.nextDue < next.nextDue) next = d;
       if (!next) return;
@@ -170,9 +176,9 @@ export class BusPoller implements Component {
       // Let I/O callbacks run between polls: a request that fails at once (port closed) settles in
       // a microtask, and a loop of those would otherwise starve the event loop.
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (this.stopped) return;
+      if (this.run !== run) return;
       try {
-        await this.pollDevice(next);
+        await this.pollDevice(next, run);
       } catch (err) {
         // A bug, not a device problem: keep polling the others, say so loudly.
         logger.error({ err, device: next.def.id }, 'poll failed unexpectedly');
@@ -185,7 +191,7 @@ export class BusPoller implements Component {
     return { ts: this.deps.clock.wallMs(), mono: this.deps.clock.monoMs() };
   }
 
-  private async pollDevice(d: DeviceRuntime): Promise<void> {
+  private async pollDevice(d: DeviceRuntime, run: object): Promise<void> {
     const { clock } = this.deps;
     const def = d.def;
     const samples: Sample[] = [];
@@ -196,7 +202,7 @@ export class BusPoller implements Component {
     let allExceptions = true;
     let abortReason: string | undefined;
     for (const read of d.reads) {
-      if (abortReason !== undefined || this.stopped) {
+      if (abortReason !== undefined || this.run !== run) {
         const at = this.stamp();
         for (const it of read.items) samples.push(d.trackers.get(it.point.id)!.failed(abortReason ?? 'E_STOPPED: agent stopping', at));
         continue;
@@ -229,7 +235,7 @@ export class BusPoller implements Component {
     }
     // Stopping is not a device failure: a request cut short by stop() must not publish comm_error
     // samples or a retained "offline" for a healthy device.
-    if (this.stopped) return;
+    if (this.run !== run) return;
     const now = clock.monoMs();
     const prev = d.state;
     if (anyOk) {
