@@ -19,6 +19,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   detection: async () => (await import('./suites/detection.js')).run,
   outputs: async () => (await import('./suites/outputs.js')).run,
   outage: async () => (await import('./suites/outage.js')).run,
+  recovery: async () => (await import('./suites/recovery.js')).run,
 };
 
 /** Runs one suite in this process (the child side). */

@@ -9,7 +9,7 @@
  * the first 60 s (SQLite page cache, JIT, sinks' reconnect state), growth is what comes after, and
  * the figure that matters is growth per hour of reference-rack data.
  *   outage_rss_warm_mb, outage_rss_end_mb, outage_rss_peak_mb
- *   outage_rss_growth_mb_per_data_hour   (target <= 10)
+ *   outage_rss_growth_mb_per_data_hour   least-squares slope of RSS after warm-up (target <= 10)
  *   outage_outbox_mb                      outbox file size at the end (proof the backlog grew)
  */
 import { spawn } from 'node:child_process';
@@ -78,11 +78,25 @@ export async function run(): Promise<Figures> {
     const warm = median(rss.slice(WARMUP_S - 10, WARMUP_S));
     const end = median(rss.slice(-10));
     const dataHours = (MEASURE_S * COMPRESSION) / 3600;
+    // Growth is the least-squares slope of RSS over the measured window: two end points alone swing
+    // by ±10 MB with where the garbage collector happens to be.
+    const window = rss.slice(WARMUP_S);
+    const n = window.length;
+    const meanX = (n - 1) / 2;
+    const meanY = window.reduce((a, b) => a + b, 0) / n;
+    let sxy = 0;
+    let sxx = 0;
+    window.forEach((y, x) => {
+      sxy += (x - meanX) * (y - meanY);
+      sxx += (x - meanX) ** 2;
+    });
+    const kbPerS = sxy / sxx;
     return {
       outage_rss_warm_mb: mb(warm),
       outage_rss_end_mb: mb(end),
       outage_rss_peak_mb: mb(statusKb(pid, 'VmHWM')),
-      outage_rss_growth_mb_per_data_hour: Math.round((mb(end - warm) / dataHours) * 10) / 10,
+      outage_rss_growth_mb_per_data_hour: Math.round(((kbPerS * MEASURE_S) / 1024 / dataHours) * 10) / 10,
+      outage_rss_end_minus_warm_mb: mb(end - warm),
       outage_rss_growth_target: '<= 10 MB per hour of data',
       outage_data_hours_measured: Math.round(dataHours * 100) / 100,
       outage_outbox_mb: Math.round(((sizeOr0(outboxPath) + sizeOr0(`${outboxPath}-wal`)) / 1048576) * 10) / 10,
