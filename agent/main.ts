@@ -4,7 +4,7 @@
  *
  * Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createAgent } from './app.js';
@@ -13,11 +13,8 @@ import type { Config } from './config/model.js';
 import { RackguardError } from './errors.js';
 import { createLogger } from './log.js';
 import { replay, eventJson, eventLine } from './detection/replay.js';
-import { parseTrace, traceText } from './detection/trace.js';
-import { runDrill, type DrillResult } from './drill/drill.js';
-import { renderReport } from './drill/report.js';
-import { VirtualRackSampler } from '../firmware-sim/sampler.js';
-import { loadScenarioFile, type Scenario } from '../firmware-sim/scenario.js';
+import { parseTrace } from './detection/trace.js';
+import type { DrillCommandOptions } from '../drill/command.js';
 import { packageRoot } from './paths.js';
 
 const USAGE = `Usage:
@@ -91,32 +88,16 @@ function replayCommand(config: Config, traceFile: string, json: boolean): void {
   if (!json) process.stdout.write(`${traceFile}: ${result.rows} rows over ${(result.durationS / 3600).toFixed(2)} h, ${result.events.length} events, replayed in ${(ms / 1000).toFixed(2)} s\n`);
 }
 
-function drillCommand(config: Config, o: { scenario: string; report?: string; trace?: string; json: boolean; durationS?: number }): void {
-  let result: DrillResult;
-  let scenario: Scenario;
+/**
+ * Loaded lazily: a drill needs the simulator, and `rackguard run` must never load firmware-sim/
+ * (.dependency-cruiser.cjs allows main.ts only this dynamic edge into drill/).
+ */
+async function drillCommand(config: Config, o: DrillCommandOptions): Promise<void> {
+  const drill = await import('../drill/command.js');
   try {
-    scenario = loadScenarioFile(o.scenario, { config });
-    result = runDrill({ config, scenario, ...(o.durationS !== undefined ? { durationS: o.durationS } : {}) });
+    drill.drillCommand(config, o, (text) => process.stdout.write(text));
   } catch (err) {
     exitOnInputError(err);
-  }
-  for (const e of result.events) process.stdout.write(`${o.json ? JSON.stringify(eventJson(e)) : eventLine(e)}\n`);
-  const h = result.headline;
-  const fmt = (s: number | null): string => (s === null ? 'n/a' : `${Math.round(s)} s`);
-  if (!o.json) {
-    process.stdout.write(
-      `drill ${result.scenario.name}: failure at ${fmt(h.onsetS)}; alarm after ${fmt(h.alarmAfterS)}, critical after ${fmt(h.criticalAfterS)}; ` +
-        `lead before 32 °C ${fmt(h.lead32S)}, before 35 °C ${fmt(h.lead35S)}\n`,
-    );
-  }
-  if (o.report) {
-    writeFileSync(o.report, renderReport(result));
-    if (!o.json) process.stdout.write(`report: ${o.report}\n`);
-  }
-  if (o.trace) {
-    const sampler = new VirtualRackSampler({ config, scenario });
-    writeFileSync(o.trace, traceText(sampler.run(result.scenario.durationS)));
-    if (!o.json) process.stdout.write(`trace: ${o.trace}\n`);
   }
 }
 
@@ -189,7 +170,7 @@ async function main(argv: string[]): Promise<void> {
       if (!values.scenario) usageError('drill needs --scenario FILE');
       const durationS = values.duration === undefined ? undefined : Number(values.duration);
       if (durationS !== undefined && !(durationS > 0)) usageError(`--duration must be a positive number of seconds, got "${values.duration}"`);
-      drillCommand(config, { scenario: values.scenario, report: values.report, trace: values.trace, json: Boolean(values.json), durationS });
+      await drillCommand(config, { scenario: values.scenario, report: values.report, trace: values.trace, json: Boolean(values.json), durationS });
       return;
     }
     case 'check-config': {

@@ -5,7 +5,6 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Sample } from '../../agent/acquisition/types.js';
@@ -17,7 +16,9 @@ import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait } from '../helpers/proc.js';
+import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const logger = pino({ level: process.env.RACKGUARD_TEST_LOG ?? 'silent' });
 const WRITER = fileURLToPath(new URL('../fixtures/outbox-writer.ts', import.meta.url));
@@ -43,54 +44,8 @@ function alarmEvent(c: number): OutboxEntry {
   return { type: 'event', event: { kind: 'zone_level', zone: 'z1', from: 'warning', level: 'alarm', reason: `cycle ${c}`, mono: c * 1000, ts: BASE_TS + c * 1000 + 1, evidence: { sensors: [], chillers: [], agreeingAlarm: 2, agreeingCritical: 0, k: 2, etaCriticalS: 300 } } };
 }
 
-/** Polls external state (a database has no event to await) until `fn` holds or the deadline passes. */
-async function until<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-interface Received {
-  topic: string;
-  payload: string;
-  retain: boolean;
-}
-
-/** A persistent-session QoS 1 subscriber (clean: false), as a dashboard or a bridge would be. */
-async function subscriber(url: string, clientId: string, opts: { username?: string; password?: string } = {}): Promise<{ client: MqttClient; messages: Received[]; waitFor: (pred: (all: Received[]) => boolean, timeoutMs: number, what: string) => Promise<void> }> {
-  const client = mqtt.connect(url, { clientId, clean: false, protocolVersion: 4, reconnectPeriod: 200, ...opts });
-  const messages: Received[] = [];
-  const waiters = new Set<() => void>();
-  client.on('message', (topic, payload, packet) => {
-    messages.push({ topic, payload: payload.toString(), retain: packet.retain });
-    for (const w of waiters) w();
-  });
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve());
-    client.once('error', reject);
-  });
-  await client.subscribeAsync(`${BASE}/#`, { qos: 1 });
-  const waitFor = (pred: (all: Received[]) => boolean, timeoutMs: number, what: string): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!pred(messages)) return;
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`subscriber: timed out waiting for ${what}; got ${messages.length} messages`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { client, messages, waitFor };
-}
+/** A persistent-session QoS 1 subscriber (clean: false) to the whole tree, as a dashboard or a bridge would be. */
+const subscriber = (url: string, clientId: string, opts: { username?: string; password?: string } = {}): Promise<Subscriber> => startSubscriber(url, { clientId, topic: `${BASE}/#`, ...opts });
 
 /** Per point, the distinct timestamps in first-arrival order. */
 function arrivals(messages: Received[]): Map<string, number[]> {
