@@ -31,6 +31,8 @@ export interface WindowSlot {
   done: boolean;
   /** False once the window dropped it (generation change, close): its late answers are ignored. */
   live: boolean;
+  /** Bumped per send and on its first failure: answers to an earlier send are ignored. */
+  attempt: number;
 }
 
 /** Highest seq whose message was sent per retained topic, within one outbox generation. */
@@ -118,7 +120,7 @@ export class DeliveryWindow {
       for (const rec of recs) {
         this.readAfter = rec.seq;
         const msgs = this.deps.messagesFor(rec);
-        const slot: WindowSlot = { rec, msgs, pending: [...msgs], done: false, live: true };
+        const slot: WindowSlot = { rec, msgs, pending: [...msgs], done: false, live: true, attempt: 0 };
         this.slots.push(slot);
         this.send(slot);
       }
@@ -152,32 +154,40 @@ export class DeliveryWindow {
     slot.pending = slot.pending.filter((m) => !(m.retain && retained.superseded(m.topic, seq)));
     for (const m of slot.pending) if (m.retain) retained.noteSent(m.topic, seq);
     const sent = [...slot.pending];
-    Promise.allSettled(
-      sent.map((m) =>
-        this.deps.publish(m).then(() => {
-          slot.pending = slot.pending.filter((p) => p !== m);
-        }),
-      ),
-    ).then((results) => {
-      if (!slot.live || this.closed) return;
-      const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    const attempt = ++slot.attempt;
+    let left = sent.length;
+    // The first refusal or failure decides at once, as a broker may close the connection right after
+    // refusing (mosquitto 2.0 does after an ACL denial under MQTT 5): waiting for the other messages'
+    // acknowledgements would let that close count as a dead link instead of as a refusal.
+    const current = (): boolean => slot.live && !this.closed && slot.attempt === attempt;
+    const succeeded = (): void => {
+      if (!current() || --left > 0) return;
       this.deps.guard('mqtt delivery', () => {
-        if (errors.length === 0) {
-          this.deps.delivered(sent.length);
-          slot.done = true;
-          this.deps.refusals.delivered(seq);
-          this.advance();
-          return;
-        }
-        const linkError = errors.find((e) => !(e instanceof RejectedError));
-        if (linkError !== undefined) {
-          // Timeout or a dead link: everything in flight is in doubt; start over from the cursor.
-          this.deps.linkFailed(asError(linkError).message);
-          return;
-        }
-        this.onRefused(slot, errors[0] as RejectedError);
+        this.deps.delivered(sent.length);
+        slot.done = true;
+        this.deps.refusals.delivered(seq);
+        this.advance();
       });
-    });
+    };
+    const failed = (err: unknown): void => {
+      if (!current()) return;
+      slot.attempt++;
+      this.deps.guard('mqtt delivery', () => {
+        // Timeout or a dead link: everything in flight is in doubt; start over from the cursor.
+        if (!(err instanceof RejectedError)) this.deps.linkFailed(asError(err).message);
+        else this.onRefused(slot, err);
+      });
+    };
+    if (sent.length === 0) {
+      left = 1;
+      queueMicrotask(succeeded);
+    }
+    for (const m of sent) {
+      this.deps.publish(m).then(() => {
+        slot.pending = slot.pending.filter((p) => p !== m);
+        succeeded();
+      }, failed);
+    }
   }
 
   private onRefused(slot: WindowSlot, err: RejectedError): void {
