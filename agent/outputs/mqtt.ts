@@ -169,8 +169,11 @@ export class MqttSink implements Component {
         this.log.warn({ err: asError(err).message }, 'mqtt: clean disconnect failed; closing');
       } finally {
         conn.connected = false;
-        conn.client.end(true);
         conn.client.removeAllListeners();
+        // A client ended while still connecting can still report a connack timeout: an 'error' with no
+        // listener would end the process.
+        conn.client.on('error', () => undefined);
+        conn.client.end(true);
       }
     }
     try {
