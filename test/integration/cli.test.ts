@@ -128,9 +128,9 @@ describe('rackguard run --record, then replay', () => {
     const text = `version: 1
 logging: { samples: false }
 buses:
-  - { id: l, type: serial, path: ${pty.a}, devices: [{ id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 100 }, { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 100 }] }
+  - { id: l, type: serial, path: ${pty.a}, devices: [{ id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 100 }, { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 100, backoffMaxMs: 400 }] }
 zones:
-  - { id: z, sensors: [r1.temperature, r2.temperature], detection: { warnTempC: 25 } }
+  - { id: z, sensors: [r1.temperature, r2.temperature], detection: { warnTempC: 25, clearDelayS: 0 } }
 `;
     file = join(tmp.path, 'record.yaml');
     writeFileSync(file, text);
@@ -151,6 +151,13 @@ zones:
     // r1 reads 26.5 °C ≥ warnTempC 25: the live detector raises a warning; r2 is silent.
     await p.waitForLine(/zone z: normal → warning/, 15_000);
     await p.waitForLine(/"device":"r2".*"msg":"device failing"/, 15_000);
+    // More than one event to compare: the silent r2 blinds the zone (quorum lost), r2 answering again
+    // brings it back, and r1 cooling below warnTempC − hysteresis then clears the warning.
+    await p.waitForLine(/zone z: quorum lost/, 15_000);
+    sim.rack.setFault('r2', { type: 'none' });
+    await p.waitForLine(/zone z: quorum back/, 15_000);
+    sim.rack.setValue('r1.temperature', 22);
+    await p.waitForLine(/zone z: warning → normal/, 15_000);
     expect(await p.stop('SIGTERM')).toBe(0);
     const rows = readFileSync(trace, 'utf8').trim().split('\n');
     expect(rows[0]).toBe('time_s,point,value');
@@ -161,9 +168,19 @@ zones:
     const r = spawnSync(rcmd, rargs, { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; level: string; from: string | null; reason: string });
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; kind: string; level: string; from: string | null; reason: string });
     expect(events[0]).toMatchObject({ zone: 'z', level: 'warning', from: 'normal' });
     expect(events[0]!.reason).toMatch(/r1 at 26\.5 °C ≥ 25 °C/);
+    // Every event, not only the first: the replay gives the same events, in the same order, with the
+    // same reasons, as the live detector logged them.
+    const live = p.lines
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { zone?: string; event?: string; msg: string })
+      .filter((rec) => rec.zone !== undefined && (rec.event === 'zone_level' || rec.event === 'zone_blind'))
+      .map((rec) => ({ zone: rec.zone, kind: rec.event, text: rec.msg }));
+    const replayed = events.map((e) => ({ zone: e.zone, kind: e.kind, text: e.kind === 'zone_level' ? `zone ${e.zone}: ${e.from} → ${e.level}: ${e.reason}` : `zone ${e.zone}: ${e.reason}` }));
+    expect(live.length).toBeGreaterThan(2);
+    expect(replayed).toEqual(live);
   });
 });
 
