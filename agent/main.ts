@@ -24,7 +24,8 @@ import { packageRoot } from './paths.js';
 const USAGE = `Usage:
   rackguard run --config FILE [--record TRACE.csv]
         start acquisition and detection; logs samples, device health and zone events;
-        --record writes every sample to a trace for replay
+        --record writes every sample to a trace for replay (a trace that cannot be
+        written is reported; the agent goes on without it)
   rackguard check-config FILE
         validate a configuration file and exit
   rackguard replay --config FILE --trace TRACE.csv [--json]
