@@ -29,7 +29,8 @@ describe('rackguard check-config', () => {
   it('accepts the example configuration', () => {
     const [cmd, args] = node('agent/main.ts', 'check-config', join(ROOT, 'config/rackguard.example.yaml'));
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
-    expect(r.stderr).toBe('');
+    // Only warnings about this machine (its outbox directory, /var/lib/rackguard, may not exist here).
+    expect(r.stderr.split('\n').filter((l) => l !== '' && !l.includes(': warning: outputs.outbox.path:'))).toEqual([]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/rackguard\.example\.yaml: OK \(2 buses, 13 devices, 62 points, 2 zones, 1 chiller\)/);
   });
