@@ -222,7 +222,8 @@ export class TraceRecorder implements Component {
       return;
     }
     out.on('error', (err: NodeJS.ErrnoException) => this.onWriteError(out, err));
-    out.on('drain', () => this.reportDrops(true));
+    // A drained stream is a natural moment for the summary, but still no more often than reportIntervalMs.
+    out.on('drain', () => this.reportDrops(false));
     this.out = out;
     this.state = 'open';
     out.write(`${TRACE_HEADER}\n`);
@@ -267,7 +268,7 @@ export class TraceRecorder implements Component {
     this.reportDrops(false);
   }
 
-  /** The first drop at once, then a summary at most every reportIntervalMs (or when the writes drain). */
+  /** The first drop at once, then a summary at most every reportIntervalMs (checked on the next drop or drain, and at stop). */
   private reportDrops(force: boolean): void {
     if (this.unreported === 0) return;
     const now = this.deps.clock.monoMs();
