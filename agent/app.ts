@@ -72,7 +72,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
     this.detector = new Detector(config);
-    this.recorder = deps.recordFile ? new TraceRecorder(deps.recordFile) : undefined;
+    this.recorder = deps.recordFile
+      ? new TraceRecorder(deps.recordFile, { clock: this.clock, logger: this.log.child({ component: 'recorder' }), flushTimeoutMs: (config.stopTimeoutS * 1000) / 2 })
+      : undefined;
     const onSamples = (samples: Sample[]): void => this.onSamples(samples);
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
@@ -110,9 +112,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   /** Start-up proper. It re-checks `started` after every await, so a stop() during start-up wins. */
   private async startParts(): Promise<void> {
     if (this.recorder) {
-      await this.recorder.start(this.clock.monoMs());
+      // Never blocks and never rejects: a trace that cannot be written is reported by the recorder.
+      await this.recorder.start();
       if (!this.started) return;
-      this.log.info({ file: this.deps.recordFile }, 'recording samples to a trace');
     }
     // The outbox first: nothing is read before there is somewhere durable to put it. A damaged
     // file is moved aside and reported; the agent never refuses to start because of its buffer.
