@@ -2,7 +2,8 @@
  * The agent as a process: `rackguard run` (compiled, plain node) polling the reference rack every
  * second for 60 s against the simulator (served from this process, not measured), with detection
  * and its outputs (outbox + MQTT to a real mosquitto) on. Peak RSS from
- * /proc/PID/status VmHWM, CPU from /proc/PID/stat utime+stime over the measured window.
+ * /proc/PID/status VmHWM, CPU from /proc/PID/stat utime+stime over the measured window. With outputs,
+ * the outbox's transactions per hour (outputs.commits_per_hour in the issue) from its health lines.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -33,6 +34,8 @@ function statusKb(pid: number, key: string): number {
 }
 
 interface ProcessFigures {
+  /** Outbox transactions per hour, from the agent's own `outbox health` lines (with outputs only). */
+  commitsPerHour: number | null;
   rssMb: number;
   cpuPct: number;
   wallS: number;
@@ -51,14 +54,29 @@ async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<Proce
   const file = writeConfigVariant(join(root, 'config', 'rackguard.example.yaml'), join(tmp.path, 'rack.yaml'), (raw) => {
     pointAtSimulator(raw, pty.a, port);
     setPollInterval(raw, 1000);
-    if (broker) raw.outputs = { outbox: { path: join(tmp.path, 'outbox.db') }, mqtt: { url: broker.url } };
-    else delete raw.outputs;
+    if (broker) {
+      raw.outputs = { outbox: { path: join(tmp.path, 'outbox.db') }, mqtt: { url: broker.url } };
+      // The outbox's commit counter comes from its health line: one every 10 s is enough to count.
+      raw.logging = { ...(raw.logging as object), healthIntervalS: 10 };
+    } else delete raw.outputs;
   });
   const sim = await startSimulator({ config: loadConfigFile(file), serialPath: pty.b, tcpPort: port });
   const child = spawn(process.execPath, [...nodeFlags, join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let lines = 0;
   let errors = '';
-  child.stdout.on('data', (b: Buffer) => (lines += b.toString().split('\n').length - 1));
+  let partial = '';
+  const commits: Array<{ t: number; commits: number }> = [];
+  child.stdout.on('data', (b: Buffer) => {
+    const text = partial + b.toString();
+    const all = text.split('\n');
+    partial = all.pop()!;
+    lines += all.length;
+    for (const l of all) {
+      if (!l.includes('"outbox health"')) continue;
+      const h = JSON.parse(l) as { commits?: number };
+      if (typeof h.commits === 'number') commits.push({ t: performance.now(), commits: h.commits });
+    }
+  });
   child.stderr.on('data', (b: Buffer) => (errors += b.toString()));
   try {
     const pid = child.pid!;
@@ -74,7 +92,11 @@ async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<Proce
     const cpuS = (cpuTicks(pid) - c0) / CLK_TCK;
     const wallS = (performance.now() - t0) / 1000;
     const hwm = statusKb(pid, 'VmHWM');
+    const first = commits[0];
+    const last = commits.at(-1);
+    const commitsPerHour = first && last && last.t > first.t ? Math.round(((last.commits - first.commits) / ((last.t - first.t) / 1000)) * 3600) : null;
     return {
+      commitsPerHour,
       rssMb: Math.round((Math.max(hwm, peakRss) / 1024) * 10) / 10,
       cpuPct: Math.round((cpuS / wallS) * 1000) / 10,
       wallS: Math.round(wallS),
@@ -111,5 +133,7 @@ export async function run(): Promise<Figures> {
     with_outputs_cpu_pct: full.cpuPct,
     with_outputs_node_flags: '--max-semi-space-size=2',
     with_outputs_requests_served: full.served,
+    outputs_commits_per_hour: full.commitsPerHour,
+    outputs_commits_target: '<= 3600 (SD-card wear)',
   };
 }
