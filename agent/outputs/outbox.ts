@@ -314,20 +314,25 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.commitTimer = undefined;
     this.commitUrgent = false;
     if (!this.running || !this.store.isOpen) return false;
-    if (this.tail.length === 0 && this.dirtyCursors.size === 0 && this.eventsDroppedUntold === 0) return true;
-    if (this.tailTelemetry > 0 && !this.hasReserve()) this.holdTelemetry(`the disk is below its reserve of ${this.config.reserveBytes} bytes`);
+    const gapOwed = !this.hole.empty && this.holdReason === undefined;
+    if (this.tail.length === 0 && this.dirtyCursors.size === 0 && this.eventsDroppedUntold === 0 && !gapOwed) return true;
+    let hold = false;
+    if ((this.tailTelemetry > 0 || this.holdReason !== undefined) && !this.hasReserve()) {
+      this.holdTelemetry(`the disk is below its reserve of ${this.config.reserveBytes} bytes`);
+      hold = true;
+    }
     try {
-      this.writeTail();
+      this.writeTail(hold);
     } catch (err) {
       if (isCorruption(err)) {
         this.recoverCorrupt(err);
         return this.store.isOpen ? this.commit() : false;
       }
-      if (this.tailTelemetry > 0 && !this.store.wedged) {
+      if (!hold && this.tailTelemetry > 0 && !this.store.wedged) {
         // The disk may still take the events without the samples: keep the events durable.
-        this.holdTelemetry(`the disk refused telemetry (${sqliteCode(err) || (err as Error).message})`);
         try {
-          this.writeTail();
+          this.writeTail(true);
+          this.holdTelemetry(`the disk refused telemetry (${sqliteCode(err) || (err as Error).message})`);
           return true;
         } catch {
           // the file takes nothing: handled below
@@ -537,13 +542,15 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     }
   }
 
-  /** One transaction: the tail (and a gap or drop notice owed), the cursors, pruning, the byte cap. */
-  private writeTail(): void {
+  /**
+   * One transaction: the tail (without its samples when `withoutTelemetry`), a gap or drop notice
+   * owed, the cursors, pruning, the byte cap. Throws (and changes nothing) when the file refuses it.
+   */
+  private writeTail(withoutTelemetry: boolean): void {
     const now = this.clock.wallMs();
-    // The hole closes when telemetry is stored again: tell it then, once.
-    const storesTelemetry = this.tailTelemetry > 0;
     const owed: PendingRecord[] = [];
-    if (!this.hole.empty && storesTelemetry) owed.push(this.recordOf(this.hole.notice(now, this.holeWhy || 'outbox could not store telemetry'), now));
+    // The hole closes when telemetry is stored again: tell it then, once.
+    if (!withoutTelemetry && !this.hole.empty) owed.push(this.recordOf(this.hole.notice(now, this.holeWhy || 'outbox could not store telemetry'), now));
     if (this.eventsDroppedUntold > 0) {
       const n = this.eventsDroppedUntold;
       owed.push(
@@ -560,7 +567,8 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
         ),
       );
     }
-    const all = owed.length > 0 ? this.tail.concat(owed) : this.tail;
+    const records = withoutTelemetry && this.tailTelemetry > 0 ? this.tail.filter((r) => r.cls === 'event') : this.tail;
+    const all = owed.length > 0 ? records.concat(owed) : records;
     this.deps.beforeCommit?.({ records: all.length });
     // On failure this throws and the owed notices stay owed: their seqs are never used (seqs may have holes).
     const result = this.store.commit(all, this.dirtyCursorEntries(), {
@@ -571,17 +579,16 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     });
     // Committed.
     this.commits++;
+    if (withoutTelemetry) for (const r of this.tail) if (r.cls === 'telemetry') this.dropSample(r);
     this.tail = [];
     this.tailEvents = 0;
     this.tailTelemetry = 0;
     this.committedSeq = this.lastSeq;
     this.dirtyCursors.clear();
     this.droppedTelemetry += result.droppedTelemetry;
-    if (storesTelemetry) {
-      if (!this.hole.empty) {
-        this.hole.clear();
-        this.holeWhy = '';
-      }
+    if (!withoutTelemetry) {
+      this.hole.clear();
+      this.holeWhy = '';
       if (this.holdReason !== undefined) {
         this.holdReason = undefined;
         this.info({ path: this.config.path }, 'outbox: storing telemetry again');
@@ -720,7 +727,8 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
       this.error({ path: this.config.path, maxQueuedEvents: cap }, 'outbox memory queue full: dropping the oldest events');
     }
     this.tail = this.tail.filter((r) => {
-      if (r.cls === 'event' && dropEvents > 0) {
+      // The notice that explains all this stays.
+      if (r.cls === 'event' && dropEvents > 0 && !(r.entry.type === 'event' && r.entry.event.kind === 'output' && r.entry.event.code === 'outbox_unavailable')) {
         dropEvents--;
         this.tailEvents--;
         this.droppedEvents++;
