@@ -31,6 +31,8 @@ export interface AgentDeps {
   opener?: PortOpener;
   /** Seams of the outbox: a slow commit (`beforeCommit`), the free space it sees (`freeBytes`). */
   outbox?: Pick<OutboxDeps, 'beforeCommit' | 'freeBytes'>;
+  /** Parts the embedder adds (HTTP status, notify …): started last, stopped first, like every other part. */
+  parts?: readonly Component[];
 }
 
 export interface AgentEvents {
@@ -190,6 +192,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     });
     list.push(...this.acquisition);
     list.push(this.timers());
+    list.push(...(this.deps.parts ?? []));
     return list;
   }
 
