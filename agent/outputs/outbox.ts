@@ -5,7 +5,8 @@
  * It is a Component whose start() never fails for I/O. It owns the seq numbers and a memory tail of
  * records not yet committed, in front of the SQLite storage (outbox-store.ts):
  * - Group commit: the tail is committed at most once per `commitIntervalMs` (one transaction, one
- *   fsync); an event forces a commit on the next turn of the event loop. Sinks read only committed
+ *   fsync); an event forces a commit on the next turn of the event loop, and so do a thousand
+ *   records waiting (a burst). Sinks read only committed
  *   records while the file works, so nothing is acknowledged before it is durable.
  * - When the file cannot be opened (a directory, a read-only or full filesystem) or written (disk
  *   full, I/O error), the agent goes on: the failure is logged once (then a summary at most once a
@@ -100,6 +101,11 @@ export interface OutboxEmitterEvents {
   appended: [lastSeq: number];
 }
 
+/**
+ * A group commit also happens when this many records wait: it bounds the memory tail and one
+ * transaction's size when records come in a burst (a replay, a benchmark) rather than at poll rate.
+ */
+const GROUP_COMMIT_MAX_RECORDS = 1000;
 /** The error log of a lasting failure repeats as a summary at most this often. */
 const FAILURE_SUMMARY_INTERVAL_MS = 60_000;
 
@@ -296,7 +302,8 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
       // The file does not take writes: live sinks get the records from memory now; the retry timer
       // writes them when it can.
       this.emitAppended(this.lastSeq);
-    } else this.scheduleCommit(hasEvent);
+    } else if (this.tail.length >= GROUP_COMMIT_MAX_RECORDS) this.commit();
+    else this.scheduleCommit(hasEvent);
     return this.lastSeq;
   }
 
