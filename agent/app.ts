@@ -71,7 +71,12 @@ class BusPart implements Component {
 
   async start(): Promise<void> {
     await this.line.start();
-    await this.poller.start();
+    try {
+      await this.poller.start();
+    } catch (err) {
+      await this.line.stop();
+      throw err;
+    }
   }
 
   async stop(): Promise<void> {
@@ -213,32 +218,39 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private async startParts(): Promise<void> {
     this.list ??= await this.build();
     for (const part of this.list) {
-      if (this.stopRequested) return;
+      if (this.stopRequested) break;
       try {
         await part.start();
         this.running.push(part);
       } catch (err) {
         this.log.error({ err, part: part.name }, `${part.name} failed to start; stopping what started`);
-        await this.stopParts();
+        await this.stopParts(this.clock.monoMs() + this.config.stopTimeoutS * 1000);
         throw err;
       }
     }
+    // A stop() that gave up waiting for a slow part's start has already stopped the rest: this one too.
+    if (this.stopRequested && !this.running_) await this.stopParts(this.clock.monoMs() + this.config.stopTimeoutS * 1000);
   }
 
   /** Safe at any stage: stops what started, in reverse order, each on its own, under one deadline. */
   async stop(): Promise<void> {
+    const deadline = this.clock.monoMs() + this.config.stopTimeoutS * 1000;
     this.stopRequested = true;
-    try {
-      await this.starting;
-    } catch {
-      // a failed start-up is reported by start() and stopped what it started
+    if (this.starting) {
+      // A part still starting (a port, a file) is waited for within the same deadline, not forever.
+      const settled = this.starting.then(
+        () => undefined,
+        () => undefined, // a failed start-up is reported by start() and stopped what it started
+      );
+      if (!(await within(settled, deadline - this.clock.monoMs(), this.clock))) {
+        this.log.error({ stopTimeoutS: this.config.stopTimeoutS }, 'start-up did not finish within the stop deadline; stopping what started');
+      }
     }
     this.running_ = false;
-    await this.stopParts();
+    await this.stopParts(deadline);
   }
 
-  private async stopParts(): Promise<void> {
-    const deadline = this.clock.monoMs() + this.config.stopTimeoutS * 1000;
+  private async stopParts(deadline: number): Promise<void> {
     while (this.running.length > 0) {
       const part = this.running.pop()!;
       let done: Promise<void>;
@@ -368,8 +380,12 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       }
     }
     if (this.outbox?.isOpen) {
-      const { sinks: _sinks, ...st } = this.outbox.stats();
-      this.log[st.state === 'open' ? 'info' : 'error'](st, 'outbox health');
+      try {
+        const { sinks: _sinks, ...st } = this.outbox.stats();
+        this.log[st.state === 'open' ? 'info' : 'error'](st, 'outbox health');
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'outbox health unavailable');
+      }
     }
   }
 }

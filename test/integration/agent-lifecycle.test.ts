@@ -113,6 +113,21 @@ describe('agent lifecycle', () => {
     expect(agent.outboxStats()).toBeUndefined();
   });
 
+  it('a part whose start() never finishes: stop() still stops what started, within the deadline', async () => {
+    const { logger, lines } = capture();
+    const hung: Component = { name: 'hung', start: () => new Promise(() => undefined), stop: async () => undefined };
+    const agent = createAgent(parseConfig(configText({ stopTimeoutS: 1 }), 'cfg'), { logger, parts: [hung] });
+    agents.push(agent);
+    const log = new SampleLog(agent);
+    const starting = agent.start();
+    // Everything before the hung part is up and polling.
+    await log.next(batchOf('r1', 'good'), 10_000, 'r1 polled while start() hangs');
+    await agent.stop();
+    expect(lines.some((l) => /start-up did not finish within the stop deadline/.test(String(l.msg)))).toBe(true);
+    expect(agent.outboxStats()).toBeUndefined();
+    void starting;
+  });
+
   it('a part that throws in start(): reported, what started is stopped, and start() can be retried', async () => {
     const userFile = join(tmp.path, 'mqtt-user');
     const { logger, lines } = capture();
