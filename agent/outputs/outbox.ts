@@ -29,6 +29,7 @@ import type { OutboxConfig } from '../config/outputs-schema.js';
 import { RackguardError } from '../errors.js';
 import { freeBytesOf, GapTally } from './capacity.js';
 import { entryClass, entryTs, type OutboxEntry, type OutboxEvent, type OutboxRecord, type OutputNotice } from './events.js';
+import { MemoryTail } from './memory-tail.js';
 import { isCorruption, OutboxStore, sqliteCode, type PendingRecord } from './outbox-store.js';
 
 export type { ActionEvent, DeviceStateEvent, OutboxEntry, OutboxEvent, OutboxRecord, OutputNotice, OutputNoticeCode, RecordClass } from './events.js';
@@ -115,9 +116,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
   private readonly store: OutboxStore;
   private running = false;
   /** Appended, not yet committed, in seq order. All their seqs are above committedSeq. */
-  private tail: PendingRecord[] = [];
-  private tailEvents = 0;
-  private tailTelemetry = 0;
+  private readonly tail = new MemoryTail();
   private lastSeq = 0;
   private committedSeq = 0;
   /** The file cannot be opened or written: the tail is served to sinks. */
@@ -192,8 +191,8 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     // A failed last commit schedules a retry: not any more.
     this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    if (this.tailEvents > 0) {
-      this.error({ events: this.tailEvents, path: this.config.path }, `${this.tailEvents} events could not be written to the outbox and are lost with this stop`);
+    if (this.tail.events > 0) {
+      this.error({ events: this.tail.events, path: this.config.path }, `${this.tail.events} events could not be written to the outbox and are lost with this stop`);
     }
     try {
       this.store.close();
@@ -204,9 +203,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
   }
 
   private resetRunState(): void {
-    this.tail = [];
-    this.tailEvents = 0;
-    this.tailTelemetry = 0;
+    this.tail.clear();
     this.lastSeq = 0;
     this.committedSeq = 0;
     this.degraded = false;
@@ -292,10 +289,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     for (const entry of entries) {
       const cls = entryClass(entry);
       this.tail.push({ seq: ++this.lastSeq, cls, ts: entryTs(entry), at, entry });
-      if (cls === 'event') {
-        this.tailEvents++;
-        hasEvent = true;
-      } else this.tailTelemetry++;
+      hasEvent ||= cls === 'event';
     }
     this.boundTail();
     if (this.degraded) {
@@ -324,7 +318,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     const gapOwed = !this.hole.empty && this.holdReason === undefined;
     if (this.tail.length === 0 && this.dirtyCursors.size === 0 && this.eventsDroppedUntold === 0 && !gapOwed) return true;
     let hold = false;
-    if ((this.tailTelemetry > 0 || this.holdReason !== undefined) && !this.hasReserve()) {
+    if ((this.tail.telemetry > 0 || this.holdReason !== undefined) && !this.hasReserve()) {
       this.holdTelemetry(`the disk is below its reserve of ${this.config.reserveBytes} bytes`);
       hold = true;
     }
@@ -335,7 +329,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
         this.recoverCorrupt(err);
         return this.store.isOpen ? this.commit() : false;
       }
-      if (!hold && this.tailTelemetry > 0 && !this.store.wedged) {
+      if (!hold && this.tail.telemetry > 0 && !this.store.wedged) {
         // The disk may still take the events without the samples: keep the events durable.
         try {
           this.writeTail(true);
@@ -368,11 +362,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
       }
     }
     if (this.degraded && out.length < limit) {
-      const above = out.at(-1)?.seq ?? from;
-      for (let i = this.tailIndexAbove(above); i < this.tail.length && out.length < limit; i++) {
-        const r = this.tail[i]!;
-        out.push({ seq: r.seq, cls: r.cls, ts: r.ts, entry: r.entry });
-      }
+      for (const r of this.tail.sliceAbove(out.at(-1)?.seq ?? from, limit - out.length)) out.push({ seq: r.seq, cls: r.cls, ts: r.ts, entry: r.entry });
     }
     const last = out.at(-1);
     if (last && last.seq > this.maxReadSeq) this.maxReadSeq = last.seq;
@@ -407,14 +397,14 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.requireRunning();
     const c = this.cursorOf(sink);
     const inFile = this.store.isOpen && c < this.committedSeq ? this.store.depth(c) : 0;
-    return inFile + this.tail.length - this.tailIndexAbove(c);
+    return inFile + this.tail.countAbove(c);
   }
 
   /** Age of the oldest record the sink has not acknowledged, ms since it was appended; 0 when caught up. */
   lagMs(sink: string): number {
     this.requireRunning();
     const c = this.cursorOf(sink);
-    const at = (this.store.isOpen && c < this.committedSeq ? this.store.oldestAt(c) : undefined) ?? this.tail[this.tailIndexAbove(c)]?.at;
+    const at = (this.store.isOpen && c < this.committedSeq ? this.store.oldestAt(c) : undefined) ?? this.tail.firstAbove(c)?.at;
     return at === undefined ? 0 : Math.max(0, this.clock.wallMs() - at);
   }
 
@@ -487,14 +477,14 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.info({ path: this.config.path, backlog: this.store.rows }, 'outbox open');
     if (!this.seqsIssued) {
       this.lastSeq = this.committedSeq = this.seqAtStart = fileLast;
-      for (const r of this.tail) r.seq = ++this.lastSeq; // only a recovery notice can be here
+      this.tail.renumberFrom(() => ++this.lastSeq); // only a recovery notice can be here
       return;
     }
-    const first = this.tail[0]?.seq;
+    const first = this.tail.first?.seq;
     const renumber = first !== undefined && first <= fileLast;
     if (renumber) {
       const offset = fileLast + 1 - first;
-      for (const r of this.tail) r.seq += offset;
+      this.tail.renumber(offset);
       this.lastSeq += offset;
     } else this.lastSeq = Math.max(this.lastSeq, fileLast);
     this.committedSeq = fileLast;
@@ -574,7 +564,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
         ),
       );
     }
-    const records = withoutTelemetry && this.tailTelemetry > 0 ? this.tail.filter((r) => r.cls === 'event') : this.tail;
+    const records = withoutTelemetry && this.tail.telemetry > 0 ? this.tail.eventsOnly() : this.tail.all();
     const all = owed.length > 0 ? records.concat(owed) : records;
     this.deps.beforeCommit?.({ records: all.length });
     // On failure this throws and the owed notices stay owed: their seqs are never used (seqs may have holes).
@@ -586,10 +576,8 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     });
     // Committed.
     this.commits++;
-    if (withoutTelemetry) for (const r of this.tail) if (r.cls === 'telemetry') this.dropSample(r);
-    this.tail = [];
-    this.tailEvents = 0;
-    this.tailTelemetry = 0;
+    if (withoutTelemetry) for (const r of this.tail.takeTelemetry()) this.dropSample(r);
+    this.tail.clear();
     this.committedSeq = this.lastSeq;
     this.dirtyCursors.clear();
     this.droppedTelemetry += result.droppedTelemetry;
@@ -618,13 +606,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
       this.warn({ path: this.config.path, reserveBytes: this.config.reserveBytes }, `outbox: ${why}; telemetry is not stored until there is room, events are`);
     }
     this.holeWhy ||= `outbox could not store telemetry (${why})`;
-    if (this.tailTelemetry === 0) return;
-    this.tail = this.tail.filter((r) => {
-      if (r.cls !== 'telemetry') return true;
-      this.dropSample(r);
-      return false;
-    });
-    this.tailTelemetry = 0;
+    for (const r of this.tail.takeTelemetry()) this.dropSample(r);
   }
 
   private dropSample(r: PendingRecord): void {
@@ -674,7 +656,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
       f.message = message;
       if (mono - f.lastLogMono >= FAILURE_SUMMARY_INTERVAL_MS) {
         this.error(
-          { path: this.config.path, stage, err: message, attempts: f.attempts, forS: Math.round((mono - f.sinceMono) / 1000), eventsHeld: this.tailEvents, telemetryDropped: this.hole.count, retryInMs: this.retryDelayMs },
+          { path: this.config.path, stage, err: message, attempts: f.attempts, forS: Math.round((mono - f.sinceMono) / 1000), eventsHeld: this.tail.events, telemetryDropped: this.hole.count, retryInMs: this.retryDelayMs },
           'outbox still unavailable',
         );
         f.lastLogMono = mono;
@@ -726,48 +708,19 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     // While the file works the tail is one commit interval's worth, committed soon: no bound needed.
     if (!this.degraded) return;
     const cap = this.config.maxQueuedEvents;
-    if (this.tailEvents <= cap && this.tailTelemetry <= cap) return;
-    let dropEvents = Math.max(0, this.tailEvents - cap);
-    // Samples go in batches (down to 90 %), so the filter below does not run on every append.
-    let dropSamples = this.tailTelemetry > cap ? this.tailTelemetry - Math.floor(cap * 0.9) : 0;
-    if (dropEvents > 0 && this.eventsDroppedUntold === 0) {
-      this.error({ path: this.config.path, maxQueuedEvents: cap }, 'outbox memory queue full: dropping the oldest events');
+    // The notice that explains all this stays.
+    const dropped = this.tail.bound(cap, (r) => r.entry.type === 'event' && r.entry.event.kind === 'output' && r.entry.event.code === 'outbox_unavailable');
+    if (dropped.events.length > 0) {
+      if (this.eventsDroppedUntold === 0) this.error({ path: this.config.path, maxQueuedEvents: cap }, 'outbox memory queue full: dropping the oldest events');
+      this.droppedEvents += dropped.events.length;
+      this.eventsDroppedUntold += dropped.events.length;
     }
-    this.tail = this.tail.filter((r) => {
-      // The notice that explains all this stays.
-      if (r.cls === 'event' && dropEvents > 0 && !(r.entry.type === 'event' && r.entry.event.kind === 'output' && r.entry.event.code === 'outbox_unavailable')) {
-        dropEvents--;
-        this.tailEvents--;
-        this.droppedEvents++;
-        this.eventsDroppedUntold++;
-        return false;
-      }
-      if (r.cls === 'telemetry' && dropSamples > 0) {
-        dropSamples--;
-        this.tailTelemetry--;
-        this.dropSample(r);
-        return false;
-      }
-      return true;
-    });
+    for (const r of dropped.samples) this.dropSample(r);
   }
 
   private pushEvent(event: OutputNotice): void {
     this.tail.push({ seq: ++this.lastSeq, cls: 'event', ts: event.ts, at: this.clock.wallMs(), entry: { type: 'event', event } });
-    this.tailEvents++;
     if (this.degraded) this.emitAppended(this.lastSeq);
-  }
-
-  /** Index of the first tail record with seq > `seq`. */
-  private tailIndexAbove(seq: number): number {
-    let lo = 0;
-    let hi = this.tail.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.tail[mid]!.seq <= seq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
   }
 
   private pruneBelow(): number | undefined {
