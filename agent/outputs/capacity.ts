@@ -8,9 +8,11 @@
  *   count, whatever made the hole: the byte cap, the disk reserve or an unwritable outbox.
  * - A disk reserve keeps room for events: telemetry is not written while the outbox's filesystem has
  *   less than `reserveBytes` free, so zone and device events still fit when telemetry fills the disk.
+ * - A file that cannot be used is told by one `outbox_unavailable` event (never dropped from the
+ *   memory queue: it explains the rest), a damaged one by `outbox_corrupt`.
  */
 import { statfsSync } from 'node:fs';
-import type { OutputNotice } from './events.js';
+import type { OutboxEntry, OutputNotice, OutputNoticeCode } from './events.js';
 
 /** When the byte cap is reached, drop down to this fraction of it, so drops come in batches. */
 export const DROP_TARGET_FRACTION = 0.9;
@@ -89,4 +91,45 @@ export class GapTally {
 export function freeBytesOf(dir: string): number {
   const s = statfsSync(dir);
   return Number(s.bavail) * Number(s.bsize);
+}
+
+export function isNotice(entry: OutboxEntry, code: OutputNoticeCode): boolean {
+  return entry.type === 'event' && entry.event.kind === 'output' && entry.event.code === code;
+}
+
+/** The outbox file cannot be opened or written: what that means for the events. */
+export function unavailableNotice(path: string, stage: string, error: string, ts: number): OutputNotice {
+  const verb = stage === 'write' ? 'written' : 'opened';
+  return {
+    kind: 'output',
+    code: 'outbox_unavailable',
+    severity: 'error',
+    message: `outbox ${path} cannot be ${verb} (${error}): events are kept in memory and delivered live, but are not durable until it works again`,
+    ts,
+    detail: { path, stage, error },
+  };
+}
+
+/** The memory queue of an unwritable outbox overflowed. */
+export function eventsDroppedNotice(count: number, maxQueuedEvents: number, ts: number): OutputNotice {
+  return {
+    kind: 'output',
+    code: 'outbox_events_dropped',
+    severity: 'error',
+    message: `the outbox could not be written and its memory queue of ${maxQueuedEvents} events overflowed: the ${count} oldest events were dropped (they reached the sinks that were live)`,
+    ts,
+    detail: { droppedEvents: count, maxQueuedEvents },
+  };
+}
+
+/** A damaged file was moved aside and replaced by an empty one. */
+export function corruptNotice(path: string, movedTo: string, reason: string, ts: number): OutputNotice {
+  return {
+    kind: 'output',
+    code: 'outbox_corrupt',
+    severity: 'error',
+    message: `outbox ${path} was unreadable (${reason}); moved aside to ${movedTo} and started empty: records buffered in it were not delivered`,
+    ts,
+    detail: { path, movedTo, reason },
+  };
 }

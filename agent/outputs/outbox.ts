@@ -27,7 +27,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Component } from '../component.js';
 import type { OutboxConfig } from '../config/outputs-schema.js';
 import { RackguardError } from '../errors.js';
-import { freeBytesOf, GapTally } from './capacity.js';
+import { corruptNotice, eventsDroppedNotice, freeBytesOf, GapTally, isNotice, unavailableNotice } from './capacity.js';
 import { entryClass, entryTs, type OutboxEntry, type OutboxEvent, type OutboxRecord, type OutputNotice } from './events.js';
 import { MemoryTail } from './memory-tail.js';
 import { isCorruption, OutboxStore, sqliteCode, type PendingRecord } from './outbox-store.js';
@@ -458,7 +458,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
         this.store.open();
       } catch (err) {
         if (!isCorruption(err)) throw err;
-        const movedTo = this.moveAside(err);
+        const movedTo = this.moveAside();
         this.store.open();
         this.noticeCorrupt(err, movedTo);
       }
@@ -504,7 +504,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     if (rewound) this.fileGeneration++;
   }
 
-  private moveAside(err: unknown): string {
+  private moveAside(): string {
     const stamp = new Date(this.clock.wallMs()).toISOString().replace(/[:.]/g, '-');
     return this.store.moveAside(stamp);
   }
@@ -512,23 +512,14 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
   private noticeCorrupt(err: unknown, movedTo: string): void {
     const reason = `${sqliteCode(err) || 'error'}: ${(err as Error).message}`;
     this.openReport.recovered = { movedTo, reason };
-    const notice: OutputNotice = {
-      kind: 'output',
-      code: 'outbox_corrupt',
-      severity: 'error',
-      message: `outbox ${this.config.path} was unreadable (${reason}); moved aside to ${movedTo} and started empty: records buffered in it were not delivered`,
-      ts: this.clock.wallMs(),
-      detail: { path: this.config.path, movedTo, reason },
-    };
     this.error({ movedTo, reason }, 'outbox was unreadable: moved aside, started a new one');
-    this.deps.onWarning?.(notice.message, notice.detail);
-    this.pushEvent(notice);
+    this.pushEvent(corruptNotice(this.config.path, movedTo, reason, this.clock.wallMs()));
   }
 
   /** The file went bad under us: keep running on a fresh one rather than losing every later record. */
   private recoverCorrupt(err: unknown): void {
     try {
-      const movedTo = this.moveAside(err);
+      const movedTo = this.moveAside();
       this.store.open();
       // Seqs go on above committedSeq in the new file: cursors keep their meaning.
       for (const name of this.cursors.keys()) this.dirtyCursors.add(name);
@@ -548,22 +539,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     const owed: PendingRecord[] = [];
     // The hole closes when telemetry is stored again: tell it then, once.
     if (!withoutTelemetry && !this.hole.empty) owed.push(this.recordOf(this.hole.notice(now, this.holeWhy || 'outbox could not store telemetry'), now));
-    if (this.eventsDroppedUntold > 0) {
-      const n = this.eventsDroppedUntold;
-      owed.push(
-        this.recordOf(
-          {
-            kind: 'output',
-            code: 'outbox_events_dropped',
-            severity: 'error',
-            message: `the outbox could not be written and its memory queue of ${this.config.maxQueuedEvents} events overflowed: the ${n} oldest events were dropped (they reached the sinks that were live)`,
-            ts: now,
-            detail: { droppedEvents: n, maxQueuedEvents: this.config.maxQueuedEvents },
-          },
-          now,
-        ),
-      );
-    }
+    if (this.eventsDroppedUntold > 0) owed.push(this.recordOf(eventsDroppedNotice(this.eventsDroppedUntold, this.config.maxQueuedEvents, now), now));
     const records = withoutTelemetry && this.tail.telemetry > 0 ? this.tail.eventsOnly() : this.tail.all();
     const all = owed.length > 0 ? records.concat(owed) : records;
     this.deps.beforeCommit?.({ records: all.length });
@@ -642,14 +618,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
         { path: this.config.path, stage, err: message, retryInMs: this.retryDelayMs },
         `outbox ${this.config.path} cannot be ${stage === 'write' ? 'written' : 'opened'}: running on, events kept in memory (up to ${this.config.maxQueuedEvents}) and sent to the live sinks; retrying`,
       );
-      this.pushEvent({
-        kind: 'output',
-        code: 'outbox_unavailable',
-        severity: 'error',
-        message: `outbox ${this.config.path} cannot be ${stage === 'write' ? 'written' : 'opened'} (${message}): events are kept in memory and delivered live, but are not durable until it works again`,
-        ts: this.clock.wallMs(),
-        detail: { path: this.config.path, stage, error: message },
-      });
+      this.pushEvent(unavailableNotice(this.config.path, stage, message, this.clock.wallMs()));
     } else {
       const f = this.failure;
       f.attempts++;
@@ -709,7 +678,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     if (!this.degraded) return;
     const cap = this.config.maxQueuedEvents;
     // The notice that explains all this stays.
-    const dropped = this.tail.bound(cap, (r) => r.entry.type === 'event' && r.entry.event.kind === 'output' && r.entry.event.code === 'outbox_unavailable');
+    const dropped = this.tail.bound(cap, (r) => isNotice(r.entry, 'outbox_unavailable'));
     if (dropped.events.length > 0) {
       if (this.eventsDroppedUntold === 0) this.error({ path: this.config.path, maxQueuedEvents: cap }, 'outbox memory queue full: dropping the oldest events');
       this.droppedEvents += dropped.events.length;
