@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -261,6 +261,40 @@ describe('Outbox', () => {
     const kinds = db.prepare<[], { body: string }>('SELECT body FROM records ORDER BY seq').all().map((r) => JSON.parse(r.body) as OutboxEntry);
     db.close();
     expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level', 'zone_level']);
+  });
+
+  it('a file that opens late and already holds higher seqs: the memory tail is renumbered above them and sinks re-read', () => {
+    const path = join(dir.path, 'late.db');
+    const first = make({}, 'late.db');
+    first.open();
+    first.registerSink('a');
+    for (let c = 0; c < 5; c++) first.append([sample('r1.t', c)]);
+    first.ack('a', 3);
+    first.close();
+    // The file is away at start (a directory stands in its place), and back later.
+    renameSync(path, `${path}.away`);
+    mkdirSync(path);
+    const ob = make({ reopenInitialMs: 100, reopenMaxMs: 100 }, 'late.db');
+    ob.open();
+    ob.registerSink('a');
+    ob.append([alarm('z1', 10)]);
+    const live = ob.read('a', 10);
+    expect(live.map((r) => r.seq)).toEqual([1, 2]); // the unavailable notice and the alarm, from memory
+    ob.ack('a', 2);
+    const generation = ob.generation;
+    rmSync(path, { recursive: true });
+    renameSync(`${path}.away`, path);
+    clock.advance(100);
+    expect(ob.stats().state).toBe('open');
+    // Seqs 1 and 2 meant other records in this file: the tail became 6 and 7, and the sink starts
+    // again from its stored cursor (3), so it gets the file's backlog and then the held events.
+    expect(ob.generation).toBe(generation + 1);
+    expect(ob.cursorOf('a')).toBe(3);
+    const recs = ob.read('a', 10);
+    expect(recs.map((r) => r.seq)).toEqual([4, 5, 6, 7]);
+    expect(recs.slice(2).map((r) => (r.entry as { event: { kind: string } }).event.kind)).toEqual(['output', 'zone_level']);
+    ob.append([sample('r1.t', 20)]);
+    expect(ob.read('a', 10, 7).map((r) => r.seq)).toEqual([8]);
   });
 
   /** A tmpfs of its own (root and mount(8) needed: the test says so and fails, it does not skip). */
