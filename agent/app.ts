@@ -161,16 +161,11 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     const list: Component[] = [];
     const recordFile = this.deps.recordFile;
     if (recordFile) {
-      const recorder = new TraceRecorder(recordFile);
+      // Never blocks and never rejects: a trace that cannot be written is reported by the recorder.
+      // Its flush at stop gets half the stop deadline, so the outbox and sinks keep theirs.
+      const recorder = new TraceRecorder(recordFile, { clock: this.clock, logger: this.log.child({ component: 'recorder' }), flushTimeoutMs: (this.config.stopTimeoutS * 1000) / 2 });
       this.recorder = recorder;
-      list.push({
-        name: 'recorder',
-        start: async () => {
-          await recorder.start(this.clock.monoMs());
-          this.log.info({ file: recordFile }, 'recording samples to a trace');
-        },
-        stop: () => recorder.stop(),
-      });
+      list.push(recorder);
     }
     if (this.config.outputs) {
       const logger = this.log.child({ component: 'outputs' });

@@ -12,9 +12,19 @@ export interface Clock {
   wallMs(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle | undefined): void;
+  /**
+   * Runs `fn` after the I/O that is already waiting has been read. A timer callback runs before the
+   * event loop's poll phase, so after a stall (a slow commit) a deadline would fire while its reply
+   * sits unread in the kernel; a deadline's verdict goes through here. Not cancellable: `fn` checks
+   * its own state.
+   */
+  afterPendingIo(fn: () => void): void;
 }
 
 export type TimerHandle = { readonly __timer: unique symbol } | object;
+
+/** Idle time given to the event loop to read bytes that were waiting when a deadline fired. */
+const IO_GRACE_MS = 5;
 
 export const systemClock: Clock = {
   monoMs: () => performance.now(),
@@ -25,6 +35,21 @@ export const systemClock: Clock = {
   },
   clearTimeout: (h) => {
     if (h !== undefined) clearTimeout(h as unknown as NodeJS.Timeout);
+  },
+  afterPendingIo: (fn) => {
+    // One loop turn is not enough for a serial port: its readiness is seen in the poll phase, but
+    // serialport then reads through the libuv thread pool, and the bytes come one or more turns
+    // later. So let the loop sit idle in its poll phase for a short grace; if that grace itself
+    // came late (the loop stalled again), give it another, a few times at most.
+    let turns = 0;
+    const settle = (): void => {
+      const due = performance.now() + IO_GRACE_MS;
+      setTimeout(() => {
+        if (performance.now() - due > IO_GRACE_MS && ++turns < 4) settle();
+        else fn();
+      }, IO_GRACE_MS);
+    };
+    setImmediate(settle);
   },
 };
 
@@ -70,6 +95,14 @@ export class VirtualClock implements Clock {
 
   clearTimeout(handle: TimerHandle | undefined): void {
     if (handle) this.timers.delete(handle as VirtualTimer);
+  }
+
+  /**
+   * A zero-delay timer: it runs after the timers already due at this instant, so a fake port that
+   * delivers bytes "at" a deadline (scheduled before it) is read before the deadline's verdict.
+   */
+  afterPendingIo(fn: () => void): void {
+    this.setTimeout(fn, 0);
   }
 
   /** Moves time forward by `ms`, firing every timer that falls due, in order. */

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'E_MODBUS_CRC'
   | 'E_MODBUS_EXCEPTION'
   | 'E_MODBUS_BAD_FRAME'
+  /** Bytes no request accounts for (a late reply, an echo, noise): the exchange is not trusted. */
+  | 'E_MODBUS_LINE_DIRTY'
   | 'E_PORT_CLOSED'
   | 'E_PORT_OPEN'
   | 'E_STOPPED'

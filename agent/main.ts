@@ -4,26 +4,25 @@
  *
  * Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createAgent } from './app.js';
+import { createAgent, type Agent } from './app.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import type { Config } from './config/model.js';
+import { preflightChecks } from './config/preflight.js';
 import { RackguardError } from './errors.js';
 import { createLogger } from './log.js';
 import { replay, eventJson, eventLine } from './detection/replay.js';
-import { parseTrace, traceText } from './detection/trace.js';
-import { runDrill, type DrillResult } from './drill/drill.js';
-import { renderReport } from './drill/report.js';
-import { VirtualRackSampler } from '../firmware-sim/sampler.js';
-import { loadScenarioFile, type Scenario } from '../firmware-sim/scenario.js';
+import { parseTrace } from './detection/trace.js';
+import type { DrillCommandOptions } from '../drill/command.js';
 import { packageRoot } from './paths.js';
 
 const USAGE = `Usage:
   rackguard run --config FILE [--record TRACE.csv]
         start acquisition and detection; logs samples, device health and zone events;
-        --record writes every sample to a trace for replay
+        --record writes every sample to a trace for replay (a trace that cannot be
+        written is reported; the agent goes on without it)
   rackguard check-config FILE
         validate a configuration file and exit
   rackguard replay --config FILE --trace TRACE.csv [--json]
@@ -33,6 +32,8 @@ const USAGE = `Usage:
   rackguard --version | --help
 
 Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.`;
+
+const COMMANDS = new Set(['run', 'check-config', 'replay', 'drill', 'help']);
 
 function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
@@ -87,61 +88,72 @@ function replayCommand(config: Config, traceFile: string, json: boolean): void {
     exitOnInputError(err);
   }
   const ms = performance.now() - t0;
+  if (result.rows === 0) {
+    // An empty trace replays to nothing: that is a wrong file, not a quiet room.
+    process.stderr.write(`rackguard: ${traceFile}: no rows (an empty trace: nothing to replay)\n`);
+    process.exit(2);
+  }
   for (const e of result.events) process.stdout.write(`${json ? JSON.stringify(eventJson(e)) : eventLine(e)}\n`);
   if (!json) process.stdout.write(`${traceFile}: ${result.rows} rows over ${(result.durationS / 3600).toFixed(2)} h, ${result.events.length} events, replayed in ${(ms / 1000).toFixed(2)} s\n`);
 }
 
-function drillCommand(config: Config, o: { scenario: string; report?: string; trace?: string; json: boolean; durationS?: number }): void {
-  let result: DrillResult;
-  let scenario: Scenario;
+/**
+ * Loaded lazily: a drill needs the simulator, and `rackguard run` must never load firmware-sim/
+ * (.dependency-cruiser.cjs allows main.ts only this dynamic edge into drill/).
+ */
+async function drillCommand(config: Config, o: DrillCommandOptions): Promise<void> {
+  const drill = await import('../drill/command.js');
   try {
-    scenario = loadScenarioFile(o.scenario, { config });
-    result = runDrill({ config, scenario, ...(o.durationS !== undefined ? { durationS: o.durationS } : {}) });
+    drill.drillCommand(config, o, (text) => process.stdout.write(text));
   } catch (err) {
     exitOnInputError(err);
   }
-  for (const e of result.events) process.stdout.write(`${o.json ? JSON.stringify(eventJson(e)) : eventLine(e)}\n`);
-  const h = result.headline;
-  const fmt = (s: number | null): string => (s === null ? 'n/a' : `${Math.round(s)} s`);
-  if (!o.json) {
-    process.stdout.write(
-      `drill ${result.scenario.name}: failure at ${fmt(h.onsetS)}; alarm after ${fmt(h.alarmAfterS)}, critical after ${fmt(h.criticalAfterS)}; ` +
-        `lead before 32 °C ${fmt(h.lead32S)}, before 35 °C ${fmt(h.lead35S)}\n`,
-    );
-  }
-  if (o.report) {
-    writeFileSync(o.report, renderReport(result));
-    if (!o.json) process.stdout.write(`report: ${o.report}\n`);
-  }
-  if (o.trace) {
-    const sampler = new VirtualRackSampler({ config, scenario });
-    writeFileSync(o.trace, traceText(sampler.run(result.scenario.durationS)));
-    if (!o.json) process.stdout.write(`trace: ${o.trace}\n`);
-  }
 }
 
+/** Extra time main gives agent.stop() beyond the configured stop deadline before it exits anyway. */
+const STOP_BACKSTOP_GRACE_MS = 2000;
+
 async function run(configFile: string | undefined, recordFile: string | undefined): Promise<void> {
-  const config = loadOrExit(configFile);
-  const logger = createLogger({ level: config.logging.level });
-  const agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}) });
+  // Signal handlers first, before anything that could block or take long: a signal must stop the
+  // agent at any stage (issue 7: a start-up blocked on a FIFO ignored two SIGTERMs). The first
+  // signal stops cleanly; a second one, or a stop that outlives its deadline, exits 1 at once.
+  let agent: Agent | undefined;
+  let logger: ReturnType<typeof createLogger> | undefined;
+  let stopTimeoutS = 10;
   let stopping = false;
+  const say = (level: 'info' | 'error', obj: object, msg: string): void => {
+    if (logger) logger[level](obj, msg);
+    else process.stderr.write(`rackguard: ${msg}\n`);
+  };
   const shutdown = (signal: string): void => {
-    if (stopping) return;
+    if (stopping) {
+      say('error', { signal }, `${signal} again while stopping: exiting now, without a clean stop`);
+      process.exit(1);
+    }
     stopping = true;
-    logger.info({ signal }, 'stopping');
+    if (!agent) process.exit(0);
+    say('info', { signal }, 'stopping');
+    setTimeout(() => {
+      say('error', { stopTimeoutS }, `stop did not finish within ${stopTimeoutS} s: exiting without a clean stop`);
+      process.exit(1);
+    }, stopTimeoutS * 1000 + STOP_BACKSTOP_GRACE_MS);
     agent.stop().then(
       () => {
-        logger.info('stopped');
+        say('info', {}, 'stopped');
         process.exit(0);
       },
       (err: unknown) => {
-        logger.error({ err }, 'error while stopping');
+        say('error', { err }, 'error while stopping');
         process.exit(1);
       },
     );
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+  const config = loadOrExit(configFile);
+  stopTimeoutS = config.stopTimeoutS;
+  logger = createLogger({ level: config.logging.level });
+  agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}) });
   await agent.start();
 }
 
@@ -166,6 +178,8 @@ async function main(argv: string[]): Promise<void> {
     },
   });
   const [command, arg] = positionals;
+  // An unknown command is a usage error even with --help or --version: a typo must not look like success.
+  if (command !== undefined && !COMMANDS.has(command)) usageError(`unknown command "${command}"`);
   if (values.version) {
     process.stdout.write(`${version()}\n`);
     return;
@@ -189,19 +203,25 @@ async function main(argv: string[]): Promise<void> {
       if (!values.scenario) usageError('drill needs --scenario FILE');
       const durationS = values.duration === undefined ? undefined : Number(values.duration);
       if (durationS !== undefined && !(durationS > 0)) usageError(`--duration must be a positive number of seconds, got "${values.duration}"`);
-      drillCommand(config, { scenario: values.scenario, report: values.report, trace: values.trace, json: Boolean(values.json), durationS });
+      await drillCommand(config, { scenario: values.scenario, report: values.report, trace: values.trace, json: Boolean(values.json), durationS });
       return;
     }
     case 'check-config': {
       const file = arg ?? values.config;
       const cfg = loadOrExit(file);
+      // What the schema cannot see: the outbox path on this machine (the agent would start anyway).
+      const { errors, warnings } = preflightChecks(cfg);
+      for (const w of warnings) process.stderr.write(`rackguard: ${file}: warning: ${w}\n`);
+      if (errors.length > 0) {
+        process.stderr.write(`rackguard: ${file}: ${errors.length} problem${errors.length === 1 ? '' : 's'} on this machine:\n  ${errors.join('\n  ')}\n`);
+        process.exit(2);
+      }
       const devices = cfg.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
       process.stdout.write(`${file}: OK (${count(cfg.buses.length, 'bus', 'buses')}, ${count(devices, 'device')}, ${count(cfg.points.size, 'point')}, ${count(cfg.zones.length, 'zone')}, ${count(cfg.chillers.length, 'chiller')})\n`);
       return;
     }
     default:
-      process.stderr.write(`rackguard: unknown command "${command}"\n${USAGE}\n`);
-      process.exit(2);
+      usageError(`unknown command "${command}"`);
   }
 }
 

@@ -53,6 +53,8 @@ export interface Simulator {
   tcpPort: number | undefined;
   /** Serial path served, when the config has serial devices. */
   serialPath: string | undefined;
+  /** The RTU slave on serialPath (its stats and events), when the config has serial devices. */
+  rtu: RtuSlave | undefined;
   stop(): Promise<void>;
 }
 
@@ -90,6 +92,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
 
   let serialPath: string | undefined;
   let tcpPort: number | undefined;
+  let rtu: RtuSlave | undefined;
   try {
     const line = serialBuses[0];
     if (line && rack.devices('rtu').length > 0) {
@@ -108,6 +111,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
       slave.on('close', (err) => opts.onSerialClose?.(err));
       stops.push(() => slave.stop());
       await slave.start(opts.signal);
+      rtu = slave;
     }
     const net = tcpBuses[0];
     if (net && rack.devices('tcp').length > 0) {
@@ -121,7 +125,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<Simulator>
     throw err;
   }
   scheduleTimeline(rack, opts.clock ?? systemClock, logger, stops);
-  return { rack, tcpPort, serialPath, stop };
+  return { rack, tcpPort, serialPath, rtu, stop };
 }
 
 /**

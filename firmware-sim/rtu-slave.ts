@@ -48,6 +48,14 @@ export interface RtuSlaveStats {
 type RtuSlaveEvents = {
   /** The port closed without stop() (for example the pty or USB adapter went away). */
   close: [err: Error | undefined];
+  /** A request frame was taken off the line (good CRC), before it is answered or ignored. */
+  frame: [frame: Buffer];
+  /**
+   * Bytes were dropped to resynchronise: a frame with a bad CRC (everything received so far goes), or
+   * a partial frame followed by resyncMs of silence. Lets a test await what the slave did with bytes
+   * that get no answer, instead of sleeping and looking for the absence of a reply.
+   */
+  dropped: [bytes: number, why: 'crc' | 'resync'];
 };
 
 interface Job {
@@ -136,8 +144,9 @@ export class RtuSlave extends EventEmitter<RtuSlaveEvents> {
     this.emit('close', err);
   }
 
-  private drop(n: number): void {
+  private drop(n: number, why: 'crc' | 'resync'): void {
     this.stats.droppedBytes += n;
+    this.emit('dropped', n, why);
   }
 
   private onData(chunk: Buffer): void {
@@ -159,8 +168,9 @@ export class RtuSlave extends EventEmitter<RtuSlaveEvents> {
         if (!crcOk(frame)) {
           // Lost sync (noise, a truncated frame before this one): drop everything received so far.
           this.stats.crcErrors++;
-          this.drop(this.buf.length);
+          const n = this.buf.length;
           this.buf = Buffer.alloc(0);
+          this.drop(n, 'crc');
           break;
         }
       }
@@ -172,14 +182,16 @@ export class RtuSlave extends EventEmitter<RtuSlaveEvents> {
     if (this.buf.length > 0) {
       this.resyncTimer = setTimeout(() => {
         this.resyncTimer = undefined;
-        this.drop(this.buf.length);
+        const n = this.buf.length;
         this.buf = Buffer.alloc(0);
+        this.drop(n, 'resync');
       }, this.opts.resyncMs ?? 50);
     }
   }
 
   private onFrame(frame: Buffer, arrivalMs: number): void {
     this.stats.frames++;
+    this.emit('frame', frame);
     const unitId = frame[0]!;
     // Broadcast (unit 0): reads are meaningless and writes get no reply; we serve neither.
     if (unitId === 0) {

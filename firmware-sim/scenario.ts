@@ -16,11 +16,10 @@
  * An event's kind is chosen by which of the keys chiller, device, sensor or door it has; each kind is
  * then checked against its own strict schema, so a typo gives one precise message, not a union dump.
  */
-import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { RackguardError } from '../agent/errors.js';
-import { formatIssues } from '../agent/config/load.js';
+import { formatIssues, yamlToData } from '../agent/config/load.js';
+import { readRegularFile } from '../agent/config/read-file.js';
 import type { Config } from '../agent/config/model.js';
 import type { RoomParamsInput } from './thermal.js';
 
@@ -293,26 +292,18 @@ export function parseScenario(text: string, source: string, opts: ScenarioParseO
 }
 
 function parseYaml(text: string, source: string): unknown {
-  // One line per problem, positions from a LineCounter (as agent/config/load.ts does).
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: false, lineCounter });
-  if (doc.errors.length > 0) {
-    throw new ScenarioError(
-      source,
-      doc.errors.map((e) => {
-        const pos = lineCounter.linePos(e.pos[0]);
-        return `line ${Math.max(pos.line, 1)}, column ${pos.col}: ${e.message.split('\n')[0]}`;
-      }),
-    );
-  }
-  return doc.toJS();
+  // One line per problem, as for the configuration (an alias bomb or a too-deep nesting is a problem too).
+  const r = yamlToData(text);
+  if (!r.ok) throw new ScenarioError(source, r.problems);
+  return r.data;
 }
 
 /** Reads and validates a scenario file. */
 export function loadScenarioFile(file: string, opts: ScenarioParseOptions = {}): Scenario {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    // A regular file of at most 1 MiB, opened without blocking (a FIFO or /dev/zero must not hang a drill).
+    text = readRegularFile(file);
   } catch (err) {
     throw new RackguardError('E_SCENARIO_INVALID', `${file}: cannot read scenario: ${(err as Error).message}`, { cause: err });
   }

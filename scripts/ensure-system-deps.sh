@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the system packages the integration tests start are installed (Debian/Ubuntu):
 #   socat (virtual serial lines), mbpoll (Modbus CLI master), mosquitto (MQTT broker), influxdb (influxd),
-#   python3-pymodbus + python3-serial-asyncio (Modbus RTU server fixture, run with /usr/bin/python3).
+#   python3-pymodbus + python3-serial-asyncio (Modbus RTU server fixture, run with /usr/bin/python3),
+#   python3-serial (pyserial: the scripted hostile RTU slave, test/fixtures/hostile_rtu_slave.py).
 # Installs what is missing when root (or via passwordless sudo); otherwise prints what to install and
 # exits 1. Tests start their own broker/database on free loopback ports in temp dirs, so services that
 # apt would start system-wide are kept from starting (policy-rc.d) and stopped if they started anyway.
@@ -35,6 +36,12 @@ check_all() {
   else
     log "missing: pymodbus/serial_asyncio for /usr/bin/python3 (packages python3-pymodbus python3-serial-asyncio)"
     missing+=(python3-pymodbus python3-serial-asyncio)
+  fi
+  if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import serial' >/dev/null 2>&1; then
+    log "ok: pyserial $(/usr/bin/python3 -c 'import serial; print(serial.__version__)') for /usr/bin/python3"
+  else
+    log "missing: pyserial for /usr/bin/python3 (package python3-serial)"
+    missing+=(python3-serial)
   fi
 }
 

@@ -8,23 +8,40 @@
  * - a device whose every read failed backs off exponentially (backoffInitialMs … backoffMaxMs) and
  *   is tried again alone, while the others keep their cadence;
  * - a lost port is not the devices' fault: no backoff, and all devices are polled as soon as the
- *   port is back.
+ *   port is back;
+ * - a device that answers every read with a Modbus exception is not offline: it is reported in state
+ *   'exceptions', with each register and exception code, and polled on its cadence (an answer costs
+ *   the line little, and the fix is usually a point map change the operator wants to see take effect).
  */
 import type { Component } from '../component.js';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { DeviceDef } from '../config/model.js';
-import { ModbusExceptionError, RackguardError } from '../errors.js';
-import { readRequestPdu, readResponsePduLength, readResponseValues } from '../modbus/pdu.js';
+import { MODBUS_EXCEPTION_NAMES, ModbusExceptionError, RackguardError } from '../errors.js';
+import { readRequestPdu, readResponsePduLength, type Table } from '../modbus/pdu.js';
 import { Backoff } from './backoff.js';
-import { decodeRaw, registerCount } from './decode.js';
 import type { ModbusLine } from './line.js';
 import { planReads, type PlannedRead } from './planner.js';
-import { PointTracker, type Stamp } from './samples.js';
+import { PointTracker, samplesFromReply, type Stamp } from './samples.js';
 import { newCounters, type DeviceCounters, type DeviceHealth, type DeviceState, type Sample } from './types.js';
 
 /** Consecutive failed polls after which a device is reported offline. */
 const OFFLINE_AFTER_FAILURES = 3;
+
+/**
+ * Exceptions a gateway raises for the device behind it: "path unavailable" and "target device failed
+ * to respond" (Modbus Application Protocol v1.1b3, §7). The device did not answer: these count as
+ * failures (failing, then offline), not as a device answering with exceptions.
+ */
+const GATEWAY_EXCEPTIONS = new Set([10, 11]);
+
+const TABLE_NAMES: Record<Table, string> = { input: 'input register', holding: 'holding register', coil: 'coil', discrete: 'discrete input' };
+
+/** `input register 1 (×2): exception 2 (illegal data address)`: what an operator checks in the point map. */
+function describeException(read: PlannedRead, code: number): string {
+  const span = read.quantity > 1 ? ` (×${read.quantity})` : '';
+  return `${TABLE_NAMES[read.table]} ${read.address}${span}: exception ${code} (${MODBUS_EXCEPTION_NAMES[code] ?? 'unknown exception'})`;
+}
 
 export interface PollerDeps {
   clock: Clock;
@@ -44,6 +61,7 @@ class DeviceRuntime {
   consecutiveFailures = 0;
   lastError: string | undefined;
   private latencySum = 0;
+  private latencyCount = 0;
 
   constructor(readonly def: DeviceDef) {
     this.reads = planReads(def.points, def);
@@ -51,13 +69,20 @@ class DeviceRuntime {
     this.backoff = new Backoff(def.backoffInitialMs, def.backoffMaxMs);
   }
 
-  recordLatency(ms: number): void {
+  /**
+   * A successful response, with the latency the line measured for it. A line that cannot tell
+   * (NaN) counts the response and leaves the latency figures alone: measuring around the request
+   * here would count time queued behind other requests and the line's recovery silence.
+   */
+  recordResponse(latencyMs: number): void {
     const c = this.counters;
     c.responses++;
-    this.latencySum += ms;
-    c.latencyLastMs = ms;
-    c.latencyAvgMs = this.latencySum / c.responses;
-    c.latencyMaxMs = Math.max(c.latencyMaxMs, ms);
+    if (!Number.isFinite(latencyMs)) return;
+    this.latencyCount++;
+    this.latencySum += latencyMs;
+    c.latencyLastMs = latencyMs;
+    c.latencyAvgMs = this.latencySum / this.latencyCount;
+    c.latencyMaxMs = Math.max(c.latencyMaxMs, latencyMs);
   }
 
   health(): DeviceHealth {
@@ -70,7 +95,12 @@ class DeviceRuntime {
 export class BusPoller implements Component {
   readonly name: string;
   private readonly devices: DeviceRuntime[];
-  private stopped = true;
+  /**
+   * The current run, undefined while stopped. Each loop and each poll holds the run it belongs to,
+   * so a loop left over from before a stop() (still awaiting a reply when start() came again) ends
+   * at its next check instead of polling alongside the new one.
+   */
+  private run: object | undefined;
   private loopDone: Promise<void> = Promise.resolve();
   private wakeTimer: TimerHandle | undefined;
   private wakeFn: (() => void) | undefined;
@@ -99,18 +129,19 @@ export class BusPoller implements Component {
   }
 
   async start(): Promise<void> {
-    if (!this.stopped) return;
-    this.stopped = false;
+    if (this.run) return;
+    const run = {};
+    this.run = run;
     // Before the port is open, the first poll waits for the 'open' event (or one interval, so a
     // port that never opens still shows up as comm_error samples) instead of failing at once.
     const now = this.deps.clock.monoMs();
     for (const d of this.devices) d.nextDue = this.line.isOpen ? now : now + d.def.pollIntervalMs;
     this.line.on('open', this.onOpen);
-    this.loopDone = this.loop();
+    this.loopDone = this.loop(run);
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.run = undefined;
     this.line.off('open', this.onOpen);
     this.wake();
     await this.loopDone;
@@ -128,9 +159,9 @@ export class BusPoller implements Component {
     fn?.();
   }
 
-  private async loop(): Promise<void> {
+  private async loop(run: object): Promise<void> {
     const { clock, logger } = this.deps;
-    while (!this.stopped) {
+    while (this.run === run) {
       let next: DeviceRuntime | undefined;
       for (const d of this.devices) if (!next || d.nextDue < next.nextDue) next = d;
       if (!next) return;
@@ -145,9 +176,9 @@ export class BusPoller implements Component {
       // Let I/O callbacks run between polls: a request that fails at once (port closed) settles in
       // a microtask, and a loop of those would otherwise starve the event loop.
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (this.stopped) return;
+      if (this.run !== run) return;
       try {
-        await this.pollDevice(next);
+        await this.pollDevice(next, run);
       } catch (err) {
         // A bug, not a device problem: keep polling the others, say so loudly.
         logger.error({ err, device: next.def.id }, 'poll failed unexpectedly');
@@ -160,27 +191,29 @@ export class BusPoller implements Component {
     return { ts: this.deps.clock.wallMs(), mono: this.deps.clock.monoMs() };
   }
 
-  private async pollDevice(d: DeviceRuntime): Promise<void> {
+  private async pollDevice(d: DeviceRuntime, run: object): Promise<void> {
     const { clock } = this.deps;
     const def = d.def;
     const samples: Sample[] = [];
     let anyOk = false;
     let portDown = false;
+    /** Device exceptions of this poll, described; a read that failed any other way clears `allExceptions`. */
+    const exceptions: string[] = [];
+    let allExceptions = true;
     let abortReason: string | undefined;
     for (const read of d.reads) {
-      if (abortReason !== undefined || this.stopped) {
+      if (abortReason !== undefined || this.run !== run) {
         const at = this.stamp();
         for (const it of read.items) samples.push(d.trackers.get(it.point.id)!.failed(abortReason ?? 'E_STOPPED: agent stopping', at));
         continue;
       }
       d.counters.requests++;
-      const t0 = clock.monoMs();
       try {
         const pdu = await this.line.request(def.unitId, readRequestPdu(read.table, read.address, read.quantity), def.timeoutMs);
         if (pdu.length !== readResponsePduLength(read.table, read.quantity)) {
           throw new RackguardError('E_MODBUS_BAD_FRAME', `${this.line.id} unit ${def.unitId}: reply carries ${pdu.length - 2} data bytes for ${read.quantity} ${read.table} items`, { retryable: true });
         }
-        d.recordLatency(clock.monoMs() - t0);
+        d.recordResponse(this.line.lastExchangeMs);
         anyOk = true;
         samples.push(...samplesFromReply(read, pdu, d.trackers, this.stamp()));
       } catch (err) {
@@ -188,6 +221,8 @@ export class BusPoller implements Component {
         this.count(d, e);
         const reason = `${e.code}: ${e.message}`;
         d.lastError = reason;
+        if (e instanceof ModbusExceptionError && !GATEWAY_EXCEPTIONS.has(e.exceptionCode)) exceptions.push(describeException(read, e.exceptionCode));
+        else allExceptions = false;
         const at = this.stamp();
         for (const it of read.items) samples.push(d.trackers.get(it.point.id)!.failed(reason, at));
         if (e.code === 'E_PORT_CLOSED' || e.code === 'E_STOPPED') {
@@ -200,7 +235,7 @@ export class BusPoller implements Component {
     }
     // Stopping is not a device failure: a request cut short by stop() must not publish comm_error
     // samples or a retained "offline" for a healthy device.
-    if (this.stopped) return;
+    if (this.run !== run) return;
     const now = clock.monoMs();
     const prev = d.state;
     if (anyOk) {
@@ -211,6 +246,13 @@ export class BusPoller implements Component {
       d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
     } else if (portDown) {
       d.state = 'offline';
+      d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
+    } else if (allExceptions && exceptions.length > 0) {
+      // It answers: not a comms failure, so no backoff and no count towards offline.
+      d.consecutiveFailures = 0;
+      d.backoff.reset();
+      d.state = 'exceptions';
+      d.lastError = exceptions.join('; ');
       d.nextDue = nextOnCadence(d.nextDue, def.pollIntervalMs, now);
     } else {
       d.consecutiveFailures++;
@@ -234,21 +276,6 @@ export class BusPoller implements Component {
     else if (e.code === 'E_PORT_CLOSED') c.portErrors++;
     else if (e.code !== 'E_STOPPED') c.badFrames++;
   }
-}
-
-/**
- * Samples for every point of a successful read, from the reply PDU. Shared by the poller and by
- * firmware-sim's virtual-time sampler (drills, traces), so both decode exactly alike.
- */
-export function samplesFromReply(read: PlannedRead, pdu: Buffer, trackers: ReadonlyMap<string, PointTracker>, at: Stamp): Sample[] {
-  const values = readResponseValues(read.table, read.quantity, pdu);
-  const bits = read.table === 'coil' || read.table === 'discrete';
-  return read.items.map((it) => {
-    const p = it.point;
-    const regs = values.slice(it.offset, it.offset + (bits ? 1 : registerCount(p.type)));
-    const raw = decodeRaw(p.type, p.wordOrder, regs, p.bit);
-    return trackers.get(p.id)!.decoded(raw.value, raw.rawUnsigned, at);
-  });
 }
 
 /** The next slot on the device's cadence after `now`, skipping missed slots instead of bursting. */

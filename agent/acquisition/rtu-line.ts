@@ -5,10 +5,51 @@
  *   address, so overlapping requests corrupt each other (a known modbus-serial failure).
  * - Replies are framed by their expected length, not by a silence timer, so we finish as soon as
  *   the last byte is in.
- * - Every request has our own deadline. After a timeout or a bad frame we discard whatever arrives
- *   and keep the line silent for `recoveryGapMs`, then flush the OS buffer before the next send, so
- *   a late reply is never taken as the answer to the next request.
+ * - Every request has our own deadline. A deadline's verdict first lets the bytes already waiting in
+ *   the kernel be read (issue 7 item 11): after an event-loop stall the timer phase runs before the
+ *   poll phase, and a reply that came in during the stall would otherwise be called a timeout.
  * - The inter-frame silence (3.5 characters, §2.5.1.1) is kept before every send.
+ *
+ * ## Why a good value is never another request's answer (issue 7 item 1)
+ *
+ * A read reply carries the unit, the function and a byte count: nothing ties it to the registers
+ * asked for. A frame that passes every check can still be (a) a late reply to an earlier request of
+ * the same unit, function and length, or (b) a copy of an earlier frame (a repeater's echo). A quiet
+ * gap after a timeout cannot tell these apart: a late reply may come after any gap. So instead we
+ * keep track of which replies may still be on their way, and accept a frame as good only when it
+ * cannot be one of them. We assume of the line only that
+ *   A1. a slave answers each request at most once, in the order it received them (it is a
+ *       half-duplex device that handles one request at a time);
+ *   A2. a copy of a frame (an echo) arrives within `recoveryGapMs` of the original (so
+ *       `recoveryGapMs: 0` turns the echo guard R4 off: only for lines known to have no repeater);
+ *   A3. the CRC catches corrupted frames;
+ *   A4. no reply comes later than LATE_REPLY_HORIZON_MS after its request.
+ * Rules:
+ *   R1. Per unit, a FIFO of "outstanding" reads: requests that got no reply we could prove was
+ *       theirs (timed out, answered by a frame of the wrong length, by surplus bytes, or by an
+ *       exception that may have been an earlier request's). Entry: the reply length it would have.
+ *   R2. A read whose reply length is outstanding for its unit is not sent. A probe goes first: a
+ *       read of the same table whose reply length is outstanding for nobody (one register more or
+ *       fewer). The probe's clean reply proves, by A1, that every earlier reply of the unit has come
+ *       or never will; the FIFO is emptied. Only then is the read sent.
+ *   R3. A read's frame is good only if unit, function and byte count are those expected and no
+ *       byte came after it in the same exchange; before it, only whole clean frames of lengths in
+ *       the FIFO (the late replies we expect, skipped). Being of a length that no earlier request
+ *       of the unit can still produce (R2), it is not a late reply (a). A clean good frame empties
+ *       the unit's FIFO (A1 again).
+ *   R4. A read of the unit with the same reply length but other registers than a frame received
+ *       less than `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes
+ *       while nothing is in flight, not into this read's buffer (b). The same request repeated
+ *       needs no wait: an echo would carry the same registers.
+ *   R5. Bytes that arrive while nothing is in flight (after a complete frame, before the next
+ *       request) make the line dirty: they are counted, flushed, and the next request fails with
+ *       E_MODBUS_LINE_DIRTY without being sent, so the device's error counter moves and the
+ *       operator sees why.
+ *   R6. An exception frame is accepted as an error in any case (never as a value), but while reads
+ *       are outstanding it may be an earlier request's, so it retires only the oldest entry
+ *       (whichever request it answered, those before it are done, by A1) and the read joins the FIFO.
+ * A good value is therefore one whose frame is, by A1–A4, the reply to the request that asked for it.
+ * Writes (FC05/06/15/16) echo what they wrote and are checked against the request instead.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -21,31 +62,64 @@ import type { LineEvents, ModbusLine } from './line.js';
 import { SerialQueue } from './line.js';
 import { SerialLink, type PortOpener } from './serial-link.js';
 
+/** A4: replies later than this after their request are assumed never to come. */
+export const LATE_REPLY_HORIZON_MS = 60_000;
+/** Memory bound on a unit's outstanding FIFO; beyond it the oldest go (they expire anyway by A4). */
+const MAX_OUTSTANDING = 256;
+
+type Outcome = { pdu: Buffer } | { err: Error; recover: boolean };
+
 interface InFlight {
   unitId: number;
+  pdu: Buffer;
   fc: number;
+  /** Exact reply length (address + PDU + CRC) for reads, undefined for other functions. */
+  readLen: number | undefined;
+  key: string;
   buf: Buffer;
-  resolve: (pdu: Buffer) => void;
-  reject: (err: Error) => void;
+  sentAt: number;
+  writtenAt: number | undefined;
+  done: (o: Outcome) => void;
   timer: TimerHandle | undefined;
 }
+
+interface UnitStep {
+  /** R1: reply lengths of reads whose reply may still come, oldest first. */
+  outstanding: Array<{ len: number; at: number }>;
+  /** R4: when a frame of a length was last received, per request that got it ('?' = unknown). */
+  recent: Map<number, Map<string, number>>;
+}
+
+type BusFields = Pick<SerialBusDef, 'id' | 'path' | 'baudRate' | 'parity' | 'dataBits' | 'stopBits' | 'interFrameGapMs' | 'recoveryGapMs' | 'reopenInitialMs' | 'reopenMaxMs'>;
 
 export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   readonly id: string;
   readonly name: string;
   /** See ModbusLine.lastExchangeMs. */
   lastExchangeMs = Number.NaN;
+  /** Bytes that no request accounted for (late replies, echoes, noise). */
+  discardedBytes = 0;
+  /** Probes sent to bring a unit back in step (R2). */
+  probes = 0;
   private readonly link: SerialLink;
   private readonly queue = new SerialQueue();
+  private readonly units = new Map<number, UnitStep>();
   private inFlight: InFlight | undefined;
   /** Monotonic time before which nothing may be sent. */
   private quietUntil = 0;
+  private needsFlush = false;
+  /** R5: bytes received with nothing in flight since the last send. */
+  private dirtyBytes = 0;
+  private dirtySample: Buffer | undefined;
   private stopped = true;
-  /** Bytes that arrived with no request waiting (late replies, noise). */
-  discardedBytes = 0;
+  /** Bumped by stop(): requests queued before it never reach the wire after a restart. */
+  private generation = 0;
+  /** The silence before the next send, so stop() can end it rather than leave a timer behind. */
+  private quietTimer: TimerHandle | undefined;
+  private quietWake: (() => void) | undefined;
 
   constructor(
-    private readonly bus: Pick<SerialBusDef, 'id' | 'path' | 'baudRate' | 'parity' | 'dataBits' | 'stopBits' | 'interFrameGapMs' | 'recoveryGapMs' | 'reopenInitialMs' | 'reopenMaxMs'>,
+    private readonly bus: BusFields,
     private readonly deps: { clock: Clock; logger: Logger; opener?: PortOpener },
   ) {
     super();
@@ -53,7 +127,11 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     this.name = `line:${bus.id}`;
     this.link = new SerialLink(bus, { ...deps, reopenInitialMs: bus.reopenInitialMs, reopenMaxMs: bus.reopenMaxMs });
     this.link.on('data', (chunk) => this.onData(chunk));
-    this.link.on('open', () => this.emit('open'));
+    this.link.on('open', () => {
+      // A fresh port: whatever the old one carried is gone, but not what a slave may still send.
+      this.needsFlush = true;
+      this.emit('open');
+    });
     this.link.on('close', (reason) => {
       this.failInFlight(new RackguardError('E_PORT_CLOSED', `${this.bus.path}: port lost (${reason})`, { retryable: true }));
       this.emit('close', reason);
@@ -69,14 +147,19 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   }
 
   async start(): Promise<void> {
+    if (!this.stopped) return;
     this.stopped = false;
-    this.link.start();
+    await this.link.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.generation++;
     this.deps.clock.clearTimeout(this.quietTimer);
-    this.quietWake?.();
+    this.quietTimer = undefined;
+    const wake = this.quietWake;
+    this.quietWake = undefined;
+    wake?.();
     this.failInFlight(new RackguardError('E_STOPPED', `${this.bus.path}: line stopped`));
     await this.link.stop();
   }
@@ -84,86 +167,318 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   request(unitId: number, pdu: Buffer, timeoutMs: number): Promise<Buffer> {
     if (this.stopped) return Promise.reject(new RackguardError('E_STOPPED', `${this.bus.path}: line stopped`));
     if (!this.link.isOpen) return Promise.reject(new RackguardError('E_PORT_CLOSED', `${this.bus.path}: port is not open`, { retryable: true }));
-    return this.queue.run(() => this.transact(unitId, pdu, timeoutMs));
+    const gen = this.generation;
+    return this.queue.run(() => this.transact(unitId, pdu, timeoutMs, gen));
   }
 
-  private async transact(unitId: number, pdu: Buffer, timeoutMs: number): Promise<Buffer> {
+  private unit(unitId: number): UnitStep {
+    let u = this.units.get(unitId);
+    if (!u) {
+      u = { outstanding: [], recent: new Map() };
+      this.units.set(unitId, u);
+    }
+    return u;
+  }
+
+  private isOutstanding(u: UnitStep, len: number): boolean {
+    const horizon = this.deps.clock.monoMs() - LATE_REPLY_HORIZON_MS;
+    while (u.outstanding.length > 0 && u.outstanding[0]!.at < horizon) u.outstanding.shift();
+    return u.outstanding.some((o) => o.len === len);
+  }
+
+  private addOutstanding(u: UnitStep, len: number): void {
+    u.outstanding.push({ len, at: this.deps.clock.monoMs() });
+    if (u.outstanding.length > MAX_OUTSTANDING) u.outstanding.shift();
+  }
+
+  private checkLive(gen: number): void {
+    if (this.stopped || gen !== this.generation) throw new RackguardError('E_STOPPED', `${this.bus.path}: line stopped`);
+    if (!this.link.isOpen) throw new RackguardError('E_PORT_CLOSED', `${this.bus.path}: port is not open`, { retryable: true });
+  }
+
+  private async transact(unitId: number, pdu: Buffer, timeoutMs: number, gen: number): Promise<Buffer> {
+    const where = `${this.bus.path} unit ${unitId}`;
+    const readLen = expectedReadLength(pdu);
+    const u = this.unit(unitId);
+    if (readLen !== undefined && this.isOutstanding(u, readLen)) {
+      // R2: bring the unit back in step before asking anything a late reply could answer.
+      const probe = probePdu(pdu, (len) => this.isOutstanding(u, len));
+      if (!probe) {
+        throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: earlier replies may still come and no probe read is left to prove the line in step`, { retryable: true });
+      }
+      this.probes++;
+      try {
+        await this.exchange(unitId, probe, timeoutMs, gen);
+      } catch (err) {
+        const e = err instanceof RackguardError ? err : new RackguardError('E_MODBUS_BAD_FRAME', String(err), { cause: err });
+        if (e.code === 'E_STOPPED' || e.code === 'E_PORT_CLOSED') throw e;
+        // A failed probe may still have retired the entry in the way: an exception (R6) or an
+        // earlier reply of that length in its buffer (R1). Otherwise the read waits for next time.
+        if (this.isOutstanding(u, readLen)) {
+          const code = e.code === 'E_MODBUS_TIMEOUT' ? e.code : 'E_MODBUS_LINE_DIRTY';
+          throw new RackguardError(code, `${e.message} (in a probe before the read: earlier replies may still come)`, { cause: e, retryable: true });
+        }
+      }
+    }
+    return this.exchange(unitId, pdu, timeoutMs, gen);
+  }
+
+  /** One request on the wire: the silences before it, the send, and its verdict. */
+  private async exchange(unitId: number, pdu: Buffer, timeoutMs: number, gen: number): Promise<Buffer> {
     const { clock } = this.deps;
-    const wait = this.quietUntil - clock.monoMs();
-    if (wait > 0) {
+    const readLen = expectedReadLength(pdu);
+    const key = pdu.toString('hex');
+    for (;;) {
+      const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen, key);
+      const wait = Math.max(this.quietUntil, guard) - clock.monoMs();
+      if (wait <= 0) break;
       await new Promise<void>((r) => {
         this.quietWake = r;
         this.quietTimer = clock.setTimeout(r, wait);
       });
       this.quietTimer = undefined;
       this.quietWake = undefined;
+      this.checkLive(gen);
     }
-    if (this.stopped) throw new RackguardError('E_STOPPED', `${this.bus.path}: line stopped`);
-    if (!this.link.isOpen) throw new RackguardError('E_PORT_CLOSED', `${this.bus.path}: port is not open`, { retryable: true });
-    if (this.needsFlush) {
+    this.checkLive(gen);
+    if (this.needsFlush || this.dirtyBytes > 0) {
       this.needsFlush = false;
       await this.link.flushInput();
+      this.checkLive(gen);
+    }
+    if (this.dirtyBytes > 0) {
+      // R5. The flush above discarded the rest; the next request goes out after a recovery gap.
+      const n = this.dirtyBytes;
+      const sample = this.dirtySample?.toString('hex') ?? '';
+      this.dirtyBytes = 0;
+      this.dirtySample = undefined;
+      this.quietUntil = clock.monoMs() + this.recoveryGapMs();
+      this.needsFlush = true;
+      throw new RackguardError(
+        'E_MODBUS_LINE_DIRTY',
+        `${this.bus.path} unit ${unitId}: request not sent: ${n} unexpected bytes arrived while no request was waiting (${sample}${n > 16 ? '…' : ''}): a late reply, an echo or noise`,
+        { retryable: true },
+      );
     }
     const frame = withCrc(Buffer.concat([Buffer.from([unitId]), pdu]));
-    return new Promise<Buffer>((resolve, reject) => {
-      const req: InFlight = { unitId, fc: pdu[0]!, buf: Buffer.alloc(0), resolve, reject, timer: undefined };
+    const outcome = await new Promise<Outcome>((done) => {
+      const req: InFlight = { unitId, pdu, fc: pdu[0]!, readLen, key, buf: Buffer.alloc(0), sentAt: clock.monoMs(), writtenAt: undefined, done, timer: undefined };
       this.inFlight = req;
       req.timer = clock.setTimeout(() => {
-        if (this.inFlight !== req) return;
-        this.settle(req, new RackguardError('E_MODBUS_TIMEOUT', `${this.bus.path} unit ${unitId}: no complete reply within ${timeoutMs} ms`, { retryable: true }), true);
+        // The verdict waits until the bytes already received have been read (issue 7 item 11).
+        clock.afterPendingIo(() => {
+          if (this.inFlight !== req) return;
+          if (req.readLen !== undefined) this.addOutstanding(this.unit(unitId), req.readLen);
+          const got = req.buf.length > 0 ? ` (${req.buf.length} bytes of a reply)` : '';
+          this.settle(req, { err: new RackguardError('E_MODBUS_TIMEOUT', `${this.bus.path} unit ${unitId}: no complete reply within ${timeoutMs} ms${got}`, { retryable: true }), recover: true });
+        });
       }, timeoutMs);
-      this.link.write(frame).catch((err: Error) => {
-        if (this.inFlight === req) this.settle(req, err, true);
-      });
+      this.link.write(frame).then(
+        () => {
+          req.writtenAt ??= clock.monoMs();
+        },
+        (err: Error) => {
+          if (this.inFlight === req) this.settle(req, { err, recover: true });
+        },
+      );
     });
+    if ('err' in outcome) throw outcome.err;
+    return outcome.pdu;
   }
 
-  private needsFlush = false;
-  /** The silence before the next send, so stop() can end it rather than leave a timer behind. */
-  private quietTimer: TimerHandle | undefined;
-  private quietWake: (() => void) | undefined;
+  private recoveryGapMs(): number {
+    return Math.max(this.bus.recoveryGapMs, this.bus.interFrameGapMs);
+  }
+
+  /** R4: the earliest time a read of `len` bytes for request `key` may be sent. */
+  private echoGuardUntil(u: UnitStep, len: number, key: string): number {
+    const seen = u.recent.get(len);
+    if (!seen) return 0;
+    const now = this.deps.clock.monoMs();
+    const gap = this.bus.recoveryGapMs;
+    let until = 0;
+    for (const [k, at] of seen) {
+      if (at + gap <= now) seen.delete(k);
+      else if (k !== key) until = Math.max(until, at + gap);
+    }
+    return until;
+  }
+
+  private seenWithinGap(u: UnitStep, len: number): boolean {
+    const now = this.deps.clock.monoMs();
+    for (const at of u.recent.get(len)?.values() ?? []) if (at + this.bus.recoveryGapMs > now) return true;
+    return false;
+  }
+
+  private noteFrame(unitId: number, len: number, key: string): void {
+    const u = this.unit(unitId);
+    let seen = u.recent.get(len);
+    if (!seen) u.recent.set(len, (seen = new Map()));
+    seen.set(key, this.deps.clock.monoMs());
+  }
 
   private onData(chunk: Buffer): void {
     const req = this.inFlight;
     if (!req) {
-      // Nobody is waiting: a late reply or line noise. Drop it and keep the line quiet a little
-      // longer, so the tail of a late frame cannot run into our next request's reply.
+      // R5: nobody is waiting. Keep the line quiet a little longer so the tail of a frame cannot run
+      // into our next request's reply, and fail that request instead of sending it.
       this.discardedBytes += chunk.length;
+      this.dirtyBytes += chunk.length;
+      if (!this.dirtySample) this.dirtySample = Buffer.from(chunk.subarray(0, 16));
       this.quietUntil = Math.max(this.quietUntil, this.deps.clock.monoMs() + this.bus.interFrameGapMs);
       return;
     }
     req.buf = req.buf.length === 0 ? chunk : Buffer.concat([req.buf, chunk]);
-    const need = rtuResponseFrameLength(req.buf, req.fc);
-    if (need === undefined || req.buf.length < need) return;
-    const frame = req.buf.subarray(0, need);
-    if (req.buf.length > need) this.discardedBytes += req.buf.length - need;
-    const where = `${this.bus.path} unit ${req.unitId}`;
-    if (!crcOk(frame)) {
-      this.settle(req, new RackguardError('E_MODBUS_CRC', `${where}: CRC error in reply`, { retryable: true }), true);
-    } else if (frame[0] !== req.unitId) {
-      this.settle(req, new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply from unit ${frame[0]}`, { retryable: true }), true);
-    } else if ((frame[1]! & 0x7f) !== req.fc) {
-      this.settle(req, new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply has function ${frame[1]}, expected ${req.fc}`, { retryable: true }), true);
-    } else if (frame[1]! & 0x80) {
-      this.settle(req, new ModbusExceptionError(frame[2]!, where), false);
-    } else {
-      this.settle(req, Buffer.from(frame.subarray(1, need - 2)), false);
+    for (;;) {
+      if (req.buf.length === 0) return;
+      // Leading junk or another unit's frame: no need to wait for the rest of it.
+      if (req.buf[0] !== req.unitId || (req.buf.length > 1 && (req.buf[1]! & 0x7f) !== req.fc)) {
+        const what = req.buf[0] !== req.unitId ? `a reply starting with byte ${req.buf[0]}` : `a reply with function ${req.buf[1]}`;
+        this.discardedBytes += req.buf.length;
+        if (req.readLen !== undefined) this.addOutstanding(this.unit(req.unitId), req.readLen);
+        this.settle(req, { err: new RackguardError('E_MODBUS_BAD_FRAME', `${this.bus.path} unit ${req.unitId}: ${what}, expected unit ${req.unitId} function ${req.fc}`, { retryable: true }), recover: true });
+        return;
+      }
+      const need = rtuResponseFrameLength(req.buf, req.fc);
+      if (need === undefined || req.buf.length < need) return;
+      if (!this.skipLateReply(req, need)) break;
     }
+    this.verdict(req, rtuResponseFrameLength(req.buf, req.fc)!);
+  }
+
+  /**
+   * R1: a clean frame of this unit and function whose length is an outstanding read's, ahead of
+   * this request's reply: the late reply we were expecting. Drop it and keep reading; by A1 the
+   * replies it leaves outstanding are those after it. Without this a slave that answers a request
+   * late stays one reply behind for good, each request getting the previous one's reply.
+   */
+  private skipLateReply(req: InFlight, need: number): boolean {
+    if (req.readLen === undefined || need === req.readLen) return false;
+    const frame = req.buf.subarray(0, need);
+    if (frame[0] !== req.unitId || frame[1] !== req.fc || !crcOk(frame)) return false;
+    const u = this.unit(req.unitId);
+    const i = u.outstanding.findIndex((o) => o.len === need);
+    if (i < 0) return false;
+    // Unless it may be the echo of a recent frame of that length (A2): then it retires nothing.
+    if (!this.seenWithinGap(u, need)) u.outstanding.splice(0, i + 1);
+    this.noteFrame(req.unitId, need, '?');
+    this.discardedBytes += need;
+    req.buf = req.buf.subarray(need);
+    return true;
+  }
+
+  private verdict(req: InFlight, need: number): void {
+    const frame = req.buf.subarray(0, need);
+    const where = `${this.bus.path} unit ${req.unitId}`;
+    const u = this.unit(req.unitId);
+    const fail = (err: RackguardError): void => {
+      // R1: whatever this frame was, the request's own reply may still come.
+      if (req.readLen !== undefined) this.addOutstanding(u, req.readLen);
+      this.settle(req, { err, recover: true });
+    };
+    if (!crcOk(frame)) {
+      fail(new RackguardError('E_MODBUS_CRC', `${where}: CRC error in reply`, { retryable: true }));
+      return;
+    }
+    const fromUnit = frame[0]!; // unit and function were checked as the bytes came in
+    if (req.buf.length > need) {
+      // R3: bytes after the frame in the same exchange. The frame may be an earlier reply and the
+      // surplus this request's own: do not trust it.
+      this.discardedBytes += req.buf.length - need;
+      this.noteFrame(fromUnit, need, '?');
+      fail(new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: ${req.buf.length - need} bytes after a complete reply: an echo or a late reply`, { retryable: true }));
+      return;
+    }
+    if (frame[1]! & 0x80) {
+      // R6: an exception is an error either way; while reads are outstanding it may be an earlier one's.
+      const err = new ModbusExceptionError(frame[2]!, where);
+      if (u.outstanding.length > 0) {
+        u.outstanding.shift();
+        fail(err);
+      } else {
+        this.settle(req, { err, recover: false });
+      }
+      return;
+    }
+    if (req.readLen !== undefined && need !== req.readLen) {
+      // A length no request of ours is waiting for (late ones were skipped above): not trusted.
+      this.noteFrame(fromUnit, need, '?');
+      fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}`, { retryable: true }));
+      return;
+    }
+    const pdu = Buffer.from(frame.subarray(1, need - 2));
+    if (req.readLen === undefined && !writeEchoOk(req.pdu, pdu)) {
+      fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply ${pdu.toString('hex')} does not echo the write ${req.pdu.toString('hex')}`, { retryable: true }));
+      return;
+    }
+    // R3: a clean reply of a length nobody else can still send: ours, and everything before it is done.
+    u.outstanding.length = 0;
+    if (req.readLen !== undefined) this.noteFrame(fromUnit, need, req.key);
+    const now = this.deps.clock.monoMs();
+    this.lastExchangeMs = now - (req.writtenAt ?? req.sentAt);
+    this.settle(req, { pdu });
   }
 
   /** Ends the request. `recover` keeps the line silent for recoveryGapMs and flushes before the next send. */
-  private settle(req: InFlight, result: Buffer | Error, recover: boolean): void {
+  private settle(req: InFlight, outcome: Outcome): void {
     this.deps.clock.clearTimeout(req.timer);
     this.inFlight = undefined;
     const now = this.deps.clock.monoMs();
-    this.quietUntil = now + (recover ? Math.max(this.bus.recoveryGapMs, this.bus.interFrameGapMs) : this.bus.interFrameGapMs);
+    const recover = 'err' in outcome && outcome.recover;
+    this.quietUntil = now + (recover ? this.recoveryGapMs() : this.bus.interFrameGapMs);
     if (recover) this.needsFlush = true;
-    if (result instanceof Error) req.reject(result);
-    else req.resolve(result);
+    req.done(outcome);
   }
 
   private failInFlight(err: Error): void {
     const req = this.inFlight;
-    if (req) this.settle(req, err, true);
+    if (!req) return;
+    if (req.readLen !== undefined) this.addOutstanding(this.unit(req.unitId), req.readLen);
+    this.settle(req, { err, recover: true });
   }
+}
+
+/** Exact RTU reply length (address + PDU + CRC) of a read request, or undefined for other functions. */
+export function expectedReadLength(pdu: Buffer): number | undefined {
+  const fc = pdu[0];
+  if (pdu.length !== 5 || fc === undefined || fc < 1 || fc > 4) return undefined;
+  const qty = pdu.readUInt16BE(3);
+  return 5 + (fc <= 2 ? Math.ceil(qty / 8) : qty * 2);
+}
+
+/**
+ * R2: a read of the same table, near the same registers, whose reply length `taken` rejects.
+ * Fewer registers first (a sub-range is as readable as the range), then more, ending on the same
+ * last register or starting on the same first one.
+ */
+export function probePdu(pdu: Buffer, taken: (len: number) => boolean): Buffer | undefined {
+  const fc = pdu[0]!;
+  const addr = pdu.readUInt16BE(1);
+  const qty = pdu.readUInt16BE(3);
+  const bits = fc <= 2;
+  const step = bits ? 8 : 1;
+  const max = bits ? 2000 : 125;
+  const candidates: Array<[number, number]> = [];
+  for (let k = 1; k <= 4; k++) {
+    const less = qty - k * step;
+    if (less >= 1) candidates.push([addr, less]);
+    const more = qty + k * step;
+    if (more <= max) {
+      if (addr + more <= 0x10000) candidates.push([addr, more]);
+      if (addr - k * step >= 0) candidates.push([addr - k * step, more]);
+    }
+  }
+  for (const [a, q] of candidates) {
+    const probe = Buffer.from([fc, a >> 8, a & 0xff, q >> 8, q & 0xff]);
+    if (!taken(expectedReadLength(probe)!)) return probe;
+  }
+  return undefined;
+}
+
+/** FC05/06 echo the request; FC15/16 echo its address and quantity. Others are not checked. */
+function writeEchoOk(request: Buffer, reply: Buffer): boolean {
+  const fc = request[0];
+  if (fc === 5 || fc === 6) return reply.equals(request);
+  if (fc === 15 || fc === 16) return reply.subarray(0, 5).equals(request.subarray(0, 5));
+  return true;
 }

@@ -6,6 +6,9 @@
  * and out_of_range samples carry `value: null`; only good and stale samples carry a value.
  */
 import type { PointDef } from '../config/model.js';
+import { readResponseValues } from '../modbus/pdu.js';
+import { decodeRaw, registerCount } from './decode.js';
+import type { PlannedRead } from './planner.js';
 import type { Quality, Sample } from './types.js';
 
 /**
@@ -102,4 +105,20 @@ export class PointTracker {
     if (raw !== undefined) s.raw = raw;
     return s;
   }
+}
+
+/**
+ * Samples for every point of a successful read, from the reply PDU. Shared by the poller and by
+ * firmware-sim's virtual-time sampler (drills, traces), so both decode exactly alike; it lives here,
+ * in a pure module, so the simulator never loads acquisition runtime code (issue 11).
+ */
+export function samplesFromReply(read: PlannedRead, pdu: Buffer, trackers: ReadonlyMap<string, PointTracker>, at: Stamp): Sample[] {
+  const values = readResponseValues(read.table, read.quantity, pdu);
+  const bits = read.table === 'coil' || read.table === 'discrete';
+  return read.items.map((it) => {
+    const p = it.point;
+    const regs = values.slice(it.offset, it.offset + (bits ? 1 : registerCount(p.type)));
+    const raw = decodeRaw(p.type, p.wordOrder, regs, p.bit);
+    return trackers.get(p.id)!.decoded(raw.value, raw.rawUnsigned, at);
+  });
 }

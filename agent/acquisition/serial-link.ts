@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { SerialPort } from 'serialport';
 import type { Clock, TimerHandle } from '../clock.js';
+import type { Component } from '../component.js';
 import { RackguardError } from '../errors.js';
 import { Backoff } from './backoff.js';
 
@@ -45,9 +46,12 @@ export interface SerialLinkEvents {
   data: [chunk: Buffer];
 }
 
-export class SerialLink extends EventEmitter<SerialLinkEvents> {
+export class SerialLink extends EventEmitter<SerialLinkEvents> implements Component {
+  readonly name: string;
   private port: PortLike | undefined;
   private stopped = true;
+  /** Bumped by stop(): an open that was under way when stop() came must not adopt its port. */
+  private generation = 0;
   private reopenTimer: TimerHandle | undefined;
   private readonly backoff: Backoff;
   /** Times the port was (re)opened, for health and tests. */
@@ -59,6 +63,7 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
     private readonly deps: { clock: Clock; logger: Logger; opener?: PortOpener; reopenInitialMs: number; reopenMaxMs: number },
   ) {
     super();
+    this.name = `serial:${settings.path}`;
     this.backoff = new Backoff(deps.reopenInitialMs, deps.reopenMaxMs);
   }
 
@@ -70,14 +75,21 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
     return this.settings.path;
   }
 
-  start(): void {
+  /**
+   * Opens the port in the background: a port that will not open is retried with backoff and
+   * reported, never waited for. Idempotent while started.
+   */
+  async start(): Promise<void> {
     if (!this.stopped) return;
     this.stopped = false;
-    void this.open();
+    this.backoff.reset();
+    void this.open(this.generation);
   }
 
+  /** Closes the port and cancels any reopen. Safe before start, during an open, and twice. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.generation++;
     this.deps.clock.clearTimeout(this.reopenTimer);
     this.reopenTimer = undefined;
     const port = this.port;
@@ -104,18 +116,19 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
     return new Promise((resolve) => port.flush(() => resolve()));
   }
 
-  private async open(): Promise<void> {
+  private async open(gen: number): Promise<void> {
     const { logger } = this.deps;
     let port: PortLike;
     try {
       port = await (this.deps.opener ?? openSerialPort)(this.settings);
     } catch (err) {
+      if (gen !== this.generation) return;
       this.lastError = (err as Error).message;
       this.scheduleReopen(`open failed: ${this.lastError}`);
       return;
     }
-    // Stopped meanwhile, or a quick stop/start raced two opens: keep one handle, close the other.
-    if (this.stopped || this.port) {
+    // Stopped meanwhile (perhaps started again): this open belongs to the old run; close its handle.
+    if (this.stopped || gen !== this.generation || this.port) {
       port.close(() => {});
       return;
     }
@@ -145,9 +158,10 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> {
     if (this.stopped) return;
     const delay = this.backoff.next();
     this.deps.logger.warn({ path: this.settings.path, retryInMs: delay }, `serial port unavailable (${why})`);
+    const gen = this.generation;
     this.reopenTimer = this.deps.clock.setTimeout(() => {
       this.reopenTimer = undefined;
-      if (!this.stopped) void this.open();
+      if (!this.stopped && gen === this.generation) void this.open(gen);
     }, delay);
   }
 }

@@ -42,15 +42,21 @@ export class StreamSource implements Component {
     });
   }
 
+  /** Opens the port in the background (see SerialLink) and starts the silence watch. Idempotent. */
   async start(): Promise<void> {
+    if (!this.stopped) return;
     this.stopped = false;
-    this.link.start();
+    this.partial = '';
+    await this.link.start();
     this.armSilenceTimer();
   }
 
+  /** Safe at any stage and twice; start() afterwards begins afresh. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.deps.clock.clearTimeout(this.silenceTimer);
+    this.silenceTimer = undefined;
+    this.partial = '';
     await this.link.stop();
   }
 
@@ -66,6 +72,7 @@ export class StreamSource implements Component {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.stopped) return;
     const text = this.partial + chunk.toString('latin1');
     const lines = text.split('\n');
     this.partial = lines.pop() ?? '';

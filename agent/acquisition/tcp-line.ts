@@ -4,7 +4,9 @@
  * Replies are matched by MBAP transaction id, so a late reply to a timed-out request is recognised
  * and dropped. One request at a time per connection: many chiller controllers and RTU gateways
  * serve a single outstanding request and silently drop the rest. A lost connection (reset, close)
- * is reopened with backoff.
+ * is reopened with backoff. The backoff is reset only by a good transaction, not by a connect: a
+ * server that accepts and then talks nonsense (or nothing) would otherwise be redialled at the
+ * initial delay forever (issue 7, item 9).
  */
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
@@ -19,6 +21,35 @@ import { SerialQueue } from './line.js';
 /** Consecutive unanswered requests after which the connection is dropped and reopened. */
 const RECONNECT_AFTER_TIMEOUTS = 5;
 
+/**
+ * The part of a `net.Socket` the line uses: the seam for deterministic tests (a scripted socket on
+ * VirtualClock), in the style of the serial `opener`. It emits 'connect' once connected; 'close'
+ * follows every end, including destroy().
+ */
+export interface TcpSocketLike {
+  readonly destroyed: boolean;
+  write(data: Buffer): unknown;
+  destroy(err?: Error): unknown;
+  on(event: 'connect', fn: () => void): unknown;
+  on(event: 'data', fn: (chunk: Buffer) => void): unknown;
+  on(event: 'error', fn: (err: Error) => void): unknown;
+  on(event: 'close', fn: () => void): unknown;
+  once(event: 'close', fn: () => void): unknown;
+}
+
+/** Starts a connection to `host:port` and returns the socket at once (it connects in the background). */
+export type TcpConnector = (target: { host: string; port: number }) => TcpSocketLike;
+
+export const connectTcp: TcpConnector = ({ host, port }) => {
+  const s = new Socket();
+  s.setNoDelay(true);
+  // A gateway that vanishes without a reset would otherwise hold a dead socket until the kernel's
+  // retransmission timeout (many minutes); keepalive probes and the timeout streak end it sooner.
+  s.setKeepAlive(true, 10_000);
+  s.connect(port, host);
+  return s;
+};
+
 interface InFlight {
   tid: number;
   unitId: number;
@@ -26,6 +57,8 @@ interface InFlight {
   resolve: (pdu: Buffer) => void;
   reject: (err: Error) => void;
   timer: TimerHandle | undefined;
+  /** Monotonic time the request was written, for lastExchangeMs. */
+  sentAt: number;
 }
 
 export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
@@ -33,7 +66,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   readonly name: string;
   /** See ModbusLine.lastExchangeMs. */
   lastExchangeMs = Number.NaN;
-  private socket: Socket | undefined;
+  private socket: TcpSocketLike | undefined;
   private connected = false;
   private stopped = true;
   private rx: Buffer = Buffer.alloc(0);
@@ -49,7 +82,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
 
   constructor(
     private readonly bus: Pick<TcpBusDef, 'id' | 'host' | 'port' | 'connectTimeoutMs' | 'reopenInitialMs' | 'reopenMaxMs'>,
-    private readonly deps: { clock: Clock; logger: Logger },
+    private readonly deps: { clock: Clock; logger: Logger; connect?: TcpConnector },
   ) {
     super();
     this.id = bus.id;
@@ -74,6 +107,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   async stop(): Promise<void> {
     this.stopped = true;
     this.deps.clock.clearTimeout(this.reopenTimer);
+    this.reopenTimer = undefined;
     this.failInFlight(new RackguardError('E_STOPPED', `${this.where}: line stopped`));
     const s = this.socket;
     this.socket = undefined;
@@ -93,12 +127,16 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       () =>
         new Promise<Buffer>((resolve, reject) => {
           const s = this.socket;
+          if (this.stopped) {
+            reject(new RackguardError('E_STOPPED', `${this.where}: line stopped`));
+            return;
+          }
           if (!this.connected || !s) {
             reject(new RackguardError('E_PORT_CLOSED', `${this.where}: not connected`, { retryable: true }));
             return;
           }
           this.tid = (this.tid + 1) & 0xffff;
-          const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined };
+          const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined, sentAt: this.deps.clock.monoMs() };
           this.inFlight = req;
           req.timer = this.deps.clock.setTimeout(() => {
             if (this.inFlight !== req) return;
@@ -118,25 +156,32 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
 
   private connect(): void {
     const { logger, clock } = this.deps;
-    const s = new Socket();
-    this.socket = s;
+    this.reopenTimer = undefined;
     this.rx = Buffer.alloc(0);
+    let s: TcpSocketLike;
+    try {
+      s = (this.deps.connect ?? connectTcp)({ host: this.bus.host, port: this.bus.port });
+    } catch (err) {
+      // net throws synchronously on some bad targets: retry like any failed connect, never crash.
+      this.scheduleReconnect(err instanceof Error ? err.message : String(err));
+      return;
+    }
+    this.socket = s;
     const connectTimer = clock.setTimeout(() => s.destroy(new Error(`connect timed out after ${this.bus.connectTimeoutMs} ms`)), this.bus.connectTimeoutMs);
-    s.setNoDelay(true);
-    // A gateway that vanishes without a reset would otherwise hold a dead socket until the kernel's
-    // retransmission timeout (many minutes); keepalive probes and the timeout streak below end it.
-    s.setKeepAlive(true, 10_000);
     s.on('connect', () => {
       clock.clearTimeout(connectTimer);
       if (this.socket !== s) return;
       this.connected = true;
       this.timeoutStreak = 0;
       this.opens++;
-      this.backoff.reset();
+      // No backoff reset here: only a good transaction proves the peer speaks Modbus TCP (settle()).
       logger.info({ address: this.where, opens: this.opens }, 'modbus tcp connected');
       this.emit('open');
     });
-    s.on('data', (chunk) => this.onData(chunk));
+    // Listeners stay on a socket after it is replaced (stop, reconnect): each checks it is still current.
+    s.on('data', (chunk) => {
+      if (this.socket === s) this.onData(chunk);
+    });
     let lastErr = '';
     s.on('error', (err) => {
       lastErr = err.message;
@@ -150,14 +195,17 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       const reason = lastErr || 'connection closed';
       this.failInFlight(new RackguardError('E_PORT_CLOSED', `${this.where}: ${reason}`, { retryable: true }));
       if (wasConnected) this.emit('close', reason);
-      if (this.stopped) return;
-      const delay = this.backoff.next();
-      logger.warn({ address: this.where, retryInMs: delay }, `modbus tcp unavailable (${reason})`);
-      this.reopenTimer = clock.setTimeout(() => {
-        if (!this.stopped) this.connect();
-      }, delay);
+      this.scheduleReconnect(reason);
     });
-    s.connect(this.bus.port, this.bus.host);
+  }
+
+  private scheduleReconnect(reason: string): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.deps.logger.warn({ address: this.where, retryInMs: delay }, `modbus tcp unavailable (${reason})`);
+    this.reopenTimer = this.deps.clock.setTimeout(() => {
+      if (!this.stopped && this.socket === undefined) this.connect();
+    }, delay);
   }
 
   private onData(chunk: Buffer): void {
@@ -187,6 +235,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       } else if (pdu[0]! <= 4 && pdu.length !== 2 + pdu[1]!) {
         this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: byte count ${pdu[1]} does not match length ${pdu.length - 2}`, { retryable: true }));
       } else {
+        this.lastExchangeMs = this.deps.clock.monoMs() - req.sentAt;
         this.settle(pdu);
       }
     }
@@ -195,7 +244,11 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private settle(result: Buffer | Error): void {
     const req = this.inFlight;
     if (!req) return;
-    if (!(result instanceof Error) || result instanceof ModbusExceptionError) this.timeoutStreak = 0;
+    if (!(result instanceof Error) || result instanceof ModbusExceptionError) {
+      // A well-formed reply to our request (an exception is one too): the connection is in step.
+      this.timeoutStreak = 0;
+      this.backoff.reset();
+    }
     this.deps.clock.clearTimeout(req.timer);
     this.inFlight = undefined;
     if (result instanceof Error) req.reject(result);

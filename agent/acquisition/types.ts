@@ -27,13 +27,24 @@ export interface DeviceCounters {
   exceptions: number;
   badFrames: number;
   portErrors: number;
-  /** Latency of successful requests, milliseconds. */
+  /**
+   * Latency of successful requests, milliseconds, as the line measured it: from the end of the
+   * request to the reply, without time queued on the line or spent in the recovery silence.
+   */
   latencyLastMs: number;
   latencyAvgMs: number;
   latencyMaxMs: number;
 }
 
-export type DeviceState = 'unknown' | 'online' | 'failing' | 'offline';
+/**
+ * - online: at least one read of the last poll returned values;
+ * - exceptions: the device answers, but every read of the last poll returned a Modbus exception
+ *   (wrong register map, unit id of another device type, a device reporting its own failure): look at
+ *   the point map or the device, not the cable. lastError names each register and exception code;
+ * - failing / offline: no answer (timeouts, CRC, bad frames, a gateway reporting its target silent),
+ *   offline after a few polls in a row, or the port is gone.
+ */
+export type DeviceState = 'unknown' | 'online' | 'exceptions' | 'failing' | 'offline';
 
 export interface DeviceHealth {
   deviceId: string;

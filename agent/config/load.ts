@@ -4,12 +4,14 @@
  * bad config. Schema errors come first; cross-reference checks (ids, units, zones) run once the
  * shapes are right, because they cannot be trusted on a malformed tree.
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { RackguardError } from '../errors.js';
 import { bundledProfilesDir } from '../paths.js';
+import { humanDuration } from './durations.js';
+import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, readRegularFile } from './read-file.js';
 import { DETECTION_DEFAULTS, configSchema, profileSchema, type DetectionParams, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
 import {
   defaultInterFrameGapMs,
@@ -35,14 +37,24 @@ export interface LoadOptions {
   profileDirs?: string[];
 }
 
+/**
+ * Reads and parses a configuration file. Only a regular file of at most 1 MiB is read (a FIFO, a
+ * device such as /dev/zero or a directory is refused without blocking): `E_CONFIG_READ`, naming the file.
+ */
 export function loadConfigFile(file: string, opts: LoadOptions = {}): Config {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readRegularFile(file, MAX_CONFIG_FILE_BYTES);
   } catch (err) {
     throw new RackguardError('E_CONFIG_READ', `${file}: cannot read configuration: ${(err as Error).message}`, { cause: err });
   }
   return parseConfig(text, file, { ...opts, baseDir: dirname(resolve(file)) });
+}
+
+/** A file problem in one phrase: the OS code (ENOENT, EACCES) or what is wrong with the file. */
+function fileProblem(err: unknown): string {
+  if (err instanceof FileReadError) return err.reason === 'os' ? (err.code ?? err.message) : err.message;
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
 
 /**
@@ -56,29 +68,66 @@ export function parseConfig(text: string, source: string, opts: LoadOptions & { 
   // reportInput: the messages quote what was found ("got \"int12\""), not only what was expected.
   const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new ConfigError(source, formatIssues(parsed.error.issues));
-  const dirs = [...(opts.profileDirs ?? [])];
-  if (parsed.data.profilesDir) dirs.push(isAbsolute(parsed.data.profilesDir) ? parsed.data.profilesDir : join(opts.baseDir ?? process.cwd(), parsed.data.profilesDir));
-  dirs.push(bundledProfilesDir());
   const problems: string[] = [];
+  const dirs = [...(opts.profileDirs ?? [])];
+  if (parsed.data.profilesDir) {
+    const dir = isAbsolute(parsed.data.profilesDir) ? parsed.data.profilesDir : join(opts.baseDir ?? process.cwd(), parsed.data.profilesDir);
+    const problem = directoryProblem(dir);
+    // A file or a missing directory there is a typo: profiles would silently come from elsewhere.
+    if (problem) problems.push(`profilesDir: ${dir} ${problem}`);
+    else dirs.push(dir);
+  }
+  dirs.push(bundledProfilesDir());
   const config = resolveConfig(parsed.data, source, new ProfileStore(dirs), problems);
   if (config.outputs) config.outputs = resolveOutputs(config.outputs, opts.baseDir ?? process.cwd(), problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return deepFreeze(config);
 }
 
-function parseYaml(text: string, source: string): unknown {
+/** Why `dir` cannot be searched for profiles, or undefined when it can. */
+function directoryProblem(dir: string): string | undefined {
+  try {
+    const st = statSync(dir);
+    return st.isDirectory() ? undefined : 'is not a directory';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read: ${fileProblem(err)}`;
+  }
+}
+
+/** At most this many YAML syntax errors are listed: a megabyte of garbage must not print 100,000 lines. */
+const MAX_LISTED_YAML_ERRORS = 20;
+
+/**
+ * YAML text to plain data, or the problems (one line each, with line and column). Never throws for a
+ * bad document: an alias bomb (yaml's maxAliasCount guard throws a ReferenceError from toJS) and a
+ * nesting too deep for the parser's stack become problems, so that the caller names the file.
+ */
+export function yamlToData(text: string): { ok: true; data: unknown } | { ok: false; problems: string[] } {
   // prettyErrors would append the position and a source excerpt to each message; we want one line
   // per problem, so positions come from a LineCounter instead (yaml sets no linePos without prettyErrors).
+  // (prettyErrors is also what turned a deeply nested document into an out-of-memory abort.)
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: false, lineCounter });
-  if (doc.errors.length > 0) {
-    const problems = doc.errors.map((e) => {
-      const pos = lineCounter.linePos(e.pos[0]);
-      return `line ${Math.max(pos.line, 1)}, column ${pos.col}: ${e.message.split('\n')[0]}`;
-    });
-    throw new ConfigError(source, problems);
+  try {
+    const doc = parseDocument(text, { prettyErrors: false, lineCounter });
+    if (doc.errors.length > 0) {
+      const problems = doc.errors.slice(0, MAX_LISTED_YAML_ERRORS).map((e) => {
+        const pos = lineCounter.linePos(e.pos[0]);
+        return `line ${Math.max(pos.line, 1)}, column ${pos.col}: ${e.message.split('\n')[0]}`;
+      });
+      if (doc.errors.length > MAX_LISTED_YAML_ERRORS) problems.push(`… and ${doc.errors.length - MAX_LISTED_YAML_ERRORS} more YAML errors`);
+      return { ok: false, problems };
+    }
+    return { ok: true, data: doc.toJS() };
+  } catch (err) {
+    // "Excessive alias count indicates a resource exhaustion attack", "Maximum call stack size exceeded".
+    return { ok: false, problems: [`(root): the YAML cannot be loaded: ${(err as Error).message.split('\n')[0]}`] };
   }
-  return doc.toJS();
+}
+
+function parseYaml(text: string, source: string): unknown {
+  const r = yamlToData(text);
+  if (!r.ok) throw new ConfigError(source, r.problems);
+  return r.data;
 }
 
 /** `['buses', 0, 'devices', 2]` → `buses[0].devices[2]`. */
@@ -138,6 +187,15 @@ function prefixed(prefix: readonly PropertyKey[], issues: readonly z.core.$ZodIs
   return issues.map((i) => ({ ...i, path: [...prefix, ...i.path] }) as z.core.$ZodIssue);
 }
 
+/** Milliseconds per unit of a duration field, known by its name (`…Ms`, `…S`); undefined for other fields. */
+export function durationUnitMs(path: readonly PropertyKey[]): number | undefined {
+  const key = path[path.length - 1];
+  if (typeof key !== 'string') return undefined;
+  if (/[a-z0-9]Ms$/.test(key)) return 1;
+  if (/[a-z0-9]S$/.test(key)) return 1000;
+  return undefined;
+}
+
 /**
  * One line per zod issue, `<path>: <problem>`, in YAML terms. Parse with `{ reportInput: true }` so
  * that the messages can say what was found.
@@ -173,9 +231,16 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
               : `${where}: must be ${issue.inclusive ? '≥' : '>'} ${String(issue.minimum)}${got(input)}`,
         );
         break;
-      case 'too_big':
-        out.push(`${where}: must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}${got(input)}`);
+      case 'too_big': {
+        // A duration's limit also in words: "must be at most 86400000 (1 day)".
+        const unit = durationUnitMs(issue.path);
+        out.push(
+          unit !== undefined && issue.inclusive
+            ? `${where}: must be at most ${String(issue.maximum)} (${humanDuration(Number(issue.maximum) * unit)})${got(input)}`
+            : `${where}: must be ${issue.inclusive ? '≤' : '<'} ${String(issue.maximum)}${got(input)}`,
+        );
         break;
+      }
       case 'invalid_union': {
         const disc = issue as { note?: string; discriminator?: string; options?: unknown[] };
         if (disc.note === 'No matching discriminator' && disc.discriminator !== undefined) {
@@ -219,13 +284,17 @@ class ProfileStore {
     if (!/^[A-Za-z0-9_.-]+$/.test(name) || name.includes('..')) return `invalid profile name "${name}"`;
     for (const dir of this.dirs) {
       const file = join(dir, `${name}.yaml`);
-      if (!existsSync(file)) continue;
-      let raw: unknown;
+      let text: string;
       try {
-        raw = parseDocument(readFileSync(file, 'utf8')).toJS();
+        // The same rules as the configuration itself: a regular file of at most 1 MiB, no blocking.
+        text = readRegularFile(file, MAX_CONFIG_FILE_BYTES);
       } catch (err) {
-        return `profile "${name}" (${file}) cannot be read: ${(err as Error).message}`;
+        if (err instanceof FileReadError && err.code === 'ENOENT') continue;
+        return `profile "${name}" (${file}) cannot be read: ${err instanceof FileReadError ? err.message : String(err)}`;
       }
+      const yaml = yamlToData(text);
+      if (!yaml.ok) return `profile "${name}" (${file}) is not valid YAML: ${yaml.problems.join('; ')}`;
+      const raw = yaml.data;
       const parsed = profileSchema.safeParse(raw, { reportInput: true });
       if (!parsed.success) return `profile "${name}" (${file}) is invalid: ${formatIssues(parsed.error.issues).join('; ')}`;
       return parsed.data;
@@ -443,9 +512,10 @@ function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: 
     if (file === undefined) return undefined;
     const path = abs(file);
     try {
-      readFileSync(path);
+      // Opened without blocking and not read: a FIFO or /dev/zero here must not hang check-config.
+      checkRegularFile(path);
     } catch (err) {
-      problems.push(`${where}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      problems.push(`${where}: cannot read ${path}: ${fileProblem(err)}`);
     }
     return path;
   };

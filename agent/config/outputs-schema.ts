@@ -4,6 +4,7 @@
  * Secrets never come from argv (visible in `ps`): files or environment variables only.
  */
 import { z } from 'zod';
+import { HOUR_MS, MINUTE_MS } from './durations.js';
 
 const MIB = 1024 * 1024;
 
@@ -42,8 +43,8 @@ export const outboxSchema = z
     /** Events (and device states) held in memory while the outbox cannot be written; the oldest go first past this. */
     maxQueuedEvents: z.int().min(100).max(1_000_000).default(10_000),
     /** An outbox that cannot be opened is retried after reopenInitialMs, doubling to reopenMaxMs. */
-    reopenInitialMs: z.int().min(10).max(3_600_000).default(1000),
-    reopenMaxMs: z.int().min(10).max(3_600_000).default(60_000),
+    reopenInitialMs: z.int().min(10).max(HOUR_MS).default(1000),
+    reopenMaxMs: z.int().min(10).max(HOUR_MS).default(60_000),
   })
   .strict();
 
@@ -70,7 +71,7 @@ export const mqttSchema = z
     cert: z.string().min(1).optional(),
     key: z.string().min(1).optional(),
     /** Our own deadline per publish: mqtt.js's publishAsync may never settle when the link drops. */
-    publishTimeoutMs: z.int().min(100).default(10_000),
+    publishTimeoutMs: z.int().min(100).max(10 * MINUTE_MS).default(10_000),
     /** Publishes awaiting PUBACK at once; bounds memory and the redelivery after a reconnect. */
     maxInFlight: z.int().min(1).max(65_000).default(100),
     /** MQTT keepalive, seconds (the broker drops us after 1.5× this without packets). */
@@ -79,8 +80,8 @@ export const mqttSchema = z
      * Reconnect after reconnectInitialMs, doubling to reconnectMaxMs (mqtt.js alone retries at a fixed period).
      * An alarm system wants its backlog soon after the broker returns: the cap defaults to 5 s.
      */
-    reconnectInitialMs: z.int().min(10).default(1000),
-    reconnectMaxMs: z.int().min(10).default(5000),
+    reconnectInitialMs: z.int().min(10).max(HOUR_MS).default(1000),
+    reconnectMaxMs: z.int().min(10).max(HOUR_MS).default(5000),
     /** Publish Home Assistant MQTT discovery configs (retained) for sensors and zone states. */
     homeAssistantDiscovery: z.boolean().default(false),
     discoveryPrefix: z.string().min(1).default('homeassistant'),
@@ -99,12 +100,12 @@ export const influxSchema = z
     /** Points per write request; a backlog drains in batches of this size. */
     batchSize: z.int().min(1).max(100_000).default(5000),
     /** A partial batch is written after at most this long. */
-    flushIntervalMs: z.int().min(1).default(1000),
+    flushIntervalMs: z.int().min(1).max(HOUR_MS).default(1000),
     /** Retryable failures (network, timeout, 5xx, 429) back off from retryInitialMs, doubling to retryMaxMs. */
-    retryInitialMs: z.int().min(1).default(500),
-    retryMaxMs: z.int().min(1).default(30_000),
+    retryInitialMs: z.int().min(1).max(HOUR_MS).default(500),
+    retryMaxMs: z.int().min(1).max(HOUR_MS).default(30_000),
     /** Deadline of one write request. */
-    requestTimeoutMs: z.int().min(100).default(10_000),
+    requestTimeoutMs: z.int().min(100).max(10 * MINUTE_MS).default(10_000),
     /** Prepended to every measurement name (`environment` → `<prefix>environment`), to share a database. */
     measurementPrefix: z.string().optional(),
   })

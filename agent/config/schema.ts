@@ -4,6 +4,7 @@
  * config/rackguard.example.yaml.
  */
 import { z } from 'zod';
+import { DAY_MS, DAY_S, HOUR_MS, HOUR_S, MINUTE_MS, SECOND_MS } from './durations.js';
 import { outputsSchema } from './outputs-schema.js';
 
 export const CONFIG_VERSION = 1;
@@ -33,7 +34,7 @@ const valueFields = {
   /** Decoded values outside this range get quality out_of_range and no value. */
   validRange: range.optional(),
   /** A good value that has not changed for this long is flagged stale (a frozen sensor). */
-  frozenAfterS: z.number().positive().optional(),
+  frozenAfterS: z.number().positive().max(7 * DAY_S).optional(),
 };
 
 export const modbusPointSchema = z
@@ -60,7 +61,7 @@ const deviceSchema = z
     /** Name of a profile in config/profiles (or profilesDir): its points are added to this device. */
     profile: z.string().min(1).optional(),
     points: z.array(modbusPointSchema).default([]),
-    pollIntervalMs: z.int().min(1).default(5000),
+    pollIntervalMs: z.int().min(1).max(DAY_MS).default(5000),
     /** Deadline of one request, enforced by the agent itself. */
     timeoutMs: z.int().min(1).max(60_000).default(500),
     /** Largest single read, in registers (≤ 125) or bits (≤ 2000). */
@@ -68,15 +69,15 @@ const deviceSchema = z
     /** Unused registers a read may span to merge two points into one request. */
     maxGapRegisters: z.int().min(0).max(124).default(8),
     /** After a failed poll the device waits backoffInitialMs, doubling to backoffMaxMs. */
-    backoffInitialMs: z.int().min(1).optional(),
-    backoffMaxMs: z.int().min(1).default(60_000),
+    backoffInitialMs: z.int().min(1).max(DAY_MS).optional(),
+    backoffMaxMs: z.int().min(1).max(DAY_MS).default(60_000),
   })
   .strict();
 
 const reopenFields = {
   /** A lost port or connection is reopened after reopenInitialMs, doubling to reopenMaxMs. */
-  reopenInitialMs: z.int().min(1).default(500),
-  reopenMaxMs: z.int().min(1).default(30_000),
+  reopenInitialMs: z.int().min(1).max(HOUR_MS).default(500),
+  reopenMaxMs: z.int().min(1).max(HOUR_MS).default(30_000),
 };
 
 const serialLineFields = {
@@ -94,9 +95,9 @@ export const serialBusSchema = z
     type: z.literal('serial'),
     ...serialLineFields,
     /** Silence before each request. Default: 3.5 characters, 1.75 ms above 19200 baud (spec §2.5.1.1). */
-    interFrameGapMs: z.number().min(0).optional(),
+    interFrameGapMs: z.number().min(0).max(SECOND_MS).optional(),
     /** Silence after a timeout or bad frame, so a late reply is drained and never taken for the next answer. */
-    recoveryGapMs: z.number().min(0).default(100),
+    recoveryGapMs: z.number().min(0).max(MINUTE_MS).default(100),
     ...reopenFields,
     devices: z.array(deviceSchema).min(1),
   })
@@ -108,7 +109,7 @@ export const tcpBusSchema = z
     type: z.literal('tcp'),
     host: z.string().min(1),
     port: z.int().min(1).max(65535).default(502),
-    connectTimeoutMs: z.int().min(1).default(3000),
+    connectTimeoutMs: z.int().min(1).max(MINUTE_MS).default(3000),
     ...reopenFields,
     devices: z.array(deviceSchema).min(1),
   })
@@ -132,7 +133,7 @@ export const streamBusSchema = z
     /** Regular expression with named groups, matched against each line. */
     pattern: z.string().min(1),
     /** No matching line for this long: every point gets a comm_error sample. */
-    timeoutMs: z.int().min(1).default(10_000),
+    timeoutMs: z.int().min(1).max(HOUR_MS).default(10_000),
     ...reopenFields,
     points: z.array(streamPointSchema).min(1),
   })
@@ -147,14 +148,14 @@ export const busSchema = z.discriminatedUnion('type', [serialBusSchema, tcpBusSc
  */
 const detectionFields = {
   /** Least-squares windows of the per-sensor rate estimator, seconds. */
-  shortWindowS: z.number().positive(),
-  longWindowS: z.number().positive(),
+  shortWindowS: z.number().positive().max(6 * HOUR_S),
+  longWindowS: z.number().positive().max(6 * HOUR_S),
   /** Fraction of a window that samples must span before its rate is used (0–1). */
   minCoverage: z.number().min(0.1).max(1),
   /** A single sample this far (°C) from the sensor's recent trend is a glitch and is ignored. */
   glitchJumpC: z.number().positive(),
   /** No good sample for this long: the sensor is stale. */
-  staleAfterS: z.number().positive(),
+  staleAfterS: z.number().positive().max(DAY_S),
   /** Warning: any one sensor at or above these. */
   warnRateCPerMin: z.number().positive(),
   warnTempC: z.number(),
@@ -170,12 +171,12 @@ const detectionFields = {
   alarmTempC: z.number(),
   /** Critical: alarm holds and k sensors reach criticalTempC or are predicted to within horizonS. */
   criticalTempC: z.number(),
-  horizonS: z.number().positive(),
+  horizonS: z.number().positive().max(DAY_S),
   /** Sensors that must agree (k of the zone's n). */
   k: z.int().min(1),
-  dwellS: z.number().min(0),
+  dwellS: z.number().min(0).max(HOUR_S),
   /** Dwell when a chiller serving the zone corroborates (trip, alarm, or supply water rising). */
-  corroboratedDwellS: z.number().min(0),
+  corroboratedDwellS: z.number().min(0).max(HOUR_S),
   /**
    * Short-window rate that counts toward alarm while a chiller corroborates (default 0.5, below the
    * uncorroborated 1 °C/min). A 120 s least-squares window sees half of a fresh ramp's rate only 60 s
@@ -187,7 +188,7 @@ const detectionFields = {
   /** Let a corroborating chiller lower k to 1 for this zone. Default false. */
   corroborationLowersK: z.boolean(),
   /** A level steps down only after its condition has been gone this long, seconds. */
-  clearDelayS: z.number().min(0),
+  clearDelayS: z.number().min(0).max(DAY_S),
   /** Temperatures must be this far below a threshold (°C) to clear it. */
   hysteresisC: z.number().min(0),
   /** Critical latches until the clear conditions hold (`auto`) or until an operator acknowledges (`ack`). */
@@ -258,7 +259,7 @@ export const configSchema = z
         /** Log every sample (at info) as well as device health. */
         samples: z.boolean().default(true),
         /** Interval of the device-health log line. */
-        healthIntervalS: z.number().positive().default(60),
+        healthIntervalS: z.number().positive().max(DAY_S).default(60),
       })
       .strict()
       .prefault({}),

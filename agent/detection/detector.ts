@@ -14,7 +14,8 @@ import type { Config } from '../config/model.js';
 import { DETECTION_DEFAULTS, type DetectionParams } from '../config/schema.js';
 import { SensorTrack } from './sensor.js';
 import type { DetectorEvent, ZoneStatus } from './types.js';
-import { ChillerTrack, ZoneMachine } from './zone.js';
+import { ChillerTrack } from './chiller.js';
+import { ZoneMachine } from './zone.js';
 
 /** Where one point's samples go. */
 interface Route {

@@ -22,6 +22,12 @@ export class RateEstimator {
   private head = 0;
   private len = 0;
 
+  /**
+   * Ring-buffer slots read or written so far (adds, evictions, rebases, growth copies): the estimator's
+   * whole per-sample work, so a test can prove the amortised O(1) bound by counting instead of timing.
+   */
+  private slotVisits = 0;
+
   private originMs = 0;
   private originV = 0;
   private sT = 0;
@@ -46,6 +52,16 @@ export class RateEstimator {
   /** Samples currently in the window. */
   get count(): number {
     return this.len;
+  }
+
+  /** Ring buffer size: bounded by the samples one window holds, whatever the run length. */
+  get capacity(): number {
+    return this.times.length;
+  }
+
+  /** Buffer slots visited since construction (see slotVisits). */
+  get work(): number {
+    return this.slotVisits;
   }
 
   /** Monotonic ms of the newest sample, or null when empty. */
@@ -86,6 +102,7 @@ export class RateEstimator {
     this.times[idx] = mono;
     this.values[idx] = value;
     this.len++;
+    this.slotVisits++;
     const t = (mono - this.originMs) / 1000;
     const v = value - this.originV;
     this.sT += t;
@@ -109,6 +126,7 @@ export class RateEstimator {
       this.sTV -= t * v;
       this.head = (this.head + 1) % cap;
       this.len--;
+      this.slotVisits++;
       evicted = true;
     }
     if (this.len === 0) {
@@ -136,12 +154,12 @@ export class RateEstimator {
     return b === null ? null : b * 60;
   }
 
-  /** Value of the least-squares line at monotonic `mono` ms; null unless covered. */
   /** Mean of the values in the window (after the last advance), or null when empty. */
   mean(): number | null {
     return this.len === 0 ? null : this.originV + this.sV / this.len;
   }
 
+  /** Value of the least-squares line at monotonic `mono` ms; null unless covered. */
   fitAt(mono: number): number | null {
     const b = this.slopePerS();
     if (b === null) return null;
@@ -181,6 +199,7 @@ export class RateEstimator {
     this.sV = sV;
     this.sTT = sTT;
     this.sTV = sTV;
+    this.slotVisits += this.len;
   }
 
   private grow(): void {
@@ -192,6 +211,7 @@ export class RateEstimator {
       times[i] = this.times[idx]!;
       values[i] = this.values[idx]!;
     }
+    this.slotVisits += this.len;
     this.times = times;
     this.values = values;
     this.head = 0;

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/model.js';
 import { RackguardError } from '../errors.js';
+import type { OutboxEvent, OutboxRecord, SinkStart } from './outbox.js';
 
 /**
  * A credential from a file (first line, trailing whitespace trimmed) or else from an environment
@@ -55,4 +56,25 @@ export function outputContextFromConfig(config: Pick<Config, 'site' | 'gateway' 
     }
   }
   return { site: config.site, gateway: config.gateway, points, zones: config.zones.map((z) => z.id) };
+}
+
+/**
+ * What a sink uses of the outbox: its own cursor (registerSink, read, ack, cursorOf, depth, lagMs,
+ * flushCursors), the `appended` wake-up, the file `generation` (bumped when a damaged file was replaced
+ * and seqs restarted) and appendEvent for what the sink itself has to report. A structural type, so a
+ * seam test can hand a sink an in-memory outbox.
+ */
+export interface SinkOutbox {
+  readonly isOpen: boolean;
+  readonly generation: number;
+  registerSink(name: string, startAt?: SinkStart): void;
+  read(sink: string, limit: number, after?: number): OutboxRecord[];
+  ack(sink: string, seq: number): void;
+  cursorOf(sink: string): number;
+  depth(sink: string): number;
+  lagMs(sink: string): number;
+  flushCursors(): void;
+  appendEvent(event: OutboxEvent): number;
+  on(event: 'appended', listener: (lastSeq: number) => void): unknown;
+  off(event: 'appended', listener: (lastSeq: number) => void): unknown;
 }

@@ -1,28 +1,22 @@
 /**
  * InfluxDB sink: drains the outbox through its own cursor into InfluxDB 1.x `/write` (InfluxDB 2.x
- * accepts the same through its 1.x-compatible API) with npm `influx`.
- *
- * Layout (every point tagged site and gateway):
- *   environment  samples        tags device, point, zone (when the point is a zone sensor); fields value (float), quality (string)
- *   chiller      chiller points tags chiller, role, device, point;                         fields value (float), quality (string)
- *   zone_level   zone level     tags zone;   fields level, from, level_rank (int), reason, eta_critical_s, agreeing_alarm, agreeing_critical
- *   events       every event    tags kind (+ zone / device / code); fields message, severity, json
- *
- * Timestamps are the sample's original wall time, so a resend after a crash or an outage overwrites the
- * same point (same measurement, tags and time): delivery is at-least-once, storage exactly-once.
- * Events get `seq mod 1e6` nanoseconds added, so two events in the same millisecond never overwrite each
- * other while a resend of the same record still does.
+ * accepts the same through its 1.x-compatible API) with npm `influx`. A Component (agent/component.ts).
+ * The layout of the points is ./influx-layout.ts (pure); this file is the drain loop: batching by size
+ * and interval, retry with backoff, bisecting a refused batch down to the points to quarantine, and a
+ * bounded drain on stop.
  */
-import { InfluxDB, type IPoint } from 'influx';
+import { InfluxDB } from 'influx';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import { RackguardError, asError } from '../errors.js';
 import type { InfluxConfig } from '../config/outputs-schema.js';
-import { readCredential, type OutputContext } from './context.js';
-import type { Outbox, OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
+import type { Component } from '../component.js';
+import { readCredential, type OutputContext, type SinkOutbox } from './context.js';
+import { toPoints, type TaggedPoint } from './influx-layout.js';
+import type { OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
 
 export interface InfluxSinkDeps {
-  outbox: Outbox;
+  outbox: SinkOutbox;
   context: OutputContext;
   logger: Logger;
   clock?: Clock;
@@ -32,6 +26,8 @@ export interface InfluxSinkDeps {
   startAt?: SinkStart;
   /** At most one quarantine event per point per this interval (the rest are counted into the next). Default 10 min. */
   quarantineEventIntervalMs?: number;
+  /** stop() writes what is buffered for at most this long, ms. Default 2 s. */
+  drainMs?: number;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -42,14 +38,6 @@ export interface InfluxSinkStats {
   pointsWritten: number;
   pointsQuarantined: number;
   lastError?: string;
-}
-
-interface Tagged {
-  point: IPoint;
-  /** For events: which record, so a quarantine can name it. */
-  seq: number;
-  /** Point id or event kind, for the quarantine event. */
-  label: string;
 }
 
 /** node-influx backoff interface: we own the retry schedule, so its host is re-enabled at once. */
@@ -68,10 +56,13 @@ function statusOf(err: unknown): number | undefined {
   return typeof res?.statusCode === 'number' ? res.statusCode : undefined;
 }
 
-export class InfluxSink {
+export class InfluxSink implements Component {
+  readonly name: string;
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly name: string;
+  private readonly cursor: string;
+  /** Bumped by stop(): a loop left behind at the drain deadline (a write still hanging) ends without acking. */
+  private epoch = 0;
   private client: InfluxDB | undefined;
   private running = false;
   /** While stopping: monotonic deadline for writing what is already buffered. */
@@ -96,7 +87,8 @@ export class InfluxSink {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
-    this.name = deps.sinkName ?? 'influx';
+    this.cursor = deps.sinkName ?? 'influx';
+    this.name = `sink:${this.cursor}`;
   }
 
   /** Registers the cursor and starts the drain loop; resolves at once (never waits for InfluxDB). */
@@ -114,11 +106,12 @@ export class InfluxSink {
       // One attempt per call and no host blacklisting: the retry schedule is ours (retryInitialMs…).
       pool: { maxRetries: 0, requestTimeout: this.config.requestTimeoutMs, backoff: NO_BACKOFF },
     });
-    this.deps.outbox.registerSink(this.name, this.deps.startAt ?? 'end');
+    this.deps.outbox.registerSink(this.cursor, this.deps.startAt ?? 'end');
     this.deps.outbox.on('appended', this.onAppended);
     this.running = true;
     this.state = 'idle';
-    this.loopDone = this.loop().catch((err: unknown) => {
+    this.databaseReady = false;
+    this.loopDone = this.loop(this.epoch).catch((err: unknown) => {
       this.log.error({ err }, 'influx sink loop failed');
     });
   }
@@ -126,16 +119,19 @@ export class InfluxSink {
   /**
    * Stops the loop. What is already buffered gets up to `drainMs` to be written (a clean SIGTERM
    * leaves InfluxDB current); whatever is left stays in the outbox for the next start. No retries
-   * while draining: a database that is down must not hold up shutdown. Safe at any stage.
+   * while draining: a database that is down must not hold up shutdown, and a write that hangs is
+   * abandoned at the deadline (its records stay unacknowledged). Safe at any stage and twice.
    */
-  async stop(drainMs = 2000): Promise<void> {
+  async stop(drainMs = this.deps.drainMs ?? 2000): Promise<void> {
     this.drainUntil = this.clock.monoMs() + drainMs;
     this.running = false;
     this.deps.outbox.off('appended', this.onAppended);
     this.wake?.();
     try {
-      await this.loopDone;
+      if (this.loopDone) await this.within(this.loopDone, drainMs);
     } finally {
+      this.epoch++;
+      this.wake?.();
       this.loopDone = undefined;
       this.state = 'stopped';
       try {
@@ -151,12 +147,23 @@ export class InfluxSink {
     const open = ob.isOpen && this.state !== 'stopped';
     return {
       state: this.state,
-      depth: open ? ob.depth(this.name) : 0,
-      lagMs: open ? ob.lagMs(this.name) : 0,
+      depth: open ? ob.depth(this.cursor) : 0,
+      lagMs: open ? ob.lagMs(this.cursor) : 0,
       pointsWritten: this.pointsWritten,
       pointsQuarantined: this.pointsQuarantined,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
     };
+  }
+
+  /** Waits for `p`, at most `ms` on the injected clock. */
+  private within(p: Promise<void>, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = this.clock.setTimeout(resolve, ms);
+      void p.then(() => {
+        this.clock.clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   /** Resolves after `ms` (or at once on stop; also on a new append when `onAppend`). */
@@ -175,15 +182,15 @@ export class InfluxSink {
     });
   }
 
-  private async loop(): Promise<void> {
+  private async loop(epoch: number): Promise<void> {
     const outbox = this.deps.outbox;
     let backoffMs = this.config.retryInitialMs;
     let partialSinceMono: number | undefined;
-    while (this.running || this.clock.monoMs() < (this.drainUntil ?? 0)) {
+    while (epoch === this.epoch && (this.running || this.clock.monoMs() < (this.drainUntil ?? 0))) {
       if (!outbox.isOpen) return;
       let records;
       try {
-        records = outbox.read(this.name, this.config.batchSize);
+        records = outbox.read(this.cursor, this.config.batchSize);
       } catch (err) {
         // A transient read error (busy, I/O) must not end the sink for good: back off and retry.
         if (!this.running) return;
@@ -215,17 +222,18 @@ export class InfluxSink {
         const generation = outbox.generation;
         await this.ensureDatabase();
         await this.writeBisecting(this.toPoints(records));
+        if (epoch !== this.epoch) return; // stop() gave up on this write: leave the cursor alone
         // A damaged outbox replaced during the write restarts its seqs: acking the old seq would skip new records.
-        if (outbox.generation === generation) outbox.ack(this.name, records.at(-1)!.seq);
+        if (outbox.generation === generation) outbox.ack(this.cursor, records.at(-1)!.seq);
         partialSinceMono = undefined;
         backoffMs = this.config.retryInitialMs;
         this.lastError = undefined;
       } catch (err) {
-        if (!this.running) return;
+        if (!this.running || epoch !== this.epoch) return;
         // Retryable (network, timeout, 5xx, 429, or a refusal we cannot attribute to points): the cursor
         // stays, the same records are written again later, idempotently.
         this.lastError = asError(err).message;
-        this.log.warn({ err: this.lastError, retryInMs: backoffMs, depth: outbox.depth(this.name) }, 'influx write failed; retrying');
+        this.log.warn({ err: this.lastError, retryInMs: backoffMs, depth: outbox.depth(this.cursor) }, 'influx write failed; retrying');
         this.state = 'backoff';
         await this.sleep(backoffMs, false);
         backoffMs = Math.min(backoffMs * 2, this.config.retryMaxMs);
@@ -248,7 +256,7 @@ export class InfluxSink {
   }
 
   /** Writes the batch; on a 400/413 splits it in halves until the bad points are isolated and quarantined. */
-  private async writeBisecting(points: Tagged[]): Promise<void> {
+  private async writeBisecting(points: TaggedPoint[]): Promise<void> {
     if (points.length === 0) return;
     try {
       await this.client!.writePoints(
@@ -272,7 +280,7 @@ export class InfluxSink {
     }
   }
 
-  private quarantine(p: Tagged, reason: string): void {
+  private quarantine(p: TaggedPoint, reason: string): void {
     this.pointsQuarantined++;
     const key = `${p.point.measurement}/${p.label}`;
     const seen = this.quarantineReported.get(key);
@@ -296,83 +304,8 @@ export class InfluxSink {
     this.deps.outbox.appendEvent(notice);
   }
 
-  private measurement(name: string): string {
-    return `${this.config.measurementPrefix ?? ''}${name}`;
-  }
-
-  /** Pure mapping of outbox records to InfluxDB points (no I/O). */
-  toPoints(records: readonly OutboxRecord[]): Tagged[] {
-    const { site, gateway, points: info } = this.deps.context;
-    const out: Tagged[] = [];
-    for (const r of records) {
-      const e = r.entry;
-      if (e.type === 'sample') {
-        const s = e.sample;
-        const meta = info.get(s.pointId);
-        const fields: Record<string, number | string> = { quality: s.quality };
-        if (s.value !== null) fields.value = s.value;
-        const ns = `${Math.round(s.ts)}000000`;
-        if (meta?.chiller) {
-          out.push({ seq: r.seq, label: s.pointId, point: { measurement: this.measurement('chiller'), tags: { site, gateway, chiller: meta.chiller.id, role: meta.chiller.role, device: s.deviceId, point: s.pointId }, fields, timestamp: ns } });
-        } else {
-          const zone = e.zone ?? meta?.zones[0];
-          out.push({ seq: r.seq, label: s.pointId, point: { measurement: this.measurement('environment'), tags: { site, gateway, device: s.deviceId, point: s.pointId, ...(zone ? { zone } : {}) }, fields, timestamp: ns } });
-        }
-        continue;
-      }
-      const ev = e.event;
-      const ns = `${Math.round(ev.ts)}${String(r.seq % 1_000_000).padStart(6, '0')}`;
-      const tags: Record<string, string> = { site, gateway, kind: ev.kind };
-      let message: string;
-      let severity: string;
-      switch (ev.kind) {
-        case 'zone_level':
-          tags.zone = ev.zone;
-          message = `zone ${ev.zone}: ${ev.from} -> ${ev.level}: ${ev.reason}`;
-          severity = ev.level;
-          out.push({
-            seq: r.seq,
-            label: `zone ${ev.zone}`,
-            point: {
-              measurement: this.measurement('zone_level'),
-              tags: { site, gateway, zone: ev.zone },
-              fields: {
-                level: ev.level,
-                from: ev.from,
-                level_rank: ['normal', 'warning', 'alarm', 'critical'].indexOf(ev.level),
-                reason: ev.reason,
-                agreeing_alarm: ev.evidence.agreeingAlarm,
-                agreeing_critical: ev.evidence.agreeingCritical,
-                ...(ev.evidence.etaCriticalS !== null ? { eta_critical_s: ev.evidence.etaCriticalS } : {}),
-              },
-              timestamp: `${Math.round(ev.ts)}000000`,
-            },
-          });
-          break;
-        case 'zone_blind':
-          tags.zone = ev.zone;
-          message = `zone ${ev.zone} ${ev.blind ? 'blind' : 'sees again'}: ${ev.reason}`;
-          severity = ev.level;
-          break;
-        case 'device_state':
-          tags.device = ev.deviceId;
-          message = `device ${ev.deviceId}: ${ev.previous} -> ${ev.state}${ev.reason ? ` (${ev.reason})` : ''}`;
-          severity = ev.state === 'offline' ? 'warning' : 'info';
-          break;
-        case 'action':
-          tags.action = ev.action;
-          if (ev.zone) tags.zone = ev.zone;
-          message = ev.message;
-          severity = ev.status === 'failed' ? 'error' : 'info';
-          break;
-        case 'output':
-          tags.code = ev.code;
-          message = ev.message;
-          severity = ev.severity;
-          break;
-      }
-      out.push({ seq: r.seq, label: ev.kind, point: { measurement: this.measurement('events'), tags, fields: { message, severity, json: JSON.stringify(ev) }, timestamp: ns } });
-    }
-    return out;
+  /** Pure mapping of outbox records to InfluxDB points (see ./influx-layout.ts). */
+  toPoints(records: readonly OutboxRecord[]): TaggedPoint[] {
+    return toPoints(records, this.deps.context, this.config.measurementPrefix ?? '');
   }
 }

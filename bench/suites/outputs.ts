@@ -4,8 +4,10 @@
  *   outbox_append_points_per_s  durable appends (WAL, synchronous=FULL), one transaction per poll cycle of 60 samples
  *   influx_drain_points_per_s   a 1-hour outage backlog of the reference rack (62 points × 3600 s) drained into influxd
  *   mqtt_e2e_p50_ms / _p99_ms   from append to arrival at a QoS 1 subscriber, 62 points every 50 ms
- *   outage_rss_growth_mb        process RSS growth while appending a 1-hour outage with both sinks down
+ *   outbox_append_peak_rss_mb   peak RSS of this process after the append run (it runs first, in a fresh process)
+ * Outage memory is measured in a separate `rackguard run` process: see suites/outage.ts.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { pino } from 'pino';
@@ -15,7 +17,6 @@ import type { OutputContext, PointInfo } from '../../agent/outputs/context.js';
 import { InfluxSink } from '../../agent/outputs/influx.js';
 import { MqttSink } from '../../agent/outputs/mqtt.js';
 import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
-import { freePort } from '../../scripts/lib/ports.js';
 import { tempDir } from '../../scripts/lib/tmp.js';
 import { startInfluxd } from '../../scripts/lib/influxd.js';
 import { startMosquitto } from '../../scripts/lib/mosquitto.js';
@@ -128,46 +129,19 @@ async function mqttLatency(dir: string): Promise<{ p50: number; p99: number }> {
   }
 }
 
-/**
- * Memory over a 1-hour outage of the reference rack with both sinks down (nothing listens on their
- * ports): RSS after a forced GC (run with --expose-gc, as `npm run bench` does) once the first 15
- * minutes have warmed the caches, and again at the end. Growth that scales with the outage's length
- * is what matters; the warm-up figure (SQLite page cache, JIT) is reported beside it.
- */
-async function outageRss(dir: string): Promise<{ growth: number; warmup: number }> {
-  const [mqttPort, influxPort] = [await freePort(), await freePort()];
-  const outbox = new Outbox(outboxSchema.parse({ path: join(dir, 'outage.db') }));
-  outbox.open();
-  const ctx = context();
-  const mqttSink = new MqttSink(mqttSchema.parse({ url: `mqtt://127.0.0.1:${mqttPort}`, clientId: 'bench-outage', reconnectInitialMs: 200, reconnectMaxMs: 2000 }), { outbox, context: ctx, logger });
-  const influxSink = new InfluxSink(influxSchema.parse({ url: `http://127.0.0.1:${influxPort}`, database: 'x', retryInitialMs: 200, retryMaxMs: 2000 }), { outbox, context: ctx, logger });
-  await mqttSink.start();
-  await influxSink.start();
-  const settledRss = (): number => {
-    global.gc?.();
-    return process.memoryUsage().rss;
-  };
-  const rss0 = settledRss();
-  let rssWarm = rss0;
-  const t0 = Date.now() - OUTAGE_S * 1000;
-  for (let s = 0; s < OUTAGE_S; s++) {
-    outbox.append(cycle(t0 + s * 1000));
-    if (s === OUTAGE_S / 4) rssWarm = settledRss();
-    if (s % 100 === 0) await new Promise((r) => setImmediate(r)); // let the sinks' retry timers run, as in the agent
-  }
-  const rssEnd = settledRss();
-  await mqttSink.stop();
-  await influxSink.stop();
-  outbox.close();
-  const mb = (b: number): number => Number((b / (1024 * 1024)).toFixed(1));
-  return { growth: mb(rssEnd - rssWarm), warmup: mb(rssWarm - rss0) };
+/** Peak resident set of this process so far (VmHWM), MB. */
+function peakRssMb(): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : Number.NaN;
 }
 
 export async function run(): Promise<Figures> {
   const tmp = await tempDir('rackguard-bench-outputs-');
   try {
+    // First, in this fresh process (bench/run.ts gives every suite its own): the peak RSS after it
+    // is the append run's own.
     const outboxAppend = await appendRate(tmp.path);
-    const rss = await outageRss(tmp.path);
+    const appendPeakMb = peakRssMb();
     const drain = await influxDrain(tmp.path);
     const e2e = await mqttLatency(tmp.path);
     return {
@@ -175,9 +149,7 @@ export async function run(): Promise<Figures> {
       influx_drain_points_per_s: drain,
       mqtt_e2e_p50_ms: e2e.p50,
       mqtt_e2e_p99_ms: e2e.p99,
-      outage_rss_growth_mb: rss.growth,
-      outage_rss_warmup_mb: rss.warmup,
-      gc_exposed: typeof global.gc === 'function',
+      outbox_append_peak_rss_mb: appendPeakMb,
       reference_points: REFERENCE_POINTS,
       outage_s: OUTAGE_S,
     };

@@ -73,3 +73,34 @@ export async function startPymodbusServer(opts: PymodbusServerOptions): Promise<
     },
   };
 }
+
+export const PYMODBUS_TCP_SERVER = fileURLToPath(new URL('../fixtures/pymodbus_tcp_server.py', import.meta.url));
+
+/** Register tables of a unit, plus an optional size that limits every table (reads beyond: exception 2). */
+export type TcpUnitTables = UnitTables & { size?: number };
+
+export interface PymodbusTcpServer extends PymodbusServer {
+  /** The loopback port the server bound (the kernel picked it: no race with other tests). */
+  readonly port: number;
+}
+
+/**
+ * Starts test/fixtures/pymodbus_tcp_server.py on 127.0.0.1 and a free port, and resolves once it
+ * listens. Requests to units not in `units` get no answer (pymodbus 3.0's framer drops them).
+ */
+export async function startPymodbusTcpServer(opts: { units: Record<number, TcpUnitTables>; timeoutMs?: number; debug?: boolean }): Promise<PymodbusTcpServer> {
+  const args = [PYMODBUS_TCP_SERVER, '--host', '127.0.0.1', '--port', '0', '--spec', JSON.stringify(opts.units)];
+  if (opts.debug) args.push('--debug');
+  const proc = await spawnAndWait(SYSTEM_PYTHON, args, {
+    readyLine: /^READY \d+$/,
+    timeoutMs: opts.timeoutMs ?? 15_000,
+    env: { PYTHONUNBUFFERED: '1' },
+  });
+  return {
+    process: proc,
+    port: Number(proc.readyLine.split(' ')[1]),
+    async stop() {
+      await proc.stop();
+    },
+  };
+}

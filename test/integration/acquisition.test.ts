@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../../agent/app.js';
 import { parseConfig } from '../../agent/config/load.js';
 import type { Config } from '../../agent/config/model.js';
-import type { Sample } from '../../agent/acquisition/types.js';
+import type { DeviceHealth, Sample } from '../../agent/acquisition/types.js';
 import { ModbusTcpServer, RtuSlave, SimRack } from '../../firmware-sim/index.js';
 import { SampleLog, batchOf, silentLogger } from '../helpers/agent.js';
 import { freePort } from '../helpers/ports.js';
@@ -206,6 +206,44 @@ describe('acquisition over a real pty and the simulator', () => {
     await slave.start();
     await goodBatches();
     expect(log.latest('rack02.temperature')!.value).toBe(22.2);
+  });
+
+  it('a TCP device that answers every read with an exception is "exceptions", naming register and code, not offline', async () => {
+    await log.next(batchOf('chiller1', 'good'), 5_000, 'chiller good');
+    const stateOf = (want: string) =>
+      new Promise<DeviceHealth>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          agent.off('deviceState', on);
+          reject(new Error(`chiller1 never became ${want}; states seen: ${seen.join(', ')}`));
+        }, 5_000);
+        const on = (h: DeviceHealth): void => {
+          if (h.deviceId !== 'chiller1' || h.state !== want) return;
+          clearTimeout(timer);
+          agent.off('deviceState', on);
+          resolve(h);
+        };
+        agent.on('deviceState', on);
+      });
+    const seen: string[] = [];
+    const record = (h: DeviceHealth): void => {
+      if (h.deviceId === 'chiller1') seen.push(h.state);
+    };
+    agent.on('deviceState', record);
+    const exceptions = stateOf('exceptions');
+    // The point map asks for registers this controller does not have.
+    rack.setFault('chiller1', { type: 'exception', code: 2 });
+    const h = await exceptions;
+    expect(h.lastError).toBe('discrete input 0: exception 2 (illegal data address); holding register 0 (×6): exception 2 (illegal data address)');
+    // Three more polls' worth of exceptions: still answering, never offline or failing.
+    for (let i = 0; i < 3; i++) await log.next(batchOf('chiller1', 'comm_error'), 5_000, 'chiller exception samples');
+    const online = stateOf('online');
+    rack.setFault('chiller1', { type: 'none' });
+    await online;
+    agent.off('deviceState', record);
+    expect(seen).toEqual(['exceptions', 'online']);
+    const c = agent.health().find((x) => x.deviceId === 'chiller1')!.counters;
+    expect(c.exceptions).toBeGreaterThanOrEqual(8);
+    expect(c.timeouts).toBe(0);
   });
 
   it('reconnects to Modbus TCP after the server goes away and comes back', async () => {

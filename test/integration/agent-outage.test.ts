@@ -5,12 +5,12 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { startSubscriber, type Subscriber } from '../helpers/mqtt.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
@@ -28,7 +28,7 @@ let sim: Simulator;
 let broker: Mosquitto;
 let influx: Influxd;
 let agent: SpawnedProcess;
-let sub: MqttClient;
+let sub: Subscriber;
 const received = new Map<string, number[]>(POINTS.map((p) => [p, []]));
 
 beforeAll(async () => {
@@ -50,21 +50,17 @@ outputs:
   writeFileSync(file, text);
   sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
   // A persistent session: the broker keeps what the agent publishes while we are away.
-  sub = mqtt.connect(broker.url, { clientId: 'outage-watcher', clean: false, reconnectPeriod: 200 });
-  sub.on('message', (topic, payload) => {
+  sub = await startSubscriber(broker.url, { clientId: 'outage-watcher', topic: `${BASE}/sensors/#` });
+  sub.client.on('message', (topic, payload) => {
     const point = topic.slice(`${BASE}/sensors/`.length);
     if (topic.startsWith(`${BASE}/sensors/`)) received.get(point)?.push((JSON.parse(payload.toString()) as { tsMs: number }).tsMs);
-  });
-  await new Promise<void>((resolve, reject) => {
-    sub.once('connect', () => sub.subscribe(`${BASE}/sensors/#`, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
-    sub.once('error', reject);
   });
   agent = await spawnAndWait(process.execPath, ['--import', 'tsx', join(ROOT, 'agent/main.ts'), 'run', '--config', file], { readyLine: /outbox open/, timeoutMs: 20_000 });
 });
 
 afterAll(async () => {
   await agent?.stop('SIGTERM');
-  await sub?.endAsync();
+  await sub?.stop();
   await sim?.stop();
   await Promise.all([pty?.stop(), broker?.cleanup(), influx?.cleanup()]);
   await tmp?.cleanup();

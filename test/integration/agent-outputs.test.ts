@@ -6,12 +6,12 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
@@ -20,38 +20,20 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const BASE = 'rackguard/lab/gw1';
 const DB = 'rg';
 
-interface Msg {
-  topic: string;
-  text: string;
-  retain: boolean;
-}
-
 let tmp: TempDir;
 let pty: PtyPair;
 let sim: Simulator;
 let broker: Mosquitto;
 let influx: Influxd;
-let sub: MqttClient;
-const msgs: Msg[] = [];
+let sub: Subscriber;
+let msgs: Received[] = [];
 let file: string;
 
-function waitMsg(pred: (m: Msg) => boolean, timeoutMs: number, what: string, from = 0): Promise<Msg> {
-  return new Promise((resolve, reject) => {
-    const hit = msgs.slice(from).find(pred);
-    if (hit) return resolve(hit);
-    const timer = setTimeout(() => {
-      sub.off('message', on);
-      reject(new Error(`timed out waiting for ${what}; last: ${msgs.slice(-3).map((m) => `${m.topic} ${m.text.slice(0, 80)}`).join(' | ')}`));
-    }, timeoutMs);
-    const on = (): void => {
-      const m = msgs[msgs.length - 1]!;
-      if (!pred(m)) return;
-      clearTimeout(timer);
-      sub.off('message', on);
-      resolve(m);
-    };
-    sub.on('message', on);
-  });
+const waitMsg = (pred: (m: Received) => boolean, timeoutMs: number, what: string, from = 0): Promise<Received> => sub.waitMsg(pred, timeoutMs, what, from);
+
+/** A status message with this state (the payload is JSON { state, ts, tsMs, … }). */
+function isStatus(m: Received, state: 'online' | 'offline'): boolean {
+  return m.topic === `${BASE}/status` && (JSON.parse(m.payload) as { state: string }).state === state;
 }
 
 function startAgent(): Promise<SpawnedProcess> {
@@ -91,16 +73,12 @@ outputs:
   sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
   sim.rack.setValue('r1.temperature', 23.4);
   sim.rack.setValue('r2.temperature', 21.7);
-  sub = mqtt.connect(broker.url, { clientId: 'watcher', clean: true });
-  sub.on('message', (topic, payload, packet) => msgs.push({ topic, text: payload.toString(), retain: packet.retain }));
-  await new Promise<void>((resolve, reject) => {
-    sub.once('connect', () => sub.subscribe(`${BASE}/#`, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
-    sub.once('error', reject);
-  });
+  sub = await startSubscriber(broker.url, { clientId: 'watcher', clean: true, topic: `${BASE}/#` });
+  msgs = sub.messages;
 });
 
 afterAll(async () => {
-  await sub?.endAsync();
+  await sub?.stop();
   await sim?.stop();
   await Promise.all([pty?.stop(), broker?.cleanup(), influx?.cleanup()]);
   await tmp?.cleanup();
@@ -109,21 +87,18 @@ afterAll(async () => {
 describe('agent → MQTT and InfluxDB', () => {
   it('delivers what the simulator served, with the same timestamp on both sides; SIGKILL → offline; restart loses nothing', async () => {
     let agent = await startAgent();
-    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'online', 15_000, 'status online');
+    await waitMsg((m) => isStatus(m, 'online'), 15_000, 'status online');
     const first = await waitMsg((m) => m.topic === `${BASE}/sensors/r1.temperature`, 15_000, 'an r1 sample');
-    const payload = JSON.parse(first.text) as { value: number; unit: string; quality: string; tsMs: number; ts: string };
+    const payload = JSON.parse(first.payload) as { value: number; unit: string; quality: string; tsMs: number; ts: string };
     expect(payload).toMatchObject({ value: 23.4, unit: '°C', quality: 'good' });
     expect(new Date(payload.ts).getTime()).toBe(payload.tsMs);
-    await waitMsg((m) => m.topic === `${BASE}/devices/r1/availability` && m.text === 'online', 10_000, 'r1 availability');
-    // Each sink reports its depth and lag in the health log; a sink that keeps up is (nearly) caught up:
-    // 16 records/s arrive and it writes every 200 ms, so a stuck sink would show hundreds behind.
-    const caughtUp = (name: string) => (l: string): boolean => {
-      if (!l.includes(`"sink":"${name}"`) || !l.includes('"msg":"sink health"')) return false;
-      const h = JSON.parse(l) as { depth: number; lagMs: number };
-      return Number.isInteger(h.depth) && h.depth >= 0 && h.depth < 50 && h.lagMs >= 0 && h.lagMs < 5000;
-    };
-    await agent.waitForLine(caughtUp('influx'), 10_000);
-    await agent.waitForLine(caughtUp('mqtt'), 10_000);
+    await waitMsg((m) => m.topic === `${BASE}/devices/r1/availability` && m.payload === 'online', 10_000, 'r1 availability');
+    // Each sink reports its depth and lag in the health log: a sink that keeps up reports a small
+    // backlog and what it delivered (a stuck one would report a growing depth, 8 samples a second).
+    type Health = { sink: string; msg: string; depth: number; lagMs: number; pointsWritten?: number; published?: number; connected?: boolean };
+    const healthOf = (sink: string): Health[] => agent.lines.filter((l) => l.includes('"sink health"')).map((l) => JSON.parse(l) as Health).filter((h) => h.sink === sink);
+    await expect.poll(() => healthOf('influx').some((h) => h.pointsWritten! > 0 && h.depth < 50 && h.lagMs < 5000), { timeout: 15_000, interval: 200 }).toBe(true);
+    await expect.poll(() => healthOf('mqtt').some((h) => h.connected === true && h.published! > 0 && h.depth < 50 && h.lagMs < 5000), { timeout: 15_000, interval: 200 }).toBe(true);
     // The outbox reports its group commits: far fewer than one per poll (8 polls/s here).
     const ob = JSON.parse(await agent.waitForLine(/"msg":"outbox health"/, 10_000)) as { state: string; commits: number };
     expect(ob.state).toBe('open');
@@ -138,16 +113,16 @@ describe('agent → MQTT and InfluxDB', () => {
     const mark = msgs.length;
     agent.proc.kill('SIGKILL');
     await agent.exited;
-    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'offline', 15_000, 'last will offline', mark);
-    const sentBeforeKill = msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.text) as { tsMs: number }).tsMs);
+    await waitMsg((m) => isStatus(m, 'offline'), 15_000, 'last will offline', mark);
+    const sentBeforeKill = msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.payload) as { tsMs: number }).tsMs);
 
     // Restart on the same state directory.
     agent = await startAgent();
-    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'online', 15_000, 'status online again', mark);
-    const after = await waitMsg((m) => m.topic === `${BASE}/sensors/r2.temperature` && (JSON.parse(m.text) as { tsMs: number }).tsMs > Math.max(...sentBeforeKill) + 1000, 15_000, 'fresh r2 samples', mark);
-    const lastTs = (JSON.parse(after.text) as { tsMs: number }).tsMs;
+    await waitMsg((m) => isStatus(m, 'online'), 15_000, 'status online again', mark);
+    const after = await waitMsg((m) => m.topic === `${BASE}/sensors/r2.temperature` && (JSON.parse(m.payload) as { tsMs: number }).tsMs > Math.max(...sentBeforeKill) + 1000, 15_000, 'fresh r2 samples', mark);
+    const lastTs = (JSON.parse(after.payload) as { tsMs: number }).tsMs;
     expect(await agent.stop('SIGTERM')).toBe(0);
-    await waitMsg((m) => m.topic === `${BASE}/status` && m.text === 'offline', 10_000, 'clean offline', msgs.length - 1);
+    await waitMsg((m) => isStatus(m, 'offline'), 10_000, 'clean offline', msgs.length - 1);
 
     // Everything MQTT saw before the kill is in InfluxDB exactly once, with its original timestamp.
     await expect.poll(async () => (await influxTimes('r2.temperature')).includes(lastTs), { timeout: 15_000, interval: 200 }).toBe(true);
@@ -155,7 +130,7 @@ describe('agent → MQTT and InfluxDB', () => {
     expect(new Set(times).size).toBe(times.length);
     for (const t of sentBeforeKill) expect(times).toContain(t);
     // And the MQTT side got every sample time InfluxDB has (at-least-once; duplicates carry the same time).
-    const mqttTimes = new Set(msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.text) as { tsMs: number }).tsMs));
+    const mqttTimes = new Set(msgs.filter((m) => m.topic === `${BASE}/sensors/r2.temperature`).map((m) => (JSON.parse(m.payload) as { tsMs: number }).tsMs));
     for (const t of times) expect(mqttTimes.has(t)).toBe(true);
   });
 
@@ -175,7 +150,7 @@ describe('agent → MQTT and InfluxDB', () => {
       expect(movedTo.startsWith(`${db}.corrupt-`)).toBe(true);
       expect(readFileSync(movedTo).subarray(0, 4).toString()).toBe('ZZZZ');
       // The recovery is an event on the bus, and readings flow again.
-      await waitMsg((m) => m.topic === `${BASE}/events` && m.text.includes('outbox_corrupt'), 15_000, 'outbox_corrupt event', mark);
+      await waitMsg((m) => m.topic === `${BASE}/events` && m.payload.includes('outbox_corrupt'), 15_000, 'outbox_corrupt event', mark);
       await waitMsg((m) => m.topic === `${BASE}/sensors/r1.temperature`, 15_000, 'readings after recovery', mark);
     } finally {
       expect(await agent.stop('SIGTERM')).toBe(0);

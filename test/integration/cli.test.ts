@@ -3,7 +3,7 @@
  * errors on stderr, JSON logs on stdout, clean stop on SIGTERM, and the demo.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,7 +29,8 @@ describe('rackguard check-config', () => {
   it('accepts the example configuration', () => {
     const [cmd, args] = node('agent/main.ts', 'check-config', join(ROOT, 'config/rackguard.example.yaml'));
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
-    expect(r.stderr).toBe('');
+    // Only warnings about this machine (its outbox directory, /var/lib/rackguard, may not exist here).
+    expect(r.stderr.split('\n').filter((l) => l !== '' && !l.includes(': warning: outputs.outbox.path:'))).toEqual([]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/rackguard\.example\.yaml: OK \(2 buses, 13 devices, 62 points, 2 zones, 1 chiller\)/);
   });
@@ -77,6 +78,115 @@ zones:
     const r = spawnSync(cmd, args, { encoding: 'utf8' });
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('unknown command "frobnicate"');
+  });
+});
+
+/** Runs a short command of the real CLI; a hang fails the test (killed after 60 s) instead of stalling the suite. */
+function cli(...argv: string[]) {
+  const [cmd, args] = node('agent/main.ts', ...argv);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' });
+  expect(r.signal, `rackguard ${argv.join(' ')} was killed (hung?)\n${r.stderr}`).toBeNull();
+  return r;
+}
+
+function mkfifo(path: string): string {
+  expect(spawnSync('mkfifo', [path]).status).toBe(0);
+  return path;
+}
+
+const TINY_CONFIG = 'version: 1\nbuses:\n  - { id: t, type: tcp, host: 127.0.0.1, devices: [{ id: ch, unitId: 1, profile: generic-chiller }] }\n';
+
+describe('configuration files that crashed or hung the loader: exit 2 naming the file', () => {
+  const expectRefused = (r: ReturnType<typeof cli>, file: string, why: RegExp | string): void => {
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain(`${file}:`);
+    if (typeof why === 'string') expect(r.stderr).toContain(why);
+    else expect(r.stderr).toMatch(why);
+    // Our message, not a stack trace.
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+  };
+
+  it('a YAML alias bomb', () => {
+    let bomb = 'version: 1\na0: &a0 [x, x, x, x, x, x, x, x, x]\n';
+    for (let i = 1; i < 9; i++) bomb += `a${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(', ')}]\n`;
+    const file = join(tmp.path, 'bomb.yaml');
+    writeFileSync(file, bomb);
+    expectRefused(cli('check-config', file), file, 'Excessive alias count');
+  });
+
+  it('a FIFO (check-config and run)', () => {
+    const file = mkfifo(join(tmp.path, 'config-fifo.yaml'));
+    expectRefused(cli('check-config', file), file, 'cannot read configuration: a FIFO (named pipe), not a regular file');
+    expectRefused(cli('run', '--config', file), file, 'a FIFO (named pipe), not a regular file');
+  });
+
+  it('/dev/zero', () => {
+    expectRefused(cli('check-config', '/dev/zero'), '/dev/zero', 'cannot read configuration: a character device, not a regular file');
+  });
+
+  it('a file over 1 MiB', () => {
+    const file = join(tmp.path, 'huge.yaml');
+    writeFileSync(file, TINY_CONFIG + `# ${'x'.repeat(99)}\n`.repeat(11_000));
+    expectRefused(cli('check-config', file), file, /larger than the 1 MiB limit \(1\.1 MiB\)/);
+  });
+
+  it('a directory', () => {
+    const dir = join(tmp.path, 'a-directory.yaml');
+    mkdirSync(dir);
+    expectRefused(cli('check-config', dir), dir, 'cannot read configuration: a directory, not a regular file');
+  });
+
+  it('a duration past its limit, with its path', () => {
+    const file = join(tmp.path, 'poll.yaml');
+    writeFileSync(file, 'version: 1\nlogging: { healthIntervalS: 2592000 }\nbuses:\n  - { id: t, type: tcp, host: 127.0.0.1, devices: [{ id: a, unitId: 1, profile: generic-chiller }, { id: b, unitId: 2, profile: generic-chiller, pollIntervalMs: 1e12 }] }\n');
+    const r = cli('check-config', file);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('logging.healthIntervalS: must be at most 86400 (1 day), got 2592000');
+    expect(r.stderr).toContain('buses[0].devices[1].pollIntervalMs: must be at most 86400000 (1 day), got 1000000000000');
+  });
+});
+
+describe('small usage errors', () => {
+  it('an unknown command with --help exits 2 naming the command', () => {
+    const r = cli('UNKNOWN', '--help');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('unknown command "UNKNOWN"');
+    expect(r.stdout).toBe('');
+    // A known command's --help is still help.
+    const h = cli('run', '--help');
+    expect(h.status).toBe(0);
+    expect(h.stdout).toContain('Usage:');
+  });
+
+  it('replay of an empty trace (or a header alone) exits 2 naming the file: no rows', () => {
+    const config = join(tmp.path, 'tiny.yaml');
+    writeFileSync(config, TINY_CONFIG);
+    for (const [name, text] of [['empty.csv', ''], ['header-only.csv', 'time_s,point,value\n']] as const) {
+      const trace = join(tmp.path, name);
+      writeFileSync(trace, text);
+      const r = cli('replay', '--config', config, '--trace', trace);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(`${trace}: no rows`);
+      expect(r.stdout).toBe('');
+    }
+  });
+
+  it('check-config flags an outbox path that is a directory, and warns about a missing directory', () => {
+    const dir = join(tmp.path, 'outbox-dir');
+    mkdirSync(dir);
+    const file = join(tmp.path, 'outbox-is-dir.yaml');
+    writeFileSync(file, `${TINY_CONFIG}outputs:\n  outbox: { path: ${dir} }\n`);
+    const r = cli('check-config', file);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`outputs.outbox.path: ${dir} is a directory`);
+    // A directory that does not exist yet (systemd's StateDirectory= creates it at start): a warning, OK.
+    const missing = join(tmp.path, 'not-yet', 'outbox.db');
+    writeFileSync(file, `${TINY_CONFIG}outputs:\n  outbox: { path: ${missing} }\n`);
+    const w = cli('check-config', file);
+    expect(w.status).toBe(0);
+    expect(w.stderr).toContain(`warning: outputs.outbox.path: the directory ${join(tmp.path, 'not-yet')} does not exist (yet)`);
+    expect(w.stdout).toContain(': OK (');
   });
 });
 
@@ -128,9 +238,9 @@ describe('rackguard run --record, then replay', () => {
     const text = `version: 1
 logging: { samples: false }
 buses:
-  - { id: l, type: serial, path: ${pty.a}, devices: [{ id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 100 }, { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 100 }] }
+  - { id: l, type: serial, path: ${pty.a}, devices: [{ id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 100 }, { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 100, backoffMaxMs: 400 }] }
 zones:
-  - { id: z, sensors: [r1.temperature, r2.temperature], detection: { warnTempC: 25 } }
+  - { id: z, sensors: [r1.temperature, r2.temperature], detection: { warnTempC: 25, clearDelayS: 0 } }
 `;
     file = join(tmp.path, 'record.yaml');
     writeFileSync(file, text);
@@ -151,6 +261,13 @@ zones:
     // r1 reads 26.5 °C ≥ warnTempC 25: the live detector raises a warning; r2 is silent.
     await p.waitForLine(/zone z: normal → warning/, 15_000);
     await p.waitForLine(/"device":"r2".*"msg":"device failing"/, 15_000);
+    // More than one event to compare: the silent r2 blinds the zone (quorum lost), r2 answering again
+    // brings it back, and r1 cooling below warnTempC − hysteresis then clears the warning.
+    await p.waitForLine(/zone z: quorum lost/, 15_000);
+    sim.rack.setFault('r2', { type: 'none' });
+    await p.waitForLine(/zone z: quorum back/, 15_000);
+    sim.rack.setValue('r1.temperature', 22);
+    await p.waitForLine(/zone z: warning → normal/, 15_000);
     expect(await p.stop('SIGTERM')).toBe(0);
     const rows = readFileSync(trace, 'utf8').trim().split('\n');
     expect(rows[0]).toBe('time_s,point,value');
@@ -161,9 +278,81 @@ zones:
     const r = spawnSync(rcmd, rargs, { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; level: string; from: string | null; reason: string });
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; kind: string; level: string; from: string | null; reason: string });
     expect(events[0]).toMatchObject({ zone: 'z', level: 'warning', from: 'normal' });
     expect(events[0]!.reason).toMatch(/r1 at 26\.5 °C ≥ 25 °C/);
+    // Every event, not only the first: the replay gives the same events, in the same order, with the
+    // same reasons, as the live detector logged them.
+    const live = p.lines
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { zone?: string; event?: string; msg: string })
+      .filter((rec) => rec.zone !== undefined && (rec.event === 'zone_level' || rec.event === 'zone_blind'))
+      .map((rec) => ({ zone: rec.zone, kind: rec.event, text: rec.msg }));
+    const replayed = events.map((e) => ({ zone: e.zone, kind: e.kind, text: e.kind === 'zone_level' ? `zone ${e.zone}: ${e.from} → ${e.level}: ${e.reason}` : `zone ${e.zone}: ${e.reason}` }));
+    expect(live.length).toBeGreaterThan(2);
+    expect(replayed).toEqual(live);
+  });
+});
+
+describe('signals stop the agent at any stage', () => {
+  let sim: Simulator;
+  let file: string;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    // Polled as fast as the simulator answers, so a trace fills a pipe within a second or so. A long
+    // stop deadline: the recorder may wait up to half of it for a slow reader, so a stop stays slow.
+    const text = `version: 1
+logging: { samples: false, healthIntervalS: 1 }
+stopTimeoutS: 600
+buses:
+  - { id: t, type: tcp, host: 127.0.0.1, port: ${port}, devices: [{ id: ch, unitId: 1, profile: generic-chiller, pollIntervalMs: 1 }] }
+`;
+    file = join(tmp.path, 'signals.yaml');
+    writeFileSync(file, text);
+    sim = await startSimulator({ config: parseConfig(text, 'sim'), tcpPort: port });
+  });
+  afterAll(async () => {
+    await sim?.stop();
+  });
+
+  it('--record on a FIFO that nobody reads: start-up goes on (reported), and SIGTERM stops it', async () => {
+    const fifo = mkfifo(join(tmp.path, 'record-fifo.csv'));
+    const [cmd, args] = node('agent/main.ts', 'run', '--config', file, '--record', fifo);
+    const p = await spawnAndWait(cmd, args, { readyLine: /cannot record the trace to .*record-fifo\.csv: it is a FIFO that no process reads/, timeoutMs: 20_000 });
+    await p.waitForLine(/"msg":"rackguard starting"/, 10_000);
+    p.proc.kill('SIGTERM');
+    const exit = await p.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(p.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
+  });
+
+  it('a second SIGTERM during a slow stop exits 1 at once, saying so', async () => {
+    const fifo = mkfifo(join(tmp.path, 'slow-reader.csv'));
+    // A reader that opens the FIFO and never reads: the pipe fills, the recorder's buffer fills, and
+    // its flush at stop cannot finish.
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      const [cmd, args] = node('agent/main.ts', 'run', '--config', file, '--record', fifo);
+      const p = await spawnAndWait(cmd, args, { readyLine: /"msg":"recording samples to a trace"/, timeoutMs: 20_000 });
+      // 2,000 polls of 4 points are over 150 kB of rows: more than a pipe holds (64 KiB on Linux).
+      const polls = (l: string): number => {
+        if (!l.includes('"msg":"device health"')) return 0;
+        const rec = JSON.parse(l) as { counters: { responses: number } };
+        return rec.counters.responses / 2; // two reads per poll of a generic chiller
+      };
+      await p.waitForLine((l) => polls(l) >= 2000, 60_000);
+      const from = p.lines.length;
+      p.proc.kill('SIGTERM');
+      await p.waitForLine(/"msg":"stopping"/, 10_000, from);
+      p.proc.kill('SIGTERM');
+      const exit = await p.exited;
+      expect(exit).toEqual({ code: 1, signal: null });
+      expect(p.lines.some((l) => l.includes('SIGTERM again while stopping: exiting now'))).toBe(true);
+      expect(p.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(false);
+    } finally {
+      closeSync(reader);
+    }
   });
 });
 

@@ -3,9 +3,9 @@
  * loopback ports in temp dirs: round trip, outages and restarts, SIGKILL of the writer, the byte cap,
  * the last will, and refusals (a point InfluxDB rejects, an oversized payload, an ACL-denied topic).
  */
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Sample } from '../../agent/acquisition/types.js';
@@ -17,7 +17,9 @@ import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait } from '../helpers/proc.js';
+import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { until } from '../helpers/wait.js';
 
 const logger = pino({ level: process.env.RACKGUARD_TEST_LOG ?? 'silent' });
 const WRITER = fileURLToPath(new URL('../fixtures/outbox-writer.ts', import.meta.url));
@@ -43,53 +45,12 @@ function alarmEvent(c: number): OutboxEntry {
   return { type: 'event', event: { kind: 'zone_level', zone: 'z1', from: 'warning', level: 'alarm', reason: `cycle ${c}`, mono: c * 1000, ts: BASE_TS + c * 1000 + 1, evidence: { sensors: [], chillers: [], agreeingAlarm: 2, agreeingCritical: 0, k: 2, etaCriticalS: 300 } } };
 }
 
-/** Polls external state (a database has no event to await) until `fn` holds or the deadline passes. */
-async function until<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** A persistent-session QoS 1 subscriber (clean: false) to the whole tree, as a dashboard or a bridge would be. */
+const subscriber = (url: string, clientId: string, opts: { username?: string; password?: string } = {}): Promise<Subscriber> => startSubscriber(url, { clientId, topic: `${BASE}/#`, ...opts });
 
-interface Received {
-  topic: string;
-  payload: string;
-  retain: boolean;
-}
-
-/** A persistent-session QoS 1 subscriber (clean: false), as a dashboard or a bridge would be. */
-async function subscriber(url: string, clientId: string, opts: { username?: string; password?: string } = {}): Promise<{ client: MqttClient; messages: Received[]; waitFor: (pred: (all: Received[]) => boolean, timeoutMs: number, what: string) => Promise<void> }> {
-  const client = mqtt.connect(url, { clientId, clean: false, protocolVersion: 4, reconnectPeriod: 200, ...opts });
-  const messages: Received[] = [];
-  const waiters = new Set<() => void>();
-  client.on('message', (topic, payload, packet) => {
-    messages.push({ topic, payload: payload.toString(), retain: packet.retain });
-    for (const w of waiters) w();
-  });
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve());
-    client.once('error', reject);
-  });
-  await client.subscribeAsync(`${BASE}/#`, { qos: 1 });
-  const waitFor = (pred: (all: Received[]) => boolean, timeoutMs: number, what: string): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!pred(messages)) return;
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`subscriber: timed out waiting for ${what}; got ${messages.length} messages`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { client, messages, waitFor };
+/** A status message with this state (the payload is JSON { state, ts, tsMs, … }). */
+function isStatus(m: Received, state: 'online' | 'offline'): boolean {
+  return m.topic === `${BASE}/status` && (JSON.parse(m.payload) as { state: string }).state === state;
 }
 
 /** Per point, the distinct timestamps in first-arrival order. */
@@ -175,7 +136,7 @@ describe('outputs against real mosquitto and influxd', () => {
     await mqttSink!.start();
     await influxSink!.start();
     for (let c = 0; c < 10; c++) outbox.append(c === 5 ? [...cycle(c), alarmEvent(c), { type: 'event', event: { kind: 'device_state', deviceId: 'rack02', state: 'offline', previous: 'online', ts: BASE_TS + 5001, reason: 'timeout' } }] : cycle(c));
-    await s.waitFor((m) => arrivals(m).get('rack03.temperature')?.length === 10 && m.some((x) => x.topic.endsWith('/events')) && m.some((x) => x.topic === `${BASE}/status` && x.payload === 'online'), 15_000, 'all messages');
+    await s.waitFor((m) => arrivals(m).get('rack03.temperature')?.length === 10 && m.some((x) => x.topic.endsWith('/events')) && m.some((x) => isStatus(x, 'online')), 15_000, 'all messages');
     const sensor = s.messages.find((m) => m.topic === `${BASE}/sensors/rack02.temperature`)!;
     expect(JSON.parse(sensor.payload)).toEqual({ value: 0.01, unit: '°C', quality: 'good', ts: new Date(BASE_TS).toISOString(), tsMs: BASE_TS });
     for (const p of POINTS) expect(arrivals(s.messages).get(p)).toEqual(expectedTimes(0, 9));
@@ -309,16 +270,82 @@ describe('outputs against real mosquitto and influxd', () => {
     cleanups.push(async () => {
       await proc.stop('SIGKILL');
     });
-    await s.waitFor((m) => m.some((x) => x.topic === `${BASE}/status` && x.payload === 'online'), 10_000, 'online');
+    await s.waitFor((m) => m.some((x) => isStatus(x, 'online')), 10_000, 'online');
     const mark = s.messages.length;
     await proc.stop('SIGKILL');
-    await s.waitFor((m) => m.slice(mark).some((x) => x.topic === `${BASE}/status` && x.payload === 'offline'), 10_000, 'offline will');
+    await s.waitFor((m) => m.slice(mark).some((x) => isStatus(x, 'offline')), 10_000, 'offline will');
     // Retained: a newcomer sees offline too.
     const late = await subscriber(broker.url, `rg-late-${id}`);
     cleanups.push(() => {
       late.client.end(true);
     });
-    await late.waitFor((m) => m.some((x) => x.topic === `${BASE}/status` && x.retain && x.payload === 'offline'), 5000, 'retained offline');
+    await late.waitFor((m) => m.some((x) => isStatus(x, 'offline') && x.retain), 5000, 'retained offline');
+  });
+
+  it('zone_level: three transitions of one evaluation (same millisecond) are three points; a resend adds none', async () => {
+    const { outbox, influxSink, db } = setup({ mqtt: false });
+    await influxSink!.start();
+    const ts = BASE_TS + 7000;
+    const evidence = { sensors: [], chillers: [], agreeingAlarm: 2, agreeingCritical: 2, k: 2, etaCriticalS: 0 };
+    const steps = [
+      ['normal', 'warning'],
+      ['warning', 'alarm'],
+      ['alarm', 'critical'],
+    ] as const;
+    outbox.append([...cycle(7), ...steps.map(([from, level]): OutboxEntry => ({ type: 'event', event: { kind: 'zone_level', zone: 'z1', from, level, reason: `${from} to ${level}`, mono: 7000, ts, evidence } }))]);
+    await until(() => influxSink!.stats().depth === 0, 15_000, 'influx drained');
+    const levels = async () => (await influx.query('SELECT level, "from", level_rank FROM zone_level', db)).results[0]!.series![0]!.values!.map((v) => v.slice(1));
+    expect(await levels()).toEqual([
+      ['warning', 'normal', 1],
+      ['alarm', 'warning', 2],
+      ['critical', 'alarm', 3],
+    ]);
+    // What a Grafana panel asks: the level the zone ended at in that millisecond.
+    const last = await influx.query('SELECT last(level_rank) FROM zone_level', db);
+    expect(last.results[0]!.series![0]!.values![0]![1]).toBe(3);
+    // A second sink on the same records (as a resend after a crash would) lands on the same points.
+    const again = new InfluxSink(influxSchema.parse({ url: influx.url, database: db, flushIntervalMs: 100 }), { outbox, context: context(), logger, sinkName: 'influx-again', startAt: 'beginning' });
+    cleanups.push(() => again.stop());
+    await again.start();
+    await until(() => again.stats().depth === 0 && again.stats().pointsWritten > 0, 15_000, 'resend drained');
+    expect(await levels()).toHaveLength(3);
+  });
+
+  it('InfluxDB answers 404 (database dropped under the sink): the sink creates it again and writes on', async () => {
+    const { outbox, influxSink, db } = setup({ mqtt: false });
+    await influxSink!.start();
+    for (let c = 0; c < 5; c++) outbox.append(cycle(c));
+    await until(() => influxSink!.stats().depth === 0, 15_000, 'first batch');
+    await influx.query(`DROP DATABASE ${db}`);
+    for (let c = 5; c < 10; c++) outbox.append(cycle(c));
+    await until(() => influxSink!.stats().depth === 0, 15_000, 'drained after the 404');
+    expect(influxSink!.stats().lastError).toBeUndefined();
+    // The records written before the drop went with the database; every one after it is there.
+    expect((await influxTimes(influx, db, 'environment')).get('rack01.temperature')).toEqual(expectedTimes(5, 9));
+  });
+
+  it('MQTT broker SIGKILLed and restarted on the same port: the backlog arrives after it returns', async () => {
+    const { outbox, mqttSink, id } = setup({ influx: false, mqtt: { reconnectInitialMs: 100, reconnectMaxMs: 1000 } });
+    const subscribedAt = Date.now();
+    const s = await sub(`kill9-${id}`);
+    await mqttSink!.start();
+    for (let c = 0; c < 10; c++) outbox.append(cycle(c));
+    await s.waitFor((m) => arrivals(m).get('rack01.temperature')?.length === 10, 10_000, 'before the kill');
+    // SIGKILL keeps only what mosquitto saved (autosave_interval 1): wait until the subscriber's session is on disk.
+    const saved = join(broker.dir, 'data', 'mosquitto.db');
+    await until(() => existsSync(saved) && statSync(saved).mtimeMs > subscribedAt + 1000, 10_000, 'mosquitto saved the sessions');
+    await broker.process.stop('SIGKILL');
+    for (let c = 10; c < 40; c++) outbox.append(cycle(c));
+    await until(() => !mqttSink!.stats().connected, 5000, 'the sink notices');
+    expect(outbox.depth('mqtt')).toBe(30 * POINTS.length);
+    await broker.restart();
+    await s.waitFor((m) => POINTS.every((p) => arrivals(m).get(p)?.length === 40), 30_000, 'the backlog at the subscriber');
+    for (const p of POINTS) expect(arrivals(s.messages).get(p)).toEqual(expectedTimes(0, 39));
+    await until(() => outbox.depth('mqtt') === 0, 5000, 'cursor caught up');
+    // The status was republished on return, stamped after the kill.
+    const stamps = s.messages.filter((x) => isStatus(x, 'online')).map((x) => (JSON.parse(x.payload) as { tsMs: number }).tsMs);
+    expect(Math.max(...stamps)).toBeGreaterThan(subscribedAt + 1000);
+    expect(mqttSink!.stats().reconnects).toBeGreaterThanOrEqual(1);
   });
 
   it('a point InfluxDB refuses (field type conflict) is quarantined with an event; the rest is written', async () => {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../../agent/config/load.js';
 import { DETECTION_DEFAULTS } from '../../agent/config/schema.js';
-import { runDrill, type ZoneHeadline } from '../../agent/drill/drill.js';
+import { runDrill, type ZoneHeadline } from '../../drill/drill.js';
 import { loadScenarioFile } from '../../firmware-sim/scenario.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 

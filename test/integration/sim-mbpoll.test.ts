@@ -5,15 +5,17 @@
  * computed by hand, independently of the simulator's encoding code.
  */
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { SerialPort } from 'serialport';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VirtualClock } from '../../agent/clock.js';
 import { parseConfig } from '../../agent/config/load.js';
-import { withCrc } from '../../agent/modbus/crc.js';
+import { crcOk, withCrc } from '../../agent/modbus/crc.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { parseScenario } from '../../firmware-sim/scenario.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+import { waitFor, withTimeout } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 
@@ -226,31 +228,52 @@ describe('RTU slave on its own line', () => {
     const config = parseConfig(CONFIG, 'test.yaml');
     const pair = await startPtyPair();
     const s = await startSimulator({ config, serialPath: pair.a, clock: new VirtualClock() });
+    const slave = s.rtu!;
     const master = new SerialPort({ path: pair.b, baudRate: 9600, autoOpen: false });
+    // Every byte the slave ever sends, never cleared: a reply to something that should get none would
+    // shift everything after it, so the whole stream is checked at the end.
     let rx = Buffer.alloc(0);
     master.on('data', (d: Buffer) => (rx = Buffer.concat([rx, d])));
-    const exchange = async (bytes: Buffer, waitMs = 150): Promise<Buffer> => {
-      rx = Buffer.alloc(0);
+    /** Writes `bytes` and resolves once the stream holds `total` bytes. */
+    const replyUntil = (bytes: Buffer, total: number, what: string): Promise<true> => {
       master.write(bytes);
-      await new Promise((r) => setTimeout(r, waitMs));
-      return rx;
+      return waitFor(master, 'data', () => rx.length >= total, 5000, what, () => `have ${rx.toString('hex')}`);
+    };
+    /** Writes `bytes` and resolves with what the slave dropped to resynchronise. */
+    const dropped = (bytes: Buffer): Promise<[number, string]> => {
+      const p = once(slave, 'dropped') as Promise<[number, string]>;
+      master.write(bytes);
+      return withTimeout(p, 5000, `the slave dropping ${bytes.toString('hex')}`);
     };
     try {
       await new Promise<void>((res, rej) => master.open((err) => (err ? rej(err) : res())));
       const read = withCrc(Buffer.from([1, 4, 0, 1, 0, 1]));
-      const answer = { length: 7 }; // unit, function, byte count, one register, CRC
-      expect((await exchange(read)).length).toBe(answer.length);
+      const READ_REPLY = 7; // unit, function, byte count, one register, CRC
+      const illegalFunction = withCrc(Buffer.from([1, 0xab, 1]));
+      await replyUntil(read, READ_REPLY, 'the first reply');
       // Noise before a request: the frame fails its CRC and the buffer is dropped; the next request is answered.
-      expect((await exchange(Buffer.concat([Buffer.from([0x55, 0x03]), read]))).length).toBe(0);
-      expect((await exchange(read)).length).toBe(answer.length);
-      // A stuck partial frame is dropped after 50 ms of silence.
-      expect((await exchange(read.subarray(0, 5), 120)).length).toBe(0);
-      expect((await exchange(read)).length).toBe(answer.length);
+      expect(await dropped(Buffer.concat([Buffer.from([0x55, 0x03]), read]))).toEqual([2 + read.length, 'crc']);
+      await replyUntil(read, 2 * READ_REPLY, 'the reply after the noise');
+      // A stuck partial frame is dropped after resyncMs (50 ms) of silence.
+      expect(await dropped(read.subarray(0, 5))).toEqual([5, 'resync']);
+      await replyUntil(read, 3 * READ_REPLY, 'the reply after the partial frame');
       // Function 0x2B (read device identification) is not served: exception 1.
-      expect(await exchange(withCrc(Buffer.from([1, 0x2b, 0x0e, 0x01, 0x00])))).toEqual(withCrc(Buffer.from([1, 0xab, 1])));
-      // Broadcast: no reply.
-      expect((await exchange(withCrc(Buffer.from([0, 6, 0, 1, 0, 1])))).length).toBe(0);
-      expect(s.rack.counters().rack01!.requests).toBe(4);
+      await replyUntil(withCrc(Buffer.from([1, 0x2b, 0x0e, 0x01, 0x00])), 3 * READ_REPLY + illegalFunction.length, 'exception 1');
+      // Broadcast: taken as a frame, no reply (the read after it must be the next thing on the line).
+      const broadcast = withCrc(Buffer.from([0, 6, 0, 1, 0, 1]));
+      const taken = once(slave, 'frame');
+      master.write(broadcast);
+      expect((await withTimeout(taken, 5000, 'the broadcast frame'))[0]).toEqual(broadcast);
+      await replyUntil(read, 4 * READ_REPLY + illegalFunction.length, 'the reply after the broadcast');
+
+      // The stream is exactly the replies asked for, in order: nothing for the noise, the partial
+      // frame or the broadcast.
+      const frames = [0, 7, 14, 21, 26].map((at, i) => rx.subarray(at, i === 3 ? at + illegalFunction.length : at + READ_REPLY));
+      expect(rx.length).toBe(4 * READ_REPLY + illegalFunction.length);
+      for (const f of [frames[0]!, frames[1]!, frames[2]!, frames[4]!]) expect([...f.subarray(0, 3), crcOk(f)]).toEqual([1, 4, 2, true]);
+      expect(frames[3]).toEqual(illegalFunction);
+      expect(s.rack.counters().rack01!.requests).toBe(5);
+      expect(slave.stats).toMatchObject({ crcErrors: 1, broadcastsIgnored: 1, replies: 5, droppedBytes: 2 + read.length + 5 });
     } finally {
       if (master.isOpen) await new Promise<void>((res) => master.close(() => res()));
       await s.stop();
@@ -267,8 +290,7 @@ describe('RTU slave on its own line', () => {
     try {
       expect((await mbpoll(['-m', 'rtu', '-b', '9600', '-P', 'none', '-a', '1', '-t', '3', '-r', '1', '-c', '1', pair.b])).ok).toBe(true);
       await pair.unplug();
-      const timeout = new Promise<'timeout'>((res) => setTimeout(() => res('timeout'), 5000));
-      expect(await Promise.race([closedP.then(() => 'closed'), timeout])).toBe('closed');
+      await withTimeout(closedP, 5000, 'the simulator reporting the closed port');
       // TCP keeps serving; stop is clean afterwards.
       expect((await mbpoll(['-m', 'tcp', '-p', String(s.tcpPort), '-a', '1', '-t', '1', '-r', '0', '-c', '1', '127.0.0.1'])).values.get(0)).toBe('1');
     } finally {

@@ -1,10 +1,12 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { z } from 'zod';
-import { ConfigError, formatIssues, loadConfigFile, parseConfig } from '../../agent/config/load.js';
+import { ConfigError, durationUnitMs, formatIssues, loadConfigFile, parseConfig } from '../../agent/config/load.js';
+import { configSchema, profileSchema } from '../../agent/config/schema.js';
 import type { ModbusPointDef, SerialBusDef, StreamBusDef, TcpBusDef } from '../../agent/config/model.js';
 import { RackguardError } from '../../agent/errors.js';
 import { bundledProfilesDir, packageRoot } from '../../agent/paths.js';
@@ -367,6 +369,78 @@ describe('a bad configuration', () => {
   });
 });
 
+describe('durations are bounded', () => {
+  // Node turns a timer delay above 2^31−1 ms into 1 ms: each of these, reported in issue 7, ran a
+  // timer in a loop or was accepted silently. Each is rejected with its path and the limit.
+  it.each([
+    { what: 'logging.healthIntervalS 2592000 (30 days)', change: (c: Raw) => (c.logging = { healthIntervalS: 2_592_000 }), problem: 'logging.healthIntervalS: must be at most 86400 (1 day), got 2592000' },
+    { what: 'pollIntervalMs 1e12', change: (c: Raw) => (c.buses[0].devices[1].pollIntervalMs = 1e12), problem: 'buses[0].devices[1].pollIntervalMs: must be at most 86400000 (1 day), got 1000000000000' },
+    { what: 'backoffMaxMs 1e15', change: (c: Raw) => (c.buses[1].devices[0].backoffMaxMs = 1e15), problem: 'buses[1].devices[0].backoffMaxMs: must be at most 86400000 (1 day), got 1000000000000000' },
+    { what: 'reopenMaxMs 1e12', change: (c: Raw) => (c.buses[0].reopenMaxMs = 1e12), problem: 'buses[0].reopenMaxMs: must be at most 3600000 (1 hour), got 1000000000000' },
+    { what: 'clearDelayS 1e12', change: (c: Raw) => (c.detection = { clearDelayS: 1e12 }), problem: 'detection.clearDelayS: must be at most 86400 (1 day), got 1000000000000' },
+    { what: 'dwellS 1e12 (in a zone)', change: (c: Raw) => (c.zones[0].detection = { dwellS: 1e12 }), problem: 'zones[0].detection.dwellS: must be at most 3600 (1 hour), got 1000000000000' },
+    {
+      what: 'an outputs timeout',
+      change: (c: Raw) => (c.outputs = { outbox: { path: '/tmp/x.db' }, influx: { url: 'http://127.0.0.1:8086', database: 'd', flushIntervalMs: 1e12 } }),
+      problem: 'outputs.influx.flushIntervalMs: must be at most 3600000 (1 hour), got 1000000000000',
+    },
+  ])('$what', ({ change, problem }) => {
+    const cfg = base();
+    change(cfg);
+    expect(problemsOf(stringify(cfg))).toEqual([problem]);
+  });
+
+  it('the limits themselves are accepted', () => {
+    const cfg = base();
+    cfg.logging = { healthIntervalS: 86_400 };
+    cfg.buses[0].devices[1].pollIntervalMs = 86_400_000;
+    cfg.buses[0].reopenMaxMs = 3_600_000;
+    cfg.detection = { dwellS: 3600, clearDelayS: 86_400 };
+    expect(problemsOf(stringify(cfg))).toEqual([]);
+  });
+
+  /** Every property of a JSON schema, with its path: walks objects, lists, unions and $defs. */
+  function properties(node: unknown, path: string, out: Array<{ path: string; name: string; schema: Record<string, unknown> }>): typeof out {
+    if (!node || typeof node !== 'object') return out;
+    if (Array.isArray(node)) {
+      for (const n of node) properties(n, path, out);
+      return out;
+    }
+    const n = node as Record<string, unknown>;
+    for (const [name, schema] of Object.entries((n.properties ?? {}) as Record<string, Record<string, unknown>>)) {
+      out.push({ path: `${path}.${name}`, name, schema });
+      properties(schema, `${path}.${name}`, out);
+    }
+    for (const key of ['items', 'anyOf', 'oneOf', 'allOf', 'additionalProperties', '$defs', 'definitions']) properties(n[key], path, out);
+    return out;
+  }
+  const isNumber = (s: Record<string, unknown>): boolean => s.type === 'number' || s.type === 'integer';
+  const TIMER_LIMIT_MS = 2 ** 31 - 1;
+
+  it.each([
+    { name: 'the configuration', schema: configSchema },
+    { name: 'a profile', schema: profileSchema },
+  ])('no duration field of $name is unbounded (the schema is walked)', ({ schema }) => {
+    const props = properties(z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }), '', []);
+    const durations = props.filter((p) => durationUnitMs([p.name]) !== undefined);
+    // Not vacuous: the walk reaches the fields the issue named, nested in lists, unions and outputs.
+    if (schema === configSchema) {
+      const names = new Set(durations.map((d) => d.path));
+      for (const f of ['.logging.healthIntervalS', '.buses.devices.pollIntervalMs', '.buses.reopenMaxMs', '.zones.detection.dwellS', '.detection.clearDelayS', '.outputs.mqtt.publishTimeoutMs', '.outputs.influx.requestTimeoutMs', '.stopTimeoutS']) {
+        expect(names, f).toContain(f);
+      }
+      expect(durations.length).toBeGreaterThan(40);
+    } else {
+      expect(durations.map((d) => d.name)).toContain('frozenAfterS');
+    }
+    const unbounded = durations.filter((d) => !isNumber(d.schema) || typeof d.schema.maximum !== 'number' || d.schema.maximum * durationUnitMs([d.name])! > TIMER_LIMIT_MS);
+    expect(unbounded.map((d) => `${d.path} (maximum ${String(d.schema.maximum)})`)).toEqual([]);
+    // And no duration hides behind a name without its unit (the walk above would miss it).
+    const unitless = props.filter((p) => isNumber(p.schema) && /interval|timeout|delay|window|dwell|backoff|reopen|retry|keepalive|horizon|after/i.test(p.name) && durationUnitMs([p.name]) === undefined);
+    expect(unitless.map((p) => p.path)).toEqual([]);
+  });
+});
+
 describe('serial timing defaults', () => {
   const withLine = (line: Raw): SerialBusDef => {
     const cfg = base();
@@ -411,6 +485,42 @@ describe('profiles', () => {
     expect(parseConfigProblems(cfg, [dir])).toEqual([
       `buses[0].devices[1].profile: profile "broken" (${join(dir, 'broken.yaml')}) is invalid: points[0].type: expected one of int16, uint16, int32, uint32, float32, bool, bit, got "int12"`,
     ]);
+  });
+
+  it('a profile that is an alias bomb, too deep, a directory or a FIFO is a problem naming the file, not a crash or a hang', () => {
+    const bombDir = join(dir, 'hostile');
+    mkdirSync(bombDir);
+    let bomb = 'a0: &a0 [x, x, x, x, x, x, x, x, x]\n';
+    for (let i = 1; i < 8; i++) bomb += `a${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(', ')}]\n`;
+    writeFileSync(join(bombDir, 'bomb.yaml'), bomb);
+    writeFileSync(join(bombDir, 'deep.yaml'), `${'['.repeat(100_000)}${']'.repeat(100_000)}`);
+    mkdirSync(join(bombDir, 'adir.yaml'));
+    const fifo = spawnSync('mkfifo', [join(bombDir, 'fifo.yaml')]);
+    expect(fifo.status).toBe(0);
+    const problem = (profile: string): string[] => {
+      const cfg = base();
+      cfg.buses[0].devices[1].profile = profile;
+      return parseConfigProblems(cfg, [bombDir]);
+    };
+    expect(problem('bomb')).toEqual([`buses[0].devices[1].profile: profile "bomb" (${join(bombDir, 'bomb.yaml')}) is not valid YAML: (root): the YAML cannot be loaded: Excessive alias count indicates a resource exhaustion attack`]);
+    expect(problem('deep')).toEqual([expect.stringMatching(/^buses\[0\]\.devices\[1\]\.profile: profile "deep" \(.*deep\.yaml\) is not valid YAML: line 1, column \d+: Maximum call stack size exceeded/)]);
+    expect(problem('adir')).toEqual([`buses[0].devices[1].profile: profile "adir" (${join(bombDir, 'adir.yaml')}) cannot be read: a directory, not a regular file`]);
+    expect(problem('fifo')).toEqual([`buses[0].devices[1].profile: profile "fifo" (${join(bombDir, 'fifo.yaml')}) cannot be read: a FIFO (named pipe), not a regular file`]);
+  });
+
+  it('profilesDir must be a directory that exists', () => {
+    const file = join(dir, 'not-a-dir.yaml');
+    writeFileSync(file, 'x: 1\n');
+    const cfg = base();
+    cfg.profilesDir = file;
+    expect(problemsOf(stringify(cfg))).toEqual([`profilesDir: ${file} is not a directory`]);
+    cfg.profilesDir = join(dir, 'missing');
+    expect(problemsOf(stringify(cfg))).toEqual([`profilesDir: ${join(dir, 'missing')} does not exist`]);
+    // Relative to the configuration file's directory.
+    cfg.profilesDir = 'not-a-dir.yaml';
+    expect(() => parseConfig(stringify(cfg), 'rel.yaml', { baseDir: dir })).toThrow(`profilesDir: ${file} is not a directory`);
+    cfg.profilesDir = '.';
+    expect(parseConfig(stringify(cfg), 'rel.yaml', { baseDir: dir }).site).toBe('site');
   });
 
   it('an inline point replaces the profile point of the same name (calibration)', () => {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { TimedEvent } from '../../agent/detection/replay.js';
 import type { Evidence, Level } from '../../agent/detection/types.js';
-import type { DrillResult, Series } from '../../agent/drill/drill.js';
-import { MAX_POINTS_PER_SERIES, decimate, escapeHtml, formatDuration, renderReport } from '../../agent/drill/report.js';
+import type { DrillResult, Series } from '../../drill/drill.js';
+import { MAX_POINTS_PER_SERIES, decimate, escapeHtml, formatDuration, renderReport } from '../../drill/report.js';
 
 const evidence = (etaCriticalS: number | null): Evidence => ({ sensors: [], chillers: [], agreeingAlarm: 2, agreeingCritical: 0, k: 2, etaCriticalS });
 

@@ -4,8 +4,8 @@
  *
  * Pure: a DrillResult in, a string out.
  */
-import type { Level } from '../detection/types.js';
-import type { TimedEvent } from '../detection/replay.js';
+import type { Level } from '../agent/detection/types.js';
+import type { TimedEvent } from '../agent/detection/replay.js';
 import type { DrillResult, Series } from './drill.js';
 
 /** Largest number of points drawn per sensor series (a 24 h drill at 5 s has 17 280 samples). */

@@ -4,11 +4,11 @@
  * headline numbers: time from failure to alarm and to critical, and the lead before the zone median
  * reaches 32 °C (from the first alarm) and 35 °C (from the first critical).
  */
-import type { Config } from '../config/model.js';
-import { replay, type TimedEvent } from '../detection/replay.js';
-import type { TraceBatch } from '../detection/trace.js';
-import { VirtualRackSampler } from '../../firmware-sim/sampler.js';
-import type { Scenario } from '../../firmware-sim/scenario.js';
+import type { Config } from '../agent/config/model.js';
+import { replay, type TimedEvent } from '../agent/detection/replay.js';
+import type { TraceBatch } from '../agent/detection/trace.js';
+import { VirtualRackSampler } from '../firmware-sim/sampler.js';
+import type { Scenario } from '../firmware-sim/scenario.js';
 
 export interface ZoneHeadline {
   zone: string;

@@ -1,0 +1,241 @@
+/**
+ * The MQTT delivery window of one connection: at most `limit()` outbox records awaiting PUBACK, read
+ * after the sink's cursor in append order. The cursor advances only over the contiguous acknowledged
+ * prefix, so nothing is skipped and a reconnect resends from the first unacknowledged record, in order
+ * (a subscriber may see a record twice: at-least-once).
+ *
+ * Two rules keep an old answer from doing harm:
+ * - Acks carry the outbox generation. When the outbox replaced a damaged file its seqs restart, and a
+ *   PUBACK for a record of the old file must not move the new file's cursor: the window notices the
+ *   generation change, drops what it had in flight and starts again from the new cursor.
+ * - Retained topics are newest-wins. A retained message (zone state, device availability) is never
+ *   (re)sent after a newer record's message for the same topic was sent: a refused publish retried
+ *   later would otherwise leave an old zone state retained. Anything newer that was sent but not yet
+ *   acknowledged is resent after it anyway, in order.
+ */
+import type { Logger } from 'pino';
+import { asError } from '../errors.js';
+import type { SinkOutbox } from './context.js';
+import type { MqttMessage } from './mqtt-layout.js';
+import { RejectedError, type RefusalPolicy } from './mqtt-refusal.js';
+import type { OutboxRecord } from './outbox.js';
+
+const READ_CHUNK = 500;
+
+export interface WindowSlot {
+  rec: OutboxRecord;
+  /** Every message of the record (for reports). */
+  msgs: MqttMessage[];
+  /** Messages not acknowledged yet: a retry after a refusal sends only these. */
+  pending: MqttMessage[];
+  done: boolean;
+  /** False once the window dropped it (generation change, close): its late answers are ignored. */
+  live: boolean;
+  /** Bumped per send and on its first failure: answers to an earlier send are ignored. */
+  attempt: number;
+}
+
+/** Highest seq whose message was sent per retained topic, within one outbox generation. */
+export class RetainedOrder {
+  private readonly sentSeq = new Map<string, number>();
+
+  /** True when a newer record's message for `topic` was already sent. */
+  superseded(topic: string, seq: number): boolean {
+    return (this.sentSeq.get(topic) ?? -Infinity) > seq;
+  }
+
+  noteSent(topic: string, seq: number): void {
+    if (!this.superseded(topic, seq)) this.sentSeq.set(topic, seq);
+  }
+
+  reset(): void {
+    this.sentSeq.clear();
+  }
+}
+
+export interface DeliveryWindowDeps {
+  outbox: SinkOutbox;
+  /** Cursor name in the outbox. */
+  cursor: string;
+  logger: Logger;
+  /** Records allowed in flight now (1 in probe mode). */
+  limit(): number;
+  messagesFor(rec: OutboxRecord): MqttMessage[];
+  /** Publishes one message; a RejectedError is a refusal, anything else a dead link. */
+  publish(m: MqttMessage): Promise<void>;
+  refusals: RefusalPolicy;
+  retained: RetainedOrder;
+  /** A record is skipped for good (refused too often): report it. */
+  skip(slot: WindowSlot, topic: string, reasonCode: number | undefined, why: string): void;
+  /** A publish timed out or the link failed: the sink drops the connection (and this window). */
+  linkFailed(why: string): void;
+  /** Messages acknowledged, for stats. */
+  delivered(messages: number): void;
+  /** Runs bookkeeping from promise callbacks: an outbox error there is logged, never unhandled. */
+  guard(what: string, fn: () => void): void;
+}
+
+export class DeliveryWindow {
+  private slots: WindowSlot[] = [];
+  private readAfter: number;
+  private generation: number;
+  private feeding = true;
+  private closed = false;
+  private readonly idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly deps: DeliveryWindowDeps) {
+    this.readAfter = deps.outbox.cursorOf(deps.cursor);
+    this.generation = deps.outbox.generation;
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  get head(): WindowSlot | undefined {
+    return this.slots[0];
+  }
+
+  /** The last seq read into the window. */
+  get lastRead(): number {
+    return this.readAfter;
+  }
+
+  /** Fills the window up to limit() with the records after the last one read. */
+  pump(): void {
+    const { outbox, cursor } = this.deps;
+    if (this.closed || !this.feeding || !outbox.isOpen) return;
+    if (outbox.generation !== this.generation) this.restart();
+    for (;;) {
+      const room = this.deps.limit() - this.slots.length;
+      if (room <= 0) break;
+      const generation = outbox.generation;
+      const recs = outbox.read(cursor, Math.min(READ_CHUNK, room), this.readAfter);
+      if (outbox.generation !== generation) {
+        // The read itself found the file damaged and replaced it: start over on the new one.
+        this.restart();
+        continue;
+      }
+      if (recs.length === 0) break;
+      for (const rec of recs) {
+        this.readAfter = rec.seq;
+        const msgs = this.deps.messagesFor(rec);
+        const slot: WindowSlot = { rec, msgs, pending: [...msgs], done: false, live: true, attempt: 0 };
+        this.slots.push(slot);
+        this.send(slot);
+      }
+    }
+  }
+
+  /** No new records from now on (stopping); what is in flight still completes. */
+  stopFeeding(): void {
+    this.feeding = false;
+    this.notifyIfIdle();
+  }
+
+  /** Resolves once nothing is in flight (or the window was closed). */
+  idle(): Promise<void> {
+    if (this.closed || this.slots.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** The connection is gone: every answer still to come is ignored; nothing more is acked. */
+  close(): void {
+    this.closed = true;
+    for (const s of this.slots) s.live = false;
+    this.slots = [];
+    this.notifyIfIdle();
+  }
+
+  private send(slot: WindowSlot): void {
+    const { retained } = this.deps;
+    const seq = slot.rec.seq;
+    // Newest-wins per retained topic (see the file comment): a superseded state is not sent at all.
+    slot.pending = slot.pending.filter((m) => !(m.retain && retained.superseded(m.topic, seq)));
+    for (const m of slot.pending) if (m.retain) retained.noteSent(m.topic, seq);
+    const sent = [...slot.pending];
+    const attempt = ++slot.attempt;
+    let left = sent.length;
+    // The first refusal or failure decides at once, as a broker may close the connection right after
+    // refusing (mosquitto 2.0 does after an ACL denial under MQTT 5): waiting for the other messages'
+    // acknowledgements would let that close count as a dead link instead of as a refusal.
+    const current = (): boolean => slot.live && !this.closed && slot.attempt === attempt;
+    const succeeded = (): void => {
+      if (!current() || --left > 0) return;
+      this.deps.guard('mqtt delivery', () => {
+        this.deps.delivered(sent.length);
+        slot.done = true;
+        this.deps.refusals.delivered(seq);
+        this.advance();
+      });
+    };
+    const failed = (err: unknown): void => {
+      if (!current()) return;
+      slot.attempt++;
+      this.deps.guard('mqtt delivery', () => {
+        // Timeout or a dead link: everything in flight is in doubt; start over from the cursor.
+        if (!(err instanceof RejectedError)) this.deps.linkFailed(asError(err).message);
+        else this.onRefused(slot, err);
+      });
+    };
+    if (sent.length === 0) {
+      left = 1;
+      queueMicrotask(succeeded);
+    }
+    for (const m of sent) {
+      this.deps.publish(m).then(() => {
+        slot.pending = slot.pending.filter((p) => p !== m);
+        succeeded();
+      }, failed);
+    }
+  }
+
+  private onRefused(slot: WindowSlot, err: RejectedError): void {
+    const { retry, attempts } = this.deps.refusals.retryAfterRejection(slot.rec.seq, err.reasonCode);
+    if (retry) {
+      this.send(slot);
+      return;
+    }
+    this.deps.skip(slot, err.topic, err.reasonCode, `${err.message}; gave up after ${attempts} attempt(s)`);
+    slot.done = true;
+    this.advance();
+  }
+
+  /** Skips the head record for good (the connection died on it too often) and acks past it. */
+  skipHead(topic: string, why: string): void {
+    const head = this.slots[0];
+    if (!head || this.deps.outbox.generation !== this.generation) return;
+    this.deps.skip(head, topic, undefined, why);
+    this.deps.outbox.ack(this.deps.cursor, head.rec.seq);
+  }
+
+  /** Acks the contiguous done prefix (only for the file it was read from), then refills. */
+  private advance(): void {
+    let acked: number | undefined;
+    while (this.slots[0]?.done) acked = this.slots.shift()!.rec.seq;
+    if (acked !== undefined) {
+      if (this.deps.outbox.generation === this.generation) this.deps.outbox.ack(this.deps.cursor, acked);
+      else this.restart();
+    }
+    this.notifyIfIdle();
+    this.pump();
+  }
+
+  /** The outbox file was replaced: seqs restarted, so what is in flight belongs to the old file. */
+  private restart(): void {
+    const { outbox } = this.deps;
+    this.deps.logger.warn({ from: this.generation, to: outbox.generation, dropped: this.slots.length }, 'mqtt: outbox file was replaced; restarting delivery from its cursor');
+    for (const s of this.slots) s.live = false;
+    this.slots = [];
+    this.generation = outbox.generation;
+    this.readAfter = outbox.cursorOf(this.deps.cursor);
+    this.deps.retained.reset();
+    this.deps.refusals.reset();
+    this.notifyIfIdle();
+  }
+
+  private notifyIfIdle(): void {
+    if (!this.closed && this.slots.length > 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+}

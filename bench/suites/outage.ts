@@ -1,0 +1,112 @@
+/**
+ * Memory of the agent during an outage of both sinks, measured where it matters: a separate
+ * `rackguard run` process (compiled, plain node, the production V8 flags), polling the reference
+ * rack served by the simulator, with the MQTT broker and InfluxDB both down (nothing listens on their
+ * ports), so everything piles up in the outbox.
+ *
+ * Time is compressed: every device is polled every 100 ms instead of every second, so 3 minutes
+ * carry 30 minutes of the reference rack's data. RSS is sampled from /proc every second; warm-up is
+ * the first 60 s (SQLite page cache, JIT, sinks' reconnect state), growth is what comes after, and
+ * the figure that matters is growth per hour of reference-rack data.
+ *   outage_rss_warm_mb, outage_rss_end_mb, outage_rss_peak_mb
+ *   outage_rss_growth_mb_per_data_hour   least-squares slope of RSS after warm-up (target <= 10)
+ *   outage_outbox_mb                      outbox file size at the end (proof the backlog grew)
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfigFile } from '../../agent/config/load.js';
+import { packageRoot } from '../../agent/paths.js';
+import { startSimulator } from '../../firmware-sim/index.js';
+import { freePort } from '../../scripts/lib/ports.js';
+import { startPtyPair } from '../../scripts/lib/pty.js';
+import { tempDir } from '../../scripts/lib/tmp.js';
+import { pointAtSimulator, setPollInterval, writeConfigVariant } from '../../scripts/lib/config-variant.js';
+import type { Figures } from '../results.js';
+
+const POLL_MS = 100;
+const COMPRESSION = 1000 / POLL_MS;
+const WARMUP_S = 60;
+const MEASURE_S = 180;
+const NODE_FLAGS = ['--max-semi-space-size=2'];
+
+function statusKb(pid: number, key: string): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+function sizeOr0(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+const mb = (kb: number): number => Math.round((kb / 1024) * 10) / 10;
+
+export async function run(): Promise<Figures> {
+  const root = packageRoot();
+  const tmp = await tempDir('rackguard-bench-outage-');
+  const pty = await startPtyPair();
+  const [simPort, mqttPort, influxPort] = [await freePort(), await freePort(), await freePort()];
+  const outboxPath = join(tmp.path, 'outbox.db');
+  const file = writeConfigVariant(join(root, 'config', 'rackguard.example.yaml'), join(tmp.path, 'rack.yaml'), (raw) => {
+    pointAtSimulator(raw, pty.a, simPort);
+    setPollInterval(raw, POLL_MS);
+    raw.logging = { level: 'warn', samples: false };
+    raw.outputs = {
+      outbox: { path: outboxPath },
+      mqtt: { url: `mqtt://127.0.0.1:${mqttPort}` },
+      influx: { url: `http://127.0.0.1:${influxPort}`, database: 'rackguard' },
+    };
+  });
+  const sim = await startSimulator({ config: loadConfigFile(file), serialPath: pty.b, tcpPort: simPort });
+  const child = spawn(process.execPath, [...NODE_FLAGS, join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  try {
+    const pid = child.pid!;
+    const rss: number[] = [];
+    for (let s = 1; s <= WARMUP_S + MEASURE_S; s++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      if (child.exitCode !== null) throw new Error(`agent exited during the outage: ${stderr}`);
+      rss.push(statusKb(pid, 'VmRSS'));
+    }
+    // Median of the last 10 s at each end: one sample can land on a GC peak.
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const warm = median(rss.slice(WARMUP_S - 10, WARMUP_S));
+    const end = median(rss.slice(-10));
+    const dataHours = (MEASURE_S * COMPRESSION) / 3600;
+    // Growth is the least-squares slope of RSS over the measured window: two end points alone swing
+    // by ±10 MB with where the garbage collector happens to be.
+    const window = rss.slice(WARMUP_S);
+    const n = window.length;
+    const meanX = (n - 1) / 2;
+    const meanY = window.reduce((a, b) => a + b, 0) / n;
+    let sxy = 0;
+    let sxx = 0;
+    window.forEach((y, x) => {
+      sxy += (x - meanX) * (y - meanY);
+      sxx += (x - meanX) ** 2;
+    });
+    const kbPerS = sxy / sxx;
+    return {
+      outage_rss_warm_mb: mb(warm),
+      outage_rss_end_mb: mb(end),
+      outage_rss_peak_mb: mb(statusKb(pid, 'VmHWM')),
+      outage_rss_growth_mb_per_data_hour: Math.round(((kbPerS * MEASURE_S) / 1024 / dataHours) * 10) / 10,
+      outage_rss_end_minus_warm_mb: mb(end - warm),
+      outage_rss_growth_target: '<= 10 MB per hour of data',
+      outage_data_hours_measured: Math.round(dataHours * 100) / 100,
+      outage_outbox_mb: Math.round(((sizeOr0(outboxPath) + sizeOr0(`${outboxPath}-wal`)) / 1048576) * 10) / 10,
+      node_flags: NODE_FLAGS.join(' '),
+    };
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
+    await sim.stop();
+    await pty.stop();
+    await tmp.cleanup();
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Issue 7 item 1: a late reply, or a repeater's echo, is never taken as the answer to a later request.
+ *
+ * A scripted hostile slave (pyserial, test/fixtures/hostile_rtu_slave.py) sits on one end of a socat
+ * pty pair; RtuLine and the real BusPoller, wired as app.ts wires them, poll one device with two
+ * single-register reads: register 1 (temperature, 23.1) and register 2 (humidity, 45.5). FC04 replies
+ * do not carry the register address, so a reply to one read taken for the other swaps the values.
+ * For each fault, no sample with quality good may carry the other register's value, and the
+ * device's error counters must move.
+ */
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BusPoller } from '../../agent/acquisition/poller.js';
+import { RtuLine } from '../../agent/acquisition/rtu-line.js';
+import type { DeviceCounters, Sample } from '../../agent/acquisition/types.js';
+import { systemClock } from '../../agent/clock.js';
+import { parseConfig } from '../../agent/config/load.js';
+import type { SerialBusDef } from '../../agent/config/model.js';
+import { silentLogger } from '../helpers/agent.js';
+import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
+import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+
+const SLAVE = join(import.meta.dirname, '..', 'fixtures', 'hostile_rtu_slave.py');
+const TEMPERATURE = 23.1;
+const HUMIDITY = 45.5;
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => {});
+});
+
+interface Run {
+  samples: Sample[];
+  counters: DeviceCounters;
+  requestsSeen: number;
+}
+
+/** Polls the hostile slave for `runMs` of real time and returns every sample and the device's counters. */
+async function pollHostileSlave(opts: { slaveArgs: string[]; pollIntervalMs: number; timeoutMs: number; runMs: number }): Promise<Run> {
+  const pty: PtyPair = await startPtyPair();
+  cleanups.push(() => pty.stop());
+  const slave: SpawnedProcess = await spawnAndWait('/usr/bin/python3', [SLAVE, '--port', pty.b, ...opts.slaveArgs], { readyLine: /^ready$/, timeoutMs: 10_000 });
+  cleanups.push(() => slave.stop());
+  const config = parseConfig(
+    `version: 1
+buses:
+  - id: hostile
+    type: serial
+    path: ${pty.a}
+    devices:
+      - id: th
+        unitId: 1
+        pollIntervalMs: ${opts.pollIntervalMs}
+        timeoutMs: ${opts.timeoutMs}
+        maxReadRegisters: 1
+        points:
+          - { name: temperature, table: input, address: 1, type: int16, scale: 0.1, kind: temperature }
+          - { name: humidity, table: input, address: 2, type: int16, scale: 0.1, kind: humidity }
+`,
+    'hostile.yaml',
+  );
+  const bus = config.buses[0] as SerialBusDef;
+  const line = new RtuLine(bus, { clock: systemClock, logger: silentLogger });
+  const samples: Sample[] = [];
+  const poller = new BusPoller(bus.devices, line, { clock: systemClock, logger: silentLogger, onSamples: (batch) => samples.push(...batch) });
+  expect(poller.readsPerCycle).toBe(2);
+  const opened = new Promise<void>((resolve) => line.once('open', () => resolve()));
+  await line.start();
+  await opened;
+  await poller.start();
+  await new Promise((r) => setTimeout(r, opts.runMs)); // the fault needs real time to play out
+  await poller.stop();
+  await line.stop();
+  const requestsSeen = slave.lines.filter((l) => l.startsWith('request')).length;
+  return { samples, counters: poller.health()[0]!.counters, requestsSeen };
+}
+
+function goodValues(run: Run, point: string): number[] {
+  return run.samples.filter((s) => s.pointId === `th.${point}` && s.quality === 'good').map((s) => s.value!);
+}
+
+/** Every good temperature is register 1's value and every good humidity register 2's. */
+function expectNoSwappedValues(run: Run): void {
+  const temps = goodValues(run, 'temperature');
+  const hums = goodValues(run, 'humidity');
+  expect({ temps: temps.filter((v) => v !== TEMPERATURE), hums: hums.filter((v) => v !== HUMIDITY) }).toEqual({ temps: [], hums: [] });
+}
+
+describe.concurrent('RTU line against a hostile slave: a late or echoed reply is never the next answer', () => {
+  it('a reply now and then 1.5 s late (one in three), poll 1000 ms, timeout 300 ms', async () => {
+    // A single-threaded slave: while it sits on the late reply, the next request waits in its buffer
+    // and is answered (20 ms after) the late one, so replies run one request behind.
+    const run = await pollHostileSlave({ slaveArgs: ['--late-ms', '1500', '--late-every', '3', '--one-at-a-time', '--turnaround-ms', '20'], pollIntervalMs: 1000, timeoutMs: 300, runMs: 12_000 });
+    expect(run.requestsSeen).toBeGreaterThan(5);
+    expectNoSwappedValues(run);
+    expect(run.counters.timeouts).toBeGreaterThan(0);
+    // Between the late replies the slave answers in time, and the line gets back in step.
+    expect(goodValues(run, 'humidity').length).toBeGreaterThan(0);
+  });
+
+  it('every reply 700 ms late, poll 250 ms, timeout 300 ms', async () => {
+    const run = await pollHostileSlave({ slaveArgs: ['--late-ms', '700', '--one-at-a-time'], pollIntervalMs: 250, timeoutMs: 300, runMs: 8_000 });
+    expect(run.requestsSeen).toBeGreaterThan(3);
+    expectNoSwappedValues(run);
+    expect(run.counters.timeouts).toBeGreaterThan(0);
+  });
+
+  it('a repeater echoes every reply 10 ms later, while the next read of the unit is in flight', async () => {
+    // The slave takes 30 ms to answer, so the echo of register 1's reply comes in before register
+    // 2's own reply.
+    const run = await pollHostileSlave({ slaveArgs: ['--turnaround-ms', '30', '--echo-ms', '10'], pollIntervalMs: 250, timeoutMs: 300, runMs: 5_000 });
+    expectNoSwappedValues(run);
+    // The line still works for what it can prove, and says what is wrong with the rest.
+    expect(goodValues(run, 'temperature').length).toBeGreaterThan(5);
+    expect(run.counters.badFrames).toBeGreaterThan(0);
+    expect(run.samples.some((s) => s.quality === 'comm_error' && /E_MODBUS_LINE_DIRTY/.test(s.reason ?? ''))).toBe(true);
+  });
+});
