@@ -16,10 +16,10 @@ import type { DeviceHealth, DeviceState, Sample } from './acquisition/types.js';
 import { Detector } from './detection/detector.js';
 import { TraceRecorder } from './detection/trace.js';
 import type { DetectorEvent, ZoneStatus } from './detection/types.js';
+import type { Component } from './component.js';
+import { consumerFactories, type ConsumerDeps, type OutboxConsumer } from './outputs/consumers.js';
 import { outputContextFromConfig } from './outputs/context.js';
-import type { InfluxSink } from './outputs/influx.js';
-import type { MqttSink } from './outputs/mqtt.js';
-import type { Outbox, OutboxEntry } from './outputs/outbox.js';
+import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
 
 
 export interface AgentDeps {
@@ -29,6 +29,10 @@ export interface AgentDeps {
   clock?: Clock;
   /** Opens serial ports; defaults to npm serialport. */
   opener?: PortOpener;
+  /** Seams of the outbox: a slow commit (`beforeCommit`), the free space it sees (`freeBytes`). */
+  outbox?: Pick<OutboxDeps, 'beforeCommit' | 'freeBytes'>;
+  /** Parts the embedder adds (HTTP status, notify …): started last, stopped first, like every other part. */
+  parts?: readonly Component[];
 }
 
 export interface AgentEvents {
@@ -40,29 +44,76 @@ export interface AgentEvents {
 }
 
 export interface Agent extends EventEmitter<AgentEvents> {
+  /** Starts every part in order; a part that throws stops those already started, and start() rejects (retry is fine). */
   start(): Promise<void>;
+  /** Stops the started parts in reverse order, each on its own, within config.stopTimeoutS overall. Safe at any stage. */
   stop(): Promise<void>;
   health(): DeviceHealth[];
   /** Current level of every zone, with its evidence. */
   zones(): ZoneStatus[];
+  /** The outbox's figures (commits, pending, state …); undefined without `outputs:`. */
+  outboxStats(): OutboxStats | undefined;
+  /** Names of the parts in start order (after the first start). */
+  readonly parts: readonly string[];
   /** Read requests per full poll cycle, after batching. */
   readonly readsPerCycle: number;
+}
+
+/** A bus is its line and its poller: the poller's stop (which waits for its request) runs alongside the line's. */
+class BusPart implements Component {
+  readonly name: string;
+  constructor(
+    private readonly line: ModbusLine,
+    private readonly poller: BusPoller,
+  ) {
+    this.name = `bus:${line.id}`;
+  }
+
+  async start(): Promise<void> {
+    await this.line.start();
+    try {
+      await this.poller.start();
+    } catch (err) {
+      await this.line.stop();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    // The poller waits for its request in flight; stopping the line ends that request at once.
+    const pollerDone = this.poller.stop();
+    try {
+      await this.line.stop();
+    } finally {
+      await pollerDone;
+    }
+  }
+}
+
+/** Races `p` against the time left; true when it settled in time. */
+function within(p: Promise<void>, ms: number, clock: Clock): Promise<boolean> {
+  let timer: TimerHandle | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = clock.setTimeout(() => resolve(false), Math.max(0, ms));
+  });
+  return Promise.race([p.then(() => true), timeout]).finally(() => clock.clearTimeout(timer));
 }
 
 class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly lines: ModbusLine[] = [];
   private readonly pollers: BusPoller[] = [];
-  private readonly streams: StreamSource[] = [];
-  private healthTimer: TimerHandle | undefined;
-  private tickTimer: TimerHandle | undefined;
-  private started = false;
-  private starting: Promise<void> | undefined;
+  private readonly acquisition: Component[] = [];
   private readonly detector: Detector;
-  private readonly recorder: TraceRecorder | undefined;
+  private recorder: TraceRecorder | undefined;
   private outbox: Outbox | undefined;
-  private readonly sinks: Array<{ name: 'mqtt' | 'influx'; sink: MqttSink | InfluxSink }> = [];
+  private readonly consumers: Array<{ name: string; consumer: OutboxConsumer }> = [];
+  /** Every part, in start order; built once (outputs load lazily), reused by every start(). */
+  private list: Component[] | undefined;
+  private readonly running: Component[] = [];
+  private running_ = false;
+  private starting: Promise<void> | undefined;
+  private stopRequested = false;
 
   constructor(
     private readonly config: Config,
@@ -72,29 +123,25 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
     this.detector = new Detector(config);
-    this.recorder = deps.recordFile
-      ? new TraceRecorder(deps.recordFile, { clock: this.clock, logger: this.log.child({ component: 'recorder' }), flushTimeoutMs: (config.stopTimeoutS * 1000) / 2 })
-      : undefined;
     const onSamples = (samples: Sample[]): void => this.onSamples(samples);
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
       if (bus.type === 'serial-stream') {
-        this.streams.push(new StreamSource(bus, { clock: this.clock, logger, opener: deps.opener, onSamples }));
+        this.acquisition.push(new StreamSource(bus, { clock: this.clock, logger, opener: deps.opener, onSamples }));
         continue;
       }
       const line: ModbusLine = bus.type === 'serial' ? new RtuLine(bus, { clock: this.clock, logger, opener: deps.opener }) : new TcpLine(bus, { clock: this.clock, logger });
-      this.lines.push(line);
-      this.pollers.push(
-        new BusPoller(bus.devices, line, {
-          clock: this.clock,
-          logger,
-          onSamples,
-          onDeviceState: (h, prev) => {
-            this.append([{ type: 'event', event: { kind: 'device_state', deviceId: h.deviceId, state: h.state, previous: prev, ts: this.clock.wallMs(), ...(h.lastError ? { reason: h.lastError } : {}) } }]);
-            this.emit('deviceState', h, prev);
-          },
-        }),
-      );
+      const poller = new BusPoller(bus.devices, line, {
+        clock: this.clock,
+        logger,
+        onSamples,
+        onDeviceState: (h, prev) => {
+          this.append([{ type: 'event', event: { kind: 'device_state', deviceId: h.deviceId, state: h.state, previous: prev, ts: this.clock.wallMs(), ...(h.lastError ? { reason: h.lastError } : {}) } }]);
+          this.emit('deviceState', h, prev);
+        },
+      });
+      this.pollers.push(poller);
+      this.acquisition.push(new BusPart(line, poller));
     }
   }
 
@@ -102,101 +149,125 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     return this.pollers.reduce((n, p) => n + p.readsPerCycle, 0);
   }
 
-  async start(): Promise<void> {
-    if (this.started) return;
-    this.started = true;
-    this.starting = this.startParts();
-    await this.starting;
+  get parts(): readonly string[] {
+    return (this.list ?? []).map((p) => p.name);
   }
 
-  /** Start-up proper. It re-checks `started` after every await, so a stop() during start-up wins. */
-  private async startParts(): Promise<void> {
-    if (this.recorder) {
+  /**
+   * The list, in start order: the recorder; the outbox (nothing is read before there is somewhere to
+   * put it, and it never refuses to start); its consumers; acquisition; the detector's clock.
+   */
+  private async build(): Promise<Component[]> {
+    const list: Component[] = [];
+    const recordFile = this.deps.recordFile;
+    if (recordFile) {
       // Never blocks and never rejects: a trace that cannot be written is reported by the recorder.
-      await this.recorder.start();
-      if (!this.started) return;
+      // Its flush at stop gets half the stop deadline, so the outbox and sinks keep theirs.
+      const recorder = new TraceRecorder(recordFile, { clock: this.clock, logger: this.log.child({ component: 'recorder' }), flushTimeoutMs: (this.config.stopTimeoutS * 1000) / 2 });
+      this.recorder = recorder;
+      list.push(recorder);
     }
-    // The outbox first: nothing is read before there is somewhere durable to put it. A damaged
-    // file is moved aside and reported; the agent never refuses to start because of its buffer.
-    // The output modules (SQLite, MQTT, InfluxDB clients) load only when configured: tens of MB of
-    // RSS a gateway without them does not need.
-    const outputs = this.config.outputs;
-    if (outputs) {
+    if (this.config.outputs) {
       const logger = this.log.child({ component: 'outputs' });
       const { Outbox } = await import('./outputs/outbox.js');
-      if (!this.started) return;
-      this.outbox = new Outbox(outputs.outbox, { clock: this.clock, onWarning: (msg, detail) => logger.warn(detail, msg) });
-      const context = outputContextFromConfig(this.config);
-      if (outputs.mqtt) {
-        const { MqttSink } = await import('./outputs/mqtt.js');
-        if (!this.started) return;
-        this.sinks.push({ name: 'mqtt', sink: new MqttSink(outputs.mqtt, { outbox: this.outbox, context, logger: logger.child({ sink: 'mqtt' }), clock: this.clock }) });
+      const outbox = new Outbox(this.config.outputs.outbox, { clock: this.clock, logger: logger.child({ part: 'outbox' }), ...this.deps.outbox });
+      this.outbox = outbox;
+      list.push(outbox);
+      const deps: ConsumerDeps = { outbox, context: outputContextFromConfig(this.config), logger, clock: this.clock };
+      for (const factory of consumerFactories) {
+        const consumer = await factory.create(this.config, deps);
+        if (consumer) {
+          this.consumers.push({ name: consumer.name.replace(/^sink:/, ''), consumer });
+          list.push(consumer);
+        }
       }
-      if (outputs.influx) {
-        const { InfluxSink } = await import('./outputs/influx.js');
-        if (!this.started) return;
-        this.sinks.push({ name: 'influx', sink: new InfluxSink(outputs.influx, { outbox: this.outbox, context, logger: logger.child({ sink: 'influx' }), clock: this.clock }) });
-      }
-      const report = this.outbox.open();
-      if (report.recovered) this.log.error({ movedTo: report.recovered.movedTo, reason: report.recovered.reason }, 'outbox was unreadable: moved aside, started a new one');
-      this.log.info({ path: this.config.outputs?.outbox.path, backlog: report.rows }, 'outbox open');
-      for (const { sink } of this.sinks) await sink.start();
-      if (!this.started) return;
     }
-    const devices = this.config.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
-    this.log.info({ site: this.config.site, gateway: this.config.gateway, buses: this.config.buses.length, devices, points: this.config.points.size, readsPerCycle: this.readsPerCycle }, 'rackguard starting');
-    for (const l of this.lines) l.start();
-    for (const p of this.pollers) p.start();
-    for (const s of this.streams) s.start();
-    this.scheduleHealth();
-    this.scheduleTick();
+    list.push({
+      name: 'announce',
+      start: async () => {
+        const devices = this.config.buses.reduce((n, b) => n + (b.type === 'serial-stream' ? 1 : b.devices.length), 0);
+        this.log.info({ site: this.config.site, gateway: this.config.gateway, buses: this.config.buses.length, devices, points: this.config.points.size, readsPerCycle: this.readsPerCycle }, 'rackguard starting');
+      },
+      stop: async () => undefined,
+    });
+    list.push(...this.acquisition);
+    list.push(this.timers());
+    list.push(...(this.deps.parts ?? []));
+    return list;
   }
 
-  /** Safe at any stage; each part in its own try/catch, in reverse start order. */
-  async stop(): Promise<void> {
-    this.started = false;
-    // A start-up still under way finishes (bailing out at its next step) before parts are stopped.
+  async start(): Promise<void> {
+    if (this.running_) return this.starting;
+    this.running_ = true;
+    this.stopRequested = false;
+    this.starting = this.startParts();
     try {
       await this.starting;
-    } catch {
-      // a failed start-up is reported by start(); stop what it did create
+    } catch (err) {
+      this.running_ = false;
+      throw err;
     }
-    this.clock.clearTimeout(this.healthTimer);
-    this.clock.clearTimeout(this.tickTimer);
-    const pollersDone = this.pollers.map((p) => p.stop());
-    const parts: Array<() => Promise<void>> = [...this.streams.map((s) => () => s.stop()), ...this.lines.map((l) => () => l.stop())];
-    for (const stop of parts) {
+  }
+
+  /** Starts the list in order. It checks for a stop() after every await, so a stop during start-up wins. */
+  private async startParts(): Promise<void> {
+    this.list ??= await this.build();
+    for (const part of this.list) {
+      if (this.stopRequested) break;
       try {
-        await stop();
+        await part.start();
+        this.running.push(part);
       } catch (err) {
-        this.log.error({ err }, 'error while stopping');
+        this.log.error({ err, part: part.name }, `${part.name} failed to start; stopping what started`);
+        await this.stopParts(this.clock.monoMs() + this.config.stopTimeoutS * 1000);
+        throw err;
       }
     }
-    await Promise.allSettled(pollersDone);
-    try {
-      await this.recorder?.stop();
-    } catch (err) {
-      this.log.error({ err }, 'error while closing the trace');
-    }
-    // Sinks after acquisition (their last chance to drain, and MQTT's clean `offline`), the outbox last.
-    for (const { sink } of [...this.sinks].reverse()) {
-      try {
-        await sink.stop();
-      } catch (err) {
-        this.log.error({ err }, 'error while stopping a sink');
+    // A stop() that gave up waiting for a slow part's start has already stopped the rest: this one too.
+    if (this.stopRequested && !this.running_) await this.stopParts(this.clock.monoMs() + this.config.stopTimeoutS * 1000);
+  }
+
+  /** Safe at any stage: stops what started, in reverse order, each on its own, under one deadline. */
+  async stop(): Promise<void> {
+    const deadline = this.clock.monoMs() + this.config.stopTimeoutS * 1000;
+    this.stopRequested = true;
+    if (this.starting) {
+      // A part still starting (a port, a file) is waited for within the same deadline, not forever.
+      const settled = this.starting.then(
+        () => undefined,
+        () => undefined, // a failed start-up is reported by start() and stopped what it started
+      );
+      if (!(await within(settled, deadline - this.clock.monoMs(), this.clock))) {
+        this.log.error({ stopTimeoutS: this.config.stopTimeoutS }, 'start-up did not finish within the stop deadline; stopping what started');
       }
     }
-    try {
-      this.outbox?.close();
-    } catch (err) {
-      this.log.error({ err }, 'error while closing the outbox');
+    this.running_ = false;
+    await this.stopParts(deadline);
+  }
+
+  private async stopParts(deadline: number): Promise<void> {
+    while (this.running.length > 0) {
+      const part = this.running.pop()!;
+      let done: Promise<void>;
+      try {
+        // Called even when the deadline has passed: its synchronous part (a timer cleared, a file
+        // closed) still runs; only the waiting is cut.
+        done = part.stop().catch((err: unknown) => {
+          this.log.error({ err, part: part.name }, `error while stopping ${part.name}`);
+        });
+      } catch (err) {
+        this.log.error({ err, part: part.name }, `error while stopping ${part.name}`);
+        continue;
+      }
+      if (!(await within(done, deadline - this.clock.monoMs(), this.clock))) {
+        this.log.error({ part: part.name, stopTimeoutS: this.config.stopTimeoutS }, `${part.name} did not stop within the stop deadline; going on without it`);
+      }
     }
   }
 
   /**
-   * One durable append per poll cycle (a device's samples plus the events they caused), before any
-   * sink sends anything. A failed append (disk full, I/O error) is logged and acquisition goes on:
-   * detection and logs must not stop because the buffer cannot grow.
+   * Hands entries to the outbox (it commits them in groups, and keeps them in memory when its file
+   * cannot be written): acquisition and detection never stop because the buffer cannot grow.
    */
   private append(entries: OutboxEntry[]): void {
     if (!this.outbox?.isOpen || entries.length === 0) return;
@@ -205,6 +276,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     } catch (err) {
       this.log.error({ err, records: entries.length }, 'outbox append failed');
     }
+  }
+
+  outboxStats(): OutboxStats | undefined {
+    return this.outbox?.isOpen ? this.outbox.stats() : undefined;
   }
 
   zones(): ZoneStatus[] {
@@ -243,35 +318,70 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       const level = e.kind === 'zone_blind' ? 'warn' : e.level === 'normal' ? 'info' : e.level === 'warning' ? 'warn' : 'error';
       const sensors = e.evidence.sensors.map((s) => ({ point: s.pointId, tempC: s.tempC, rateShort: s.rateShortCPerMin, rateLong: s.rateLongCPerMin, status: s.status }));
       this.log[level](
-        { zone: e.zone, event: e.kind, from: e.kind === 'zone_level' ? e.from : undefined, level: e.level, etaCriticalS: e.evidence.etaCriticalS, sensors },
+        // `zoneLevel`, not `level`: pino's own numeric `level` would collide and JSON parsers keep one.
+        { zone: e.zone, event: e.kind, from: e.kind === 'zone_level' ? e.from : undefined, zoneLevel: e.level, etaCriticalS: e.evidence.etaCriticalS, sensors },
         e.kind === 'zone_level' ? `zone ${e.zone}: ${e.from} → ${e.level}: ${e.reason}` : `zone ${e.zone}: ${e.reason}`,
       );
       this.emit('detection', e);
     }
   }
 
-  /** Time-based detection (dwell, clear delays, stale sensors) moves even when no sample arrives. */
-  private scheduleTick(): void {
-    this.tickTimer = this.clock.setTimeout(() => {
-      if (!this.started) return;
-      const events = this.detector.tick(this.clock.monoMs(), this.clock.wallMs());
-      this.append(events.map((event) => ({ type: 'event', event })));
-      this.publish(events);
-      this.scheduleTick();
-    }, 1000);
+  /** Time-based detection (dwell, clear delays, stale sensors) and the health log, as one part. */
+  private timers(): Component {
+    let tickTimer: TimerHandle | undefined;
+    let healthTimer: TimerHandle | undefined;
+    let on = false;
+    const tick = (): void => {
+      tickTimer = this.clock.setTimeout(() => {
+        if (!on) return;
+        const events = this.detector.tick(this.clock.monoMs(), this.clock.wallMs());
+        this.append(events.map((event) => ({ type: 'event', event })));
+        this.publish(events);
+        tick();
+      }, 1000);
+    };
+    const health = (): void => {
+      healthTimer = this.clock.setTimeout(() => {
+        if (!on) return;
+        this.logHealth();
+        health();
+      }, this.config.logging.healthIntervalS * 1000);
+    };
+    return {
+      name: 'timers',
+      start: async () => {
+        if (on) return;
+        on = true;
+        tick();
+        health();
+      },
+      stop: async () => {
+        on = false;
+        this.clock.clearTimeout(tickTimer);
+        this.clock.clearTimeout(healthTimer);
+      },
+    };
   }
 
-  private scheduleHealth(): void {
-    this.healthTimer = this.clock.setTimeout(() => {
-      if (!this.started) return;
-      for (const h of this.health()) this.log.info({ device: h.deviceId, state: h.state, counters: roundCounters(h.counters), lastError: h.lastError }, 'device health');
-      // Each sink's depth (records behind) and lag (age of the oldest unacknowledged one).
-      for (const { name, sink } of this.sinks) {
-        const st = sink.stats();
+  private logHealth(): void {
+    for (const h of this.health()) this.log.info({ device: h.deviceId, state: h.state, counters: roundCounters(h.counters), lastError: h.lastError }, 'device health');
+    // Each consumer's depth (records behind) and lag (age of the oldest unacknowledged one).
+    for (const { name, consumer } of this.consumers) {
+      try {
+        const st = consumer.stats();
         this.log[st.depth > 0 && st.lagMs > 60_000 ? 'warn' : 'info']({ sink: name, ...st }, 'sink health');
+      } catch (err) {
+        this.log.warn({ sink: name, err: (err as Error).message }, 'sink health unavailable');
       }
-      this.scheduleHealth();
-    }, this.config.logging.healthIntervalS * 1000);
+    }
+    if (this.outbox?.isOpen) {
+      try {
+        const { sinks: _sinks, ...st } = this.outbox.stats();
+        this.log[st.state === 'open' ? 'info' : 'error'](st, 'outbox health');
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'outbox health unavailable');
+      }
+    }
   }
 }
 

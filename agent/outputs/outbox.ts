@@ -1,78 +1,38 @@
 /**
- * The durable outbox: every sample and event is committed here (one SQLite transaction per poll
- * cycle) before any sink sends it; each sink drains it through its own cursor and acknowledges what
- * its server confirmed. Nothing is lost to a crash, a reboot or an outage of a sink; only telemetry is
- * ever dropped, oldest first, when the byte cap is reached, and a gap event says what went.
+ * The outbox: every sample and event passes through here before any sink sends it; each sink (and
+ * next each action) reads it through its own cursor and acknowledges what its server confirmed.
  *
- * Why SQLite: one file, atomic transactions, WAL (readers never block the writer), and it survives
- * `kill -9` and power loss with `synchronous=FULL` (better-sqlite3 is compiled with WAL + NORMAL as
- * its default, which may roll back the last commits on power loss: see FIELD-NOTES, SQLite).
+ * It is a Component whose start() never fails for I/O. It owns the seq numbers and a memory tail of
+ * records not yet committed, in front of the SQLite storage (outbox-store.ts):
+ * - Group commit: the tail is committed at most once per `commitIntervalMs` (one transaction, one
+ *   fsync); an event forces a commit on the next turn of the event loop, and so do a thousand
+ *   records waiting (a burst). Sinks read only committed
+ *   records while the file works, so nothing is acknowledged before it is durable.
+ * - When the file cannot be opened (a directory, a read-only or full filesystem) or written (disk
+ *   full, I/O error), the agent goes on: the failure is logged once (then a summary at most once a
+ *   minute) and told as an `outbox_unavailable` event, events stay in the tail (up to
+ *   `maxQueuedEvents`, and as many samples) and are served to the live sinks from memory, and the
+ *   file is retried with backoff (`reopenInitialMs` doubling to `reopenMaxMs`). When it works again
+ *   the tail is written first, and the telemetry that could not be kept is told as ONE gap event.
+ * - Seqs continue across a damaged file replaced by a fresh one, so a sink's cursor stays meaningful.
+ *   `generation` changes only when seqs handed out from memory had to be renumbered (a file that
+ *   opened late already held higher seqs): sinks then re-read from their cursor.
+ *
+ * The capacity and gap policy lives in capacity.ts, the system's event types in events.ts.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
-import type { DeviceState, Sample } from '../acquisition/types.js';
-import { systemClock, type Clock } from '../clock.js';
-import type { DetectorEvent } from '../detection/types.js';
-import { RackguardError } from '../errors.js';
+import { systemClock, type Clock, type TimerHandle } from '../clock.js';
+import type { Component } from '../component.js';
 import type { OutboxConfig } from '../config/outputs-schema.js';
+import { RackguardError } from '../errors.js';
+import { corruptNotice, eventsDroppedNotice, freeBytesOf, GapTally, isNotice, unavailableNotice } from './capacity.js';
+import { entryClass, entryTs, type OutboxEntry, type OutboxEvent, type OutboxRecord, type OutputNotice } from './events.js';
+import { MemoryTail } from './memory-tail.js';
+import { isCorruption, OutboxStore, sqliteCode, type PendingRecord } from './outbox-store.js';
 
-/** A device changed availability (from acquisition's device health). */
-export interface DeviceStateEvent {
-  kind: 'device_state';
-  deviceId: string;
-  state: DeviceState;
-  previous: DeviceState;
-  /** Wall ms. */
-  ts: number;
-  reason?: string;
-}
-
-/** Something an action did or failed to do (exec, http, shutdown …). */
-export interface ActionEvent {
-  kind: 'action';
-  action: string;
-  /** e.g. started, succeeded, failed, skipped. */
-  status: string;
-  zone?: string;
-  ts: number;
-  message: string;
-  detail?: Record<string, unknown>;
-}
-
-export type OutputNoticeCode =
-  | 'outbox_gap'
-  | 'outbox_corrupt'
-  | 'outbox_over_capacity'
-  | 'mqtt_publish_rejected'
-  | 'influx_point_quarantined';
-
-/** What the outputs layer itself has to report: dropped telemetry, a damaged buffer, a refused point. */
-export interface OutputNotice {
-  kind: 'output';
-  code: OutputNoticeCode;
-  severity: 'warning' | 'error';
-  message: string;
-  ts: number;
-  detail: Record<string, unknown>;
-}
-
-export type OutboxEvent = DetectorEvent | DeviceStateEvent | ActionEvent | OutputNotice;
-
-/** What is appended: a telemetry sample (droppable when the buffer is full) or an event (never dropped). */
-export type OutboxEntry = { type: 'sample'; sample: Sample; zone?: string } | { type: 'event'; event: OutboxEvent };
-
-export type RecordClass = 'telemetry' | 'event';
-
-export interface OutboxRecord {
-  /** Append order; strictly increasing, never reused within one database file. */
-  seq: number;
-  cls: RecordClass;
-  /** The sample's or event's own wall time, ms. */
-  ts: number;
-  entry: OutboxEntry;
-}
+export type { ActionEvent, DeviceStateEvent, OutboxEntry, OutboxEvent, OutboxRecord, OutputNotice, OutputNoticeCode, RecordClass } from './events.js';
 
 /** Where a sink seen for the first time starts reading. */
 export type SinkStart = 'end' | 'beginning';
@@ -86,105 +46,106 @@ export interface SinkStats {
   lagMs: number;
 }
 
+export type OutboxState = 'stopped' | 'open' | 'unavailable' | 'unwritable';
+
 export interface OutboxStats {
+  state: OutboxState;
+  /** Rows in the file. */
   rows: number;
-  /** Accounted bytes (payload + per-row overhead), compared against maxBytes. */
+  /** Accounted bytes in the file (payload + per-row overhead), compared against maxBytes. */
   bytes: number;
   maxBytes: number;
   lastSeq: number;
-  /** Telemetry records dropped for space since this process opened the outbox. */
+  /** Records appended and not yet committed (the memory tail). */
+  pending: number;
+  /** Transactions committed since start: the group commit's figure (fsyncs with synchronous=FULL). */
+  commits: number;
+  /** Telemetry samples not stored (byte cap, disk reserve, unwritable outbox) since start. */
   droppedTelemetry: number;
+  /** Events lost because the memory queue overflowed while the outbox was unwritable, since start. */
+  droppedEvents: number;
   sinks: Record<string, SinkStats>;
 }
 
 export interface OutboxOpenReport {
   /** Set when the file was unreadable and was moved aside; the same notice is appended as an event. */
   recovered?: { movedTo: string; reason: string };
-  /** Records waiting from before this start. */
+  /** Records waiting in the file from before this start. */
   rows: number;
+  /** Set when the file could not be opened: the outbox runs from memory and keeps retrying. */
+  error?: string;
+}
+
+/** What the outbox logs (a pino Logger fits). */
+export interface OutboxLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export interface OutboxDeps {
   clock?: Clock;
-  /** Warnings the outbox cannot append as events (logging is the caller's). */
+  logger?: OutboxLog;
+  /** Warnings and errors, when no logger is given. */
   onWarning?: (message: string, detail: Record<string, unknown>) => void;
+  /**
+   * Seam for tests and benchmarks: runs synchronously at the start of every commit, on the event loop,
+   * where a slow fsync would block it (a test can busy-wait here to play a slow SD card).
+   */
+  beforeCommit?: (info: { records: number }) => void;
+  /** Free bytes on the outbox's filesystem; default statfs of its directory. */
+  freeBytes?: (dir: string) => number;
 }
 
 export interface OutboxEmitterEvents {
-  /** After every committed append, with the last seq written. Sinks wake their loops on it. */
+  /** Records up to `lastSeq` can be read (committed, or served from memory while the file fails). */
   appended: [lastSeq: number];
 }
 
-/** Bytes accounted per row on top of its JSON body: rowid, columns, index entries, page slack. */
-const ROW_OVERHEAD_BYTES = 64;
-/** When full, drop down to this fraction of maxBytes, so the drop happens in batches, not every cycle. */
-const DROP_TARGET_FRACTION = 0.9;
-/** Delete acknowledged rows once this many are pending deletion (a few DELETEs per hour, not per ack). */
-const PRUNE_BATCH_ROWS = 2000;
-/** `point` column value marking gap events, so unread ones can be found and merged. */
-const GAP_MARK = '#gap';
-const TELEMETRY = 0;
-const EVENT = 1;
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS records (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  cls INTEGER NOT NULL,
-  ts INTEGER NOT NULL,
-  at INTEGER NOT NULL,
-  point TEXT,
-  bytes INTEGER NOT NULL,
-  body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_cls_seq ON records (cls, seq);
-CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-`;
-
-interface RawRow {
-  seq: number;
-  cls: number;
-  ts: number;
-  body: string;
-}
-
-function isCorruption(err: unknown): boolean {
-  const code = typeof err === 'object' && err && 'code' in err ? String((err as { code: unknown }).code) : '';
-  return code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB';
-}
-
-function entryTs(entry: OutboxEntry): number {
-  return entry.type === 'sample' ? entry.sample.ts : entry.event.ts;
-}
-
 /**
- * Usage, once per process: `const outbox = new Outbox(config.outputs.outbox); outbox.open();`
- * `outbox.registerSink('mqtt')` per configured sink; then `outbox.append([...])` once per poll cycle.
+ * A group commit also happens when this many records wait: it bounds the memory tail and one
+ * transaction's size when records come in a burst (a replay, a benchmark) rather than at poll rate.
  */
-export class Outbox extends EventEmitter<OutboxEmitterEvents> {
-  private db: Database.Database | undefined;
+const GROUP_COMMIT_MAX_RECORDS = 1000;
+/** The error log of a lasting failure repeats as a summary at most this often. */
+const FAILURE_SUMMARY_INTERVAL_MS = 60_000;
+
+export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Component {
+  readonly name = 'outbox';
   private readonly clock: Clock;
+  private readonly store: OutboxStore;
+  private running = false;
+  /** Appended, not yet committed, in seq order. All their seqs are above committedSeq. */
+  private readonly tail = new MemoryTail();
+  private lastSeq = 0;
+  private committedSeq = 0;
+  /** The file cannot be opened or written: the tail is served to sinks. */
+  private degraded = false;
+  private seqAtStart = 0;
+  /** The seq space is known (the file was opened once in this run, or records were numbered from memory). */
+  private seqsIssued = false;
   private readonly cursors = new Map<string, number>();
   private readonly sinkStarts = new Map<string, SinkStart>();
-  private dirtyCursors = new Set<string>();
-  private totalBytes = 0;
-  private rowCount = 0;
-  private lastSeq = 0;
-  private seqAtOpen = 0;
-  private prunedThrough = 0;
-  private dropped = 0;
-  private overCapacityReported = false;
+  private readonly dirtyCursors = new Set<string>();
   private fileGeneration = 0;
-  /** Highest seq any read() returned since open: rows above it have been seen by no sink. */
+  /** Highest seq any read() returned: gap events above it have been seen by no sink and may be merged. */
   private maxReadSeq = 0;
-  private stmts:
-    | {
-        insert: Database.Statement<[number, number, number, string | null, number, string]>;
-        read: Database.Statement<[number, number], RawRow>;
-        oldestAt: Database.Statement<[number], { at: number }>;
-        depth: Database.Statement<[number], { n: number }>;
-        setCursor: Database.Statement<[string, number]>;
-      }
-    | undefined;
+  private commitTimer: TimerHandle | undefined;
+  private commitUrgent = false;
+  private retryTimer: TimerHandle | undefined;
+  private retryDelayMs: number;
+  private commits = 0;
+  private droppedTelemetry = 0;
+  private droppedEvents = 0;
+  /** Telemetry not stored since the last gap event (memory bound, reserve, unwritable file). */
+  private readonly hole = new GapTally();
+  private holeWhy = '';
+  /** Events dropped from the memory queue, not yet told by a notice. */
+  private eventsDroppedUntold = 0;
+  /** Why telemetry is held back (reserve short, or the disk refused it while events still fit). */
+  private holdReason: string | undefined;
+  private failure: { sinceMono: number; attempts: number; lastLogMono: number; suppressed: number; stage: string; message: string } | undefined;
+  private openReport: OutboxOpenReport = { rows: 0 };
 
   constructor(
     private readonly config: OutboxConfig,
@@ -192,72 +153,116 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> {
   ) {
     super();
     this.clock = deps.clock ?? systemClock;
+    this.store = new OutboxStore(config, (msg, detail) => this.warn(detail, msg));
+    this.retryDelayMs = config.reopenInitialMs;
   }
 
-  /**
-   * Opens (or creates) the database. A file SQLite calls corrupt or not a database is renamed to
-   * `<path>.corrupt-<timestamp>` (with its -wal/-shm) and a fresh one started: the agent never refuses
-   * to start because of its buffer. That recovery is appended as an `outbox_corrupt` event.
-   */
+  // --- lifecycle ---------------------------------------------------------------------------------
+
+  /** Opens the file, or schedules retries and runs from memory. Never throws for I/O. */
+  async start(): Promise<void> {
+    this.open();
+  }
+
+  /** Commits what it can, persists cursors, closes the file. Safe at any stage and twice. */
+  async stop(): Promise<void> {
+    this.close();
+  }
+
+  /** start() without the promise, for scripts and tests; returns what the open found. */
   open(): OutboxOpenReport {
-    if (this.db) return { rows: this.rowCount };
-    mkdirSync(dirname(this.config.path), { recursive: true });
-    try {
-      this.openFile();
-      return { rows: this.rowCount };
-    } catch (err) {
-      if (!isCorruption(err)) {
-        throw new RackguardError('E_OUTBOX_OPEN', `cannot open outbox ${this.config.path}: ${(err as Error).message}`, { cause: err });
-      }
-      const recovered = this.recover(err);
-      return { recovered, rows: this.rowCount };
-    }
+    if (this.running) return this.openReport;
+    this.running = true;
+    this.resetRunState();
+    this.openReport = { rows: 0 };
+    this.tryOpen('open');
+    if (this.tail.length > 0) this.commit();
+    return this.openReport;
   }
 
-  /** Persists cursors and closes the file. Safe to call twice or before open(). */
+  /** stop() without the promise. */
   close(): void {
-    const db = this.db;
-    if (!db) return;
+    if (!this.running) return;
+    this.clock.clearTimeout(this.commitTimer);
+    this.clock.clearTimeout(this.retryTimer);
+    this.commitTimer = undefined;
+    this.retryTimer = undefined;
+    if (this.store.isOpen) this.commit();
+    // A failed last commit schedules a retry: not any more.
+    this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.tail.events > 0) {
+      this.error({ events: this.tail.events, path: this.config.path }, `${this.tail.events} events could not be written to the outbox and are lost with this stop`);
+    }
     try {
-      this.flushCursors();
+      this.store.close();
     } finally {
-      this.db = undefined;
-      this.stmts = undefined;
-      db.close();
+      this.running = false;
+      this.resetRunState();
     }
   }
 
-  /** Bumped when a damaged file was replaced by a fresh one (seqs restart): sinks reading ahead reset. */
+  private resetRunState(): void {
+    this.tail.clear();
+    this.lastSeq = 0;
+    this.committedSeq = 0;
+    this.degraded = false;
+    this.seqAtStart = 0;
+    this.seqsIssued = false;
+    this.cursors.clear();
+    this.sinkStarts.clear();
+    this.dirtyCursors.clear();
+    this.maxReadSeq = 0;
+    this.commitUrgent = false;
+    this.retryDelayMs = this.config.reopenInitialMs;
+    this.commits = 0;
+    this.droppedTelemetry = 0;
+    this.droppedEvents = 0;
+    this.hole.clear();
+    this.eventsDroppedUntold = 0;
+    this.holdReason = undefined;
+    this.holeWhy = '';
+    this.failure = undefined;
+  }
+
+  /** Changes only when seqs were renumbered: a sink reading ahead starts again from its cursor. */
   get generation(): number {
     return this.fileGeneration;
   }
 
+  /** Started: appends and reads work (from memory while the file cannot be used). */
   get isOpen(): boolean {
-    return this.db !== undefined;
+    return this.running;
   }
+
+  /** The file is open and its last write worked. */
+  get isDurable(): boolean {
+    return this.running && this.store.isOpen && !this.degraded;
+  }
+
+  // --- sinks ---------------------------------------------------------------------------------------
 
   /**
    * Declares a sink. A sink with a stored cursor resumes there; a new one starts at the end as it was
-   * when the outbox was opened (so the outbox's own recovery notice is still delivered) or at the
-   * beginning of what is buffered. Call after open(), before the first append of this run.
+   * when the outbox started (so the outbox's own notices from start-up are still delivered) or at the
+   * beginning of what is buffered. Call after start().
    */
   registerSink(name: string, startAt: SinkStart = 'end'): void {
-    const db = this.requireDb();
+    this.requireRunning();
     this.sinkStarts.set(name, startAt);
-    const row = db.prepare<[string], { seq: number }>('SELECT seq FROM cursors WHERE sink = ?').get(name);
-    if (row) {
-      this.cursors.set(name, row.seq);
+    if (this.cursors.has(name)) return;
+    const stored = this.store.isOpen ? this.store.storedCursor(name) : undefined;
+    if (stored !== undefined) {
+      this.cursors.set(name, stored);
       return;
     }
-    const seq = startAt === 'end' ? this.seqAtOpen : 0;
-    this.stmts!.setCursor.run(name, seq);
-    this.cursors.set(name, seq);
+    this.cursors.set(name, startAt === 'end' ? this.seqAtStart : 0);
+    this.dirtyCursors.add(name);
   }
 
   /** Forgets a sink (e.g. removed from the config), so its cursor no longer holds rows back. */
   removeSink(name: string): void {
-    const db = this.requireDb();
-    db.prepare('DELETE FROM cursors WHERE sink = ?').run(name);
+    this.requireFile().removeCursor(name);
     this.cursors.delete(name);
     this.dirtyCursors.delete(name);
     this.sinkStarts.delete(name);
@@ -265,38 +270,34 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> {
 
   /** Sinks with a stored cursor, including ones not registered in this run. */
   storedSinks(): string[] {
-    return this.requireDb()
-      .prepare<[], { sink: string }>('SELECT sink FROM cursors ORDER BY sink')
-      .all()
-      .map((r) => r.sink);
+    return this.requireFile().storedSinks();
   }
 
+  // --- writing -------------------------------------------------------------------------------------
+
   /**
-   * Commits `entries` in ONE transaction (call once per poll cycle, not per sample: every commit is an
-   * fsync with synchronous=FULL). Also persists sink cursors, deletes fully acknowledged rows in
-   * batches, and enforces the byte cap. Returns the last seq written.
+   * Takes `entries` in append order and returns the last seq given. They are committed with the next
+   * group commit: within `commitIntervalMs`, or on the next turn of the event loop when they hold an
+   * event (with commitIntervalMs 0, now). Never throws for I/O: what cannot be written stays in memory.
    */
   append(entries: readonly OutboxEntry[]): number {
+    this.requireRunning();
     if (entries.length === 0) return this.lastSeq;
-    this.requireDb();
-    try {
-      this.appendTx(entries);
-    } catch (err) {
-      if (!isCorruption(err)) {
-        throw new RackguardError('E_OUTBOX_WRITE', `outbox append failed: ${(err as Error).message}`, { cause: err, retryable: true });
-      }
-      // The file went bad under us: keep running on a fresh one rather than losing every later record.
-      this.recover(err);
-      this.appendTx(entries);
+    this.seqsIssued = true;
+    const at = this.clock.wallMs();
+    let hasEvent = false;
+    for (const entry of entries) {
+      const cls = entryClass(entry);
+      this.tail.push({ seq: ++this.lastSeq, cls, ts: entryTs(entry), at, entry });
+      hasEvent ||= cls === 'event';
     }
-    // Committed: a listener's failure must neither undo that in the caller's eyes nor starve the others.
-    for (const listener of this.listeners('appended') as Array<(seq: number) => void>) {
-      try {
-        listener(this.lastSeq);
-      } catch (err) {
-        this.deps.onWarning?.('outbox listener failed', { err: (err as Error).message });
-      }
-    }
+    this.boundTail();
+    if (this.degraded) {
+      // The file does not take writes: live sinks get the records from memory now; the retry timer
+      // writes them when it can.
+      this.emitAppended(this.lastSeq);
+    } else if (this.tail.length >= GROUP_COMMIT_MAX_RECORDS) this.commit();
+    else this.scheduleCommit(hasEvent);
     return this.lastSeq;
   }
 
@@ -305,38 +306,83 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> {
     return this.append([{ type: 'event', event }]);
   }
 
+  /**
+   * Commits the memory tail now, in one transaction. True when everything is in the file; false when
+   * the file cannot take it (then it stays in memory and the retry is scheduled).
+   */
+  commit(): boolean {
+    this.clock.clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
+    this.commitUrgent = false;
+    if (!this.running || !this.store.isOpen) return false;
+    const gapOwed = !this.hole.empty && this.holdReason === undefined;
+    if (this.tail.length === 0 && this.dirtyCursors.size === 0 && this.eventsDroppedUntold === 0 && !gapOwed) return true;
+    let hold = false;
+    if ((this.tail.telemetry > 0 || this.holdReason !== undefined) && !this.hasReserve()) {
+      this.holdTelemetry(`the disk is below its reserve of ${this.config.reserveBytes} bytes`);
+      hold = true;
+    }
+    try {
+      this.writeTail(hold);
+    } catch (err) {
+      if (isCorruption(err)) {
+        this.recoverCorrupt(err);
+        return this.store.isOpen ? this.commit() : false;
+      }
+      if (!hold && this.tail.telemetry > 0 && !this.store.wedged) {
+        // The disk may still take the events without the samples: keep the events durable.
+        try {
+          this.writeTail(true);
+          this.holdTelemetry(`the disk refused telemetry (${sqliteCode(err) || (err as Error).message})`);
+          return true;
+        } catch {
+          // the file takes nothing: handled below
+        }
+      }
+      this.onFailure('write', err);
+      return false;
+    }
+    return true;
+  }
+
+  // --- reading -------------------------------------------------------------------------------------
+
   /** Up to `limit` records after `after` (default: the sink's cursor), in append order. */
   read(sink: string, limit: number, after?: number): OutboxRecord[] {
-    this.requireDb();
+    this.requireRunning();
     const from = after ?? this.cursorOf(sink);
-    let rows: RawRow[];
-    try {
-      rows = this.stmts!.read.all(from, limit);
-    } catch (err) {
-      if (!isCorruption(err)) throw new RackguardError('E_OUTBOX_WRITE', `outbox read failed: ${(err as Error).message}`, { cause: err, retryable: true });
-      this.recover(err);
-      return this.read(sink, limit);
+    let out: OutboxRecord[] = [];
+    if (this.store.isOpen && from < this.committedSeq) {
+      try {
+        out = this.store.read(from, limit);
+      } catch (err) {
+        if (!isCorruption(err)) throw new RackguardError('E_OUTBOX_WRITE', `outbox read failed: ${(err as Error).message}`, { cause: err, retryable: true });
+        this.recoverCorrupt(err);
+        out = [];
+      }
     }
-    const last = rows.at(-1);
+    if (this.degraded && out.length < limit) {
+      for (const r of this.tail.sliceAbove(out.at(-1)?.seq ?? from, limit - out.length)) out.push({ seq: r.seq, cls: r.cls, ts: r.ts, entry: r.entry });
+    }
+    const last = out.at(-1);
     if (last && last.seq > this.maxReadSeq) this.maxReadSeq = last.seq;
-    return rows.map((r) => ({
-      seq: r.seq,
-      cls: r.cls === TELEMETRY ? 'telemetry' : 'event',
-      ts: r.ts,
-      entry: JSON.parse(r.body) as OutboxEntry,
-    }));
+    return out;
   }
 
   /**
    * Advances the sink's cursor to `seq` (everything up to and including it was acknowledged by the
-   * sink's server). Kept in memory and persisted with the next append (once per cycle, not an fsync per
-   * ack); after a crash a sink may resend up to one cycle's worth, which both sinks make idempotent or
+   * sink's server). Kept in memory and persisted with the next commit (not an fsync per ack); after a
+   * crash a sink may resend up to one commit interval's worth, which both sinks make idempotent or
    * at-least-once.
    */
   ack(sink: string, seq: number): void {
     const current = this.cursorOf(sink);
     if (seq <= current) return;
-    this.cursors.set(sink, Math.min(seq, this.lastSeq));
+    // Never past what the sink could have read: committed records, or the tail while it is served.
+    const readable = this.degraded ? this.lastSeq : this.committedSeq;
+    const next = Math.min(seq, readable);
+    if (next <= current) return;
+    this.cursors.set(sink, next);
     this.dirtyCursors.add(sink);
   }
 
@@ -346,255 +392,337 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> {
     return c;
   }
 
-  /** Records behind the sink's cursor. */
+  /** Records after the sink's cursor, in the file and in memory. */
   depth(sink: string): number {
-    this.requireDb();
-    return this.stmts!.depth.get(this.cursorOf(sink))?.n ?? 0;
+    this.requireRunning();
+    const c = this.cursorOf(sink);
+    const inFile = this.store.isOpen && c < this.committedSeq ? this.store.depth(c) : 0;
+    return inFile + this.tail.countAbove(c);
   }
 
   /** Age of the oldest record the sink has not acknowledged, ms since it was appended; 0 when caught up. */
   lagMs(sink: string): number {
-    this.requireDb();
-    const row = this.stmts!.oldestAt.get(this.cursorOf(sink));
-    return row ? Math.max(0, this.clock.wallMs() - row.at) : 0;
+    this.requireRunning();
+    const c = this.cursorOf(sink);
+    const at = (this.store.isOpen && c < this.committedSeq ? this.store.oldestAt(c) : undefined) ?? this.tail.firstAbove(c)?.at;
+    return at === undefined ? 0 : Math.max(0, this.clock.wallMs() - at);
   }
 
   stats(): OutboxStats {
     const sinks: Record<string, SinkStats> = {};
-    for (const name of this.cursors.keys()) sinks[name] = { cursor: this.cursorOf(name), depth: this.depth(name), lagMs: this.lagMs(name) };
-    return { rows: this.rowCount, bytes: this.totalBytes, maxBytes: this.config.maxBytes, lastSeq: this.lastSeq, droppedTelemetry: this.dropped, sinks };
-  }
-
-  /** Persists changed cursors now (append() does it too). */
-  flushCursors(): void {
-    if (!this.db || this.dirtyCursors.size === 0) return;
-    const tx = this.db.transaction(() => this.writeCursors());
-    tx();
-  }
-
-  /** Deletes every row all sinks acknowledged, now (append() does it in batches). */
-  prune(): void {
-    if (!this.db) return;
-    const tx = this.db.transaction(() => this.pruneAcked(true));
-    tx();
-  }
-
-  // --- internals ---------------------------------------------------------------------------------
-
-  private requireDb(): Database.Database {
-    if (!this.db) throw new RackguardError('E_OUTBOX_WRITE', 'outbox is not open');
-    return this.db;
-  }
-
-  private openFile(): void {
-    const db = new Database(this.config.path);
-    try {
-      // The first statements read the header: a garbage file fails here with SQLITE_NOTADB.
-      db.pragma('journal_mode = WAL');
-      // After WAL: FULL fsyncs the WAL on every commit, so a committed append survives power loss.
-      db.pragma(`synchronous = ${this.config.synchronous}`);
-      db.pragma('foreign_keys = OFF');
-      // better-sqlite3 builds SQLite with a 16 MB page cache per connection; the outbox is written
-      // sequentially and read near its tail, so 2 MB serves it and keeps a Pi's RSS small.
-      db.pragma('cache_size = -2000');
-      db.exec(SCHEMA);
-      const agg = db.prepare<[], { rows: number; bytes: number | null; last: number | null }>('SELECT count(*) AS rows, sum(bytes) AS bytes, max(seq) AS last FROM records').get()!;
-      const seqRow = db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get();
-      this.rowCount = agg.rows;
-      this.totalBytes = agg.bytes ?? 0;
-      this.lastSeq = Math.max(agg.last ?? 0, seqRow?.seq ?? 0);
-      this.seqAtOpen = this.lastSeq;
-      this.stmts = {
-        insert: db.prepare('INSERT INTO records (cls, ts, at, point, bytes, body) VALUES (?, ?, ?, ?, ?, ?)'),
-        read: db.prepare('SELECT seq, cls, ts, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?'),
-        oldestAt: db.prepare('SELECT at FROM records WHERE seq > ? ORDER BY seq LIMIT 1'),
-        depth: db.prepare('SELECT count(*) AS n FROM records WHERE seq > ?'),
-        setCursor: db.prepare('INSERT INTO cursors (sink, seq) VALUES (?, ?) ON CONFLICT(sink) DO UPDATE SET seq = excluded.seq'),
-      };
-      this.db = db;
-      const stored = db.prepare<[], { sink: string; seq: number }>('SELECT sink, seq FROM cursors').all();
-      for (const s of stored) if (this.sinkStarts.has(s.sink)) this.cursors.set(s.sink, s.seq);
-      this.prunedThrough = 0;
-    } catch (err) {
-      this.db = undefined;
-      this.stmts = undefined;
-      try {
-        db.close();
-      } catch {
-        // closing a handle on a bad file may fail too; the original error is the one that matters
-      }
-      throw err;
-    }
-  }
-
-  /** Moves the damaged file aside, starts a fresh one, re-registers the sinks, appends the notice. */
-  private recover(err: unknown): { movedTo: string; reason: string } {
-    if (this.db) {
-      try {
-        this.db.close();
-      } catch {
-        // the file is already known to be bad
-      }
-      this.db = undefined;
-      this.stmts = undefined;
-    }
-    const stamp = new Date(this.clock.wallMs()).toISOString().replace(/[:.]/g, '-');
-    const movedTo = `${this.config.path}.corrupt-${stamp}`;
-    for (const suffix of ['', '-wal', '-shm']) {
-      if (existsSync(this.config.path + suffix)) renameSync(this.config.path + suffix, movedTo + suffix);
-    }
-    const reason = `${(err as { code?: string }).code ?? 'error'}: ${(err as Error).message}`;
-    this.cursors.clear();
-    this.dirtyCursors.clear();
-    this.openFile();
-    // Fresh file: every sink starts at its beginning, which is this notice.
-    for (const name of this.sinkStarts.keys()) {
-      this.stmts!.setCursor.run(name, 0);
-      this.cursors.set(name, 0);
-    }
-    this.prunedThrough = 0;
-    this.fileGeneration++;
-    const notice: OutputNotice = {
-      kind: 'output',
-      code: 'outbox_corrupt',
-      severity: 'error',
-      message: `outbox ${this.config.path} was unreadable (${reason}); moved aside to ${movedTo} and started empty: records buffered in it were not delivered`,
-      ts: this.clock.wallMs(),
-      detail: { path: this.config.path, movedTo, reason },
+    if (this.running) for (const name of this.cursors.keys()) sinks[name] = { cursor: this.cursorOf(name), depth: this.depth(name), lagMs: this.lagMs(name) };
+    const state: OutboxState = !this.running ? 'stopped' : !this.store.isOpen ? 'unavailable' : this.degraded ? 'unwritable' : 'open';
+    return {
+      state,
+      rows: this.store.rows,
+      bytes: this.store.bytes,
+      maxBytes: this.config.maxBytes,
+      lastSeq: this.lastSeq,
+      pending: this.tail.length,
+      commits: this.commits,
+      droppedTelemetry: this.droppedTelemetry,
+      droppedEvents: this.droppedEvents,
+      sinks,
     };
-    this.appendTx([{ type: 'event', event: notice }]);
-    this.deps.onWarning?.(notice.message, notice.detail);
-    return { movedTo, reason };
   }
 
-  private appendTx(entries: readonly OutboxEntry[]): void {
-    const db = this.db!;
-    const tx = db.transaction(() => {
-      const at = this.clock.wallMs();
-      for (const e of entries) this.insert(e, at);
-      this.writeCursors();
-      this.pruneAcked(false);
-      if (this.totalBytes > this.config.maxBytes) this.dropOldestTelemetry(at);
-    });
-    // The in-memory bookkeeping changes inside the transaction; if SQLite rolls it back (disk full),
-    // put it back too, or the byte cap and the saved cursors drift from the file.
-    const saved = { lastSeq: this.lastSeq, totalBytes: this.totalBytes, rowCount: this.rowCount, prunedThrough: this.prunedThrough, dirty: new Set(this.dirtyCursors) };
-    try {
-      tx.immediate();
-    } catch (err) {
-      this.lastSeq = saved.lastSeq;
-      this.totalBytes = saved.totalBytes;
-      this.rowCount = saved.rowCount;
-      this.prunedThrough = saved.prunedThrough;
-      for (const name of saved.dirty) this.dirtyCursors.add(name);
-      throw err;
-    }
-  }
-
-  private insert(entry: OutboxEntry, at: number): void {
-    const body = JSON.stringify(entry);
-    const bytes = Buffer.byteLength(body) + ROW_OVERHEAD_BYTES;
-    const cls = entry.type === 'sample' ? TELEMETRY : EVENT;
-    const point = entry.type === 'sample' ? entry.sample.pointId : entry.event.kind === 'output' && entry.event.code === 'outbox_gap' ? GAP_MARK : null;
-    const info = this.stmts!.insert.run(cls, Math.round(entryTs(entry)), at, point, bytes, body);
-    this.lastSeq = Number(info.lastInsertRowid);
-    this.totalBytes += bytes;
-    this.rowCount++;
-  }
-
-  private writeCursors(): void {
-    for (const name of this.dirtyCursors) this.stmts!.setCursor.run(name, this.cursors.get(name)!);
+  /** Persists changed cursors now (every commit does it too). */
+  flushCursors(): void {
+    if (!this.running || !this.store.isOpen || this.degraded || this.dirtyCursors.size === 0) return;
+    this.store.writeCursors(this.dirtyCursorEntries());
     this.dirtyCursors.clear();
   }
 
-  /** Deletes rows every registered sink has acknowledged; batched unless `force`. */
-  private pruneAcked(force: boolean): void {
-    if (this.cursors.size === 0) return; // nobody drains yet: keep everything (the byte cap still holds)
-    const below = Math.min(...this.cursors.values());
-    if (below <= this.prunedThrough) return;
-    if (!force && below - this.prunedThrough < PRUNE_BATCH_ROWS && this.totalBytes <= this.config.maxBytes) return;
-    const db = this.db!;
-    const agg = db.prepare<[number], { n: number; bytes: number | null }>('SELECT count(*) AS n, sum(bytes) AS bytes FROM records WHERE seq <= ?').get(below)!;
-    db.prepare('DELETE FROM records WHERE seq <= ?').run(below);
-    this.rowCount -= agg.n;
-    this.totalBytes -= agg.bytes ?? 0;
-    this.prunedThrough = below;
+  /** Deletes every row all sinks acknowledged, now (commits do it in batches). */
+  prune(): void {
+    if (!this.running || !this.store.isOpen) return;
+    this.store.prune(this.pruneBelow());
   }
 
-  /** Drops the oldest telemetry down to DROP_TARGET_FRACTION of the cap; appends one gap event. */
-  private dropOldestTelemetry(now: number): void {
-    const db = this.db!;
-    const target = Math.floor(this.config.maxBytes * DROP_TARGET_FRACTION);
-    let toFree = this.totalBytes - target;
-    const perPoint = new Map<string, { pointId: string; firstTs: number; lastTs: number; count: number }>();
-    let lastDropped = 0;
-    let freed = 0;
-    let count = 0;
-    const it = db.prepare<[number], { seq: number; point: string | null; ts: number; bytes: number }>('SELECT seq, point, ts, bytes FROM records WHERE cls = ? ORDER BY seq').iterate(TELEMETRY);
-    for (const row of it) {
-      if (toFree <= 0) break;
-      lastDropped = row.seq;
-      freed += row.bytes;
-      toFree -= row.bytes;
-      count++;
-      const key = row.point ?? '?';
-      const p = perPoint.get(key);
-      if (p) {
-        p.firstTs = Math.min(p.firstTs, row.ts);
-        p.lastTs = Math.max(p.lastTs, row.ts);
-        p.count++;
-      } else perPoint.set(key, { pointId: key, firstTs: row.ts, lastTs: row.ts, count: 1 });
-    }
-    if (count > 0) {
-      db.prepare('DELETE FROM records WHERE cls = ? AND seq <= ?').run(TELEMETRY, lastDropped);
-      this.totalBytes -= freed;
-      this.rowCount -= count;
-      this.dropped += count;
-      // Gap events no sink has read yet are folded into this one: a long outage under a small cap
-      // would otherwise fill the buffer with gap events (which, being events, are never dropped).
-      const unread = db
-        .prepare<[number, string, number], { seq: number; bytes: number; body: string }>('SELECT seq, bytes, body FROM records WHERE cls = ? AND point = ? AND seq > ?')
-        .all(EVENT, GAP_MARK, this.maxReadSeq);
-      for (const g of unread) {
-        const ev = (JSON.parse(g.body) as { event: OutputNotice }).event;
-        const d = ev.detail as { droppedCount: number; points: Array<{ pointId: string; firstTs: number; lastTs: number; count: number }> };
-        count += d.droppedCount;
-        for (const gp of d.points) {
-          const p = perPoint.get(gp.pointId);
-          if (p) {
-            p.firstTs = Math.min(p.firstTs, gp.firstTs);
-            p.lastTs = Math.max(p.lastTs, gp.lastTs);
-            p.count += gp.count;
-          } else perPoint.set(gp.pointId, { ...gp });
-        }
-        db.prepare('DELETE FROM records WHERE seq = ?').run(g.seq);
-        this.totalBytes -= g.bytes;
-        this.rowCount--;
+  // --- internals: the file ----------------------------------------------------------------------
+
+  private requireRunning(): void {
+    if (!this.running) throw new RackguardError('E_OUTBOX_WRITE', 'outbox is not open');
+  }
+
+  private requireFile(): OutboxStore {
+    if (!this.running || !this.store.isOpen) throw new RackguardError('E_OUTBOX_WRITE', `outbox file ${this.config.path} is not open`);
+    return this.store;
+  }
+
+  /** Opens the file; a damaged one is moved aside and replaced. False (failure handled) when it cannot. */
+  private tryOpen(stage: 'open' | 'reopen'): boolean {
+    try {
+      mkdirSync(dirname(this.config.path), { recursive: true });
+      try {
+        this.store.open();
+      } catch (err) {
+        if (!isCorruption(err)) throw err;
+        const movedTo = this.moveAside();
+        this.store.open();
+        this.noticeCorrupt(err, movedTo);
       }
-      const points = [...perPoint.values()];
-      const firstTs = Math.min(...points.map((p) => p.firstTs));
-      const lastTs = Math.max(...points.map((p) => p.lastTs));
-      this.insert(
-        {
-          type: 'event',
-          event: {
-            kind: 'output',
-            code: 'outbox_gap',
-            severity: 'warning',
-            message: `outbox full (${this.config.maxBytes} bytes): dropped the ${count} oldest telemetry samples of ${points.length} points, ${new Date(firstTs).toISOString()} to ${new Date(lastTs).toISOString()}`,
-            ts: now,
-            detail: { droppedCount: count, firstTs, lastTs, points },
-          },
-        },
-        now,
+    } catch (err) {
+      this.onFailure(stage, err);
+      return false;
+    }
+    this.onFileOpened();
+    return true;
+  }
+
+  /** Joins the file's seq space with what was numbered from memory before it opened. */
+  private onFileOpened(): void {
+    const fileLast = this.store.lastSeq;
+    this.openReport.rows = this.store.rows;
+    this.info({ path: this.config.path, backlog: this.store.rows }, 'outbox open');
+    if (!this.seqsIssued) {
+      this.lastSeq = this.committedSeq = this.seqAtStart = fileLast;
+      this.tail.renumberFrom(() => ++this.lastSeq); // only a recovery notice can be here
+      return;
+    }
+    const first = this.tail.first?.seq;
+    const renumber = first !== undefined && first <= fileLast;
+    if (renumber) {
+      const offset = fileLast + 1 - first;
+      this.tail.renumber(offset);
+      this.lastSeq += offset;
+    } else this.lastSeq = Math.max(this.lastSeq, fileLast);
+    this.committedSeq = fileLast;
+    let rewound = renumber;
+    for (const [name, current] of this.cursors) {
+      const start = this.sinkStarts.get(name) ?? 'end';
+      const stored = this.store.storedCursor(name);
+      let next: number;
+      if (renumber) next = stored ?? (start === 'end' ? fileLast : 0);
+      else if (stored !== undefined) next = Math.min(current, stored);
+      else next = start === 'end' ? Math.max(current, fileLast) : current;
+      if (next < current) rewound = true;
+      this.cursors.set(name, next);
+      this.dirtyCursors.add(name);
+    }
+    // Sinks hold seqs from before: when they no longer mean the same records, make them re-read.
+    if (rewound) this.fileGeneration++;
+  }
+
+  private moveAside(): string {
+    const stamp = new Date(this.clock.wallMs()).toISOString().replace(/[:.]/g, '-');
+    return this.store.moveAside(stamp);
+  }
+
+  private noticeCorrupt(err: unknown, movedTo: string): void {
+    const reason = `${sqliteCode(err) || 'error'}: ${(err as Error).message}`;
+    this.openReport.recovered = { movedTo, reason };
+    this.error({ movedTo, reason }, 'outbox was unreadable: moved aside, started a new one');
+    this.pushEvent(corruptNotice(this.config.path, movedTo, reason, this.clock.wallMs()));
+  }
+
+  /** The file went bad under us: keep running on a fresh one rather than losing every later record. */
+  private recoverCorrupt(err: unknown): void {
+    try {
+      const movedTo = this.moveAside();
+      this.store.open();
+      // Seqs go on above committedSeq in the new file: cursors keep their meaning.
+      for (const name of this.cursors.keys()) this.dirtyCursors.add(name);
+      this.noticeCorrupt(err, movedTo);
+      this.scheduleCommit(true);
+    } catch (openErr) {
+      this.onFailure('reopen', openErr);
+    }
+  }
+
+  /**
+   * One transaction: the tail (without its samples when `withoutTelemetry`), a gap or drop notice
+   * owed, the cursors, pruning, the byte cap. Throws (and changes nothing) when the file refuses it.
+   */
+  private writeTail(withoutTelemetry: boolean): void {
+    const now = this.clock.wallMs();
+    const owed: PendingRecord[] = [];
+    // The hole closes when telemetry is stored again: tell it then, once.
+    if (!withoutTelemetry && !this.hole.empty) owed.push(this.recordOf(this.hole.notice(now, this.holeWhy || 'outbox could not store telemetry'), now));
+    if (this.eventsDroppedUntold > 0) owed.push(this.recordOf(eventsDroppedNotice(this.eventsDroppedUntold, this.config.maxQueuedEvents, now), now));
+    const records = withoutTelemetry && this.tail.telemetry > 0 ? this.tail.eventsOnly() : this.tail.all();
+    const all = owed.length > 0 ? records.concat(owed) : records;
+    this.deps.beforeCommit?.({ records: all.length });
+    // On failure this throws and the owed notices stay owed: their seqs are never used (seqs may have holes).
+    const result = this.store.commit(all, this.dirtyCursorEntries(), {
+      now,
+      pruneBelow: this.pruneBelow(),
+      maxReadSeq: this.maxReadSeq,
+      allocSeq: () => ++this.lastSeq,
+    });
+    // Committed.
+    this.commits++;
+    if (withoutTelemetry) for (const r of this.tail.takeTelemetry()) this.dropSample(r);
+    this.tail.clear();
+    this.committedSeq = this.lastSeq;
+    this.dirtyCursors.clear();
+    this.droppedTelemetry += result.droppedTelemetry;
+    if (!withoutTelemetry) {
+      this.hole.clear();
+      this.holeWhy = '';
+      if (this.holdReason !== undefined) {
+        this.holdReason = undefined;
+        this.info({ path: this.config.path }, 'outbox: storing telemetry again');
+      }
+    }
+    this.eventsDroppedUntold = 0;
+    if (this.failure) this.onRecovered();
+    this.degraded = false;
+    this.emitAppended(this.committedSeq);
+  }
+
+  private recordOf(event: OutputNotice, now: number): PendingRecord {
+    return { seq: ++this.lastSeq, cls: 'event', ts: event.ts, at: now, entry: { type: 'event', event } };
+  }
+
+  /** Samples in the tail go into the hole (told by one gap event when telemetry is stored again). */
+  private holdTelemetry(why: string): void {
+    if (this.holdReason === undefined) {
+      this.holdReason = why;
+      this.warn({ path: this.config.path, reserveBytes: this.config.reserveBytes }, `outbox: ${why}; telemetry is not stored until there is room, events are`);
+    }
+    this.holeWhy ||= `outbox could not store telemetry (${why})`;
+    for (const r of this.tail.takeTelemetry()) this.dropSample(r);
+  }
+
+  private dropSample(r: PendingRecord): void {
+    const e = r.entry;
+    this.hole.add(e.type === 'sample' ? e.sample.pointId : '?', r.ts);
+    this.droppedTelemetry++;
+  }
+
+  private hasReserve(): boolean {
+    if (this.config.reserveBytes === 0) return true;
+    try {
+      return (this.deps.freeBytes ?? freeBytesOf)(dirname(this.config.path)) >= this.config.reserveBytes;
+    } catch {
+      return true; // cannot tell: let SQLite try
+    }
+  }
+
+  // --- internals: failure and recovery ------------------------------------------------------------
+
+  private onFailure(stage: string, err: unknown): void {
+    const message = `${sqliteCode(err) || (err as NodeJS.ErrnoException).code || 'error'}: ${(err as Error).message}`;
+    if (this.store.isOpen && (stage !== 'write' || this.store.wedged)) this.store.close();
+    const mono = this.clock.monoMs();
+    const wasDegraded = this.degraded;
+    this.degraded = true;
+    // From here seqs are handed out from memory: a file opened later must be joined to them.
+    this.seqsIssued = true;
+    if (stage === 'open') this.openReport.error = message;
+    if (!this.failure) {
+      this.failure = { sinceMono: mono, attempts: 1, lastLogMono: mono, suppressed: 0, stage, message };
+      this.holeWhy = `outbox ${this.config.path} could not be ${stage === 'write' ? 'written' : 'opened'} (${message})`;
+      this.error(
+        { path: this.config.path, stage, err: message, retryInMs: this.retryDelayMs },
+        `outbox ${this.config.path} cannot be ${stage === 'write' ? 'written' : 'opened'}: running on, events kept in memory (up to ${this.config.maxQueuedEvents}) and sent to the live sinks; retrying`,
       );
-    }
-    if (this.totalBytes > this.config.maxBytes) {
-      // Only events are left and they are never dropped: say so once, keep accepting.
-      if (!this.overCapacityReported) {
-        this.overCapacityReported = true;
-        this.deps.onWarning?.('outbox holds more events than maxBytes; events are never dropped, so it keeps growing until a sink drains it', { bytes: this.totalBytes, maxBytes: this.config.maxBytes });
+      this.pushEvent(unavailableNotice(this.config.path, stage, message, this.clock.wallMs()));
+    } else {
+      const f = this.failure;
+      f.attempts++;
+      f.message = message;
+      if (mono - f.lastLogMono >= FAILURE_SUMMARY_INTERVAL_MS) {
+        this.error(
+          { path: this.config.path, stage, err: message, attempts: f.attempts, forS: Math.round((mono - f.sinceMono) / 1000), eventsHeld: this.tail.events, telemetryDropped: this.hole.count, retryInMs: this.retryDelayMs },
+          'outbox still unavailable',
+        );
+        f.lastLogMono = mono;
       }
-    } else this.overCapacityReported = false;
+    }
+    if (!wasDegraded || this.tail.length > 0) this.emitAppended(this.lastSeq);
+    this.scheduleRetry();
+  }
+
+  private onRecovered(): void {
+    const f = this.failure!;
+    this.failure = undefined;
+    this.retryDelayMs = this.config.reopenInitialMs;
+    this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.warn({ path: this.config.path, afterS: Math.round((this.clock.monoMs() - f.sinceMono) / 1000), attempts: f.attempts }, 'outbox writable again; events held in memory are written');
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || !this.running) return;
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(delay * 2, this.config.reopenMaxMs);
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.running) return;
+      if (!this.store.isOpen && !this.tryOpen('reopen')) return;
+      this.commit();
+    }, delay);
+  }
+
+  // --- internals: memory ---------------------------------------------------------------------------
+
+  private scheduleCommit(urgent: boolean): void {
+    if (this.config.commitIntervalMs === 0) {
+      this.commit();
+      return;
+    }
+    if (urgent && !this.commitUrgent) {
+      this.clock.clearTimeout(this.commitTimer);
+      this.commitUrgent = true;
+      this.commitTimer = this.clock.setTimeout(() => this.commit(), 0);
+    } else if (!this.commitTimer) {
+      this.commitTimer = this.clock.setTimeout(() => this.commit(), this.config.commitIntervalMs);
+    }
+  }
+
+  /** Keeps the tail within maxQueuedEvents events and as many samples, dropping the oldest. */
+  private boundTail(): void {
+    // While the file works the tail is one commit interval's worth, committed soon: no bound needed.
+    if (!this.degraded) return;
+    const cap = this.config.maxQueuedEvents;
+    // The notice that explains all this stays.
+    const dropped = this.tail.bound(cap, (r) => isNotice(r.entry, 'outbox_unavailable'));
+    if (dropped.events.length > 0) {
+      if (this.eventsDroppedUntold === 0) this.error({ path: this.config.path, maxQueuedEvents: cap }, 'outbox memory queue full: dropping the oldest events');
+      this.droppedEvents += dropped.events.length;
+      this.eventsDroppedUntold += dropped.events.length;
+    }
+    for (const r of dropped.samples) this.dropSample(r);
+  }
+
+  private pushEvent(event: OutputNotice): void {
+    this.tail.push({ seq: ++this.lastSeq, cls: 'event', ts: event.ts, at: this.clock.wallMs(), entry: { type: 'event', event } });
+    if (this.degraded) this.emitAppended(this.lastSeq);
+  }
+
+  private pruneBelow(): number | undefined {
+    if (this.cursors.size === 0) return undefined;
+    return Math.min(this.committedSeq, ...this.cursors.values());
+  }
+
+  private dirtyCursorEntries(): Array<[string, number]> {
+    return [...this.dirtyCursors].map((n) => [n, this.cursors.get(n)!]);
+  }
+
+  private emitAppended(seq: number): void {
+    // A listener's failure must neither undo the append in the caller's eyes nor starve the others.
+    for (const listener of this.listeners('appended') as Array<(seq: number) => void>) {
+      try {
+        listener(seq);
+      } catch (err) {
+        this.warn({ err: (err as Error).message }, 'outbox listener failed');
+      }
+    }
+  }
+
+  private info(obj: Record<string, unknown>, msg: string): void {
+    this.deps.logger?.info(obj, msg);
+  }
+
+  private warn(obj: Record<string, unknown>, msg: string): void {
+    if (this.deps.logger) this.deps.logger.warn(obj, msg);
+    else this.deps.onWarning?.(msg, obj);
+  }
+
+  private error(obj: Record<string, unknown>, msg: string): void {
+    if (this.deps.logger) this.deps.logger.error(obj, msg);
+    else this.deps.onWarning?.(msg, obj);
   }
 }

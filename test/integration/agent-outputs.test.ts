@@ -99,6 +99,10 @@ describe('agent → MQTT and InfluxDB', () => {
     const healthOf = (sink: string): Health[] => agent.lines.filter((l) => l.includes('"sink health"')).map((l) => JSON.parse(l) as Health).filter((h) => h.sink === sink);
     await expect.poll(() => healthOf('influx').some((h) => h.pointsWritten! > 0 && h.depth < 50 && h.lagMs < 5000), { timeout: 15_000, interval: 200 }).toBe(true);
     await expect.poll(() => healthOf('mqtt').some((h) => h.connected === true && h.published! > 0 && h.depth < 50 && h.lagMs < 5000), { timeout: 15_000, interval: 200 }).toBe(true);
+    // The outbox reports its group commits: far fewer than one per poll (8 polls/s here).
+    const ob = JSON.parse(await agent.waitForLine(/"msg":"outbox health"/, 10_000)) as { state: string; commits: number };
+    expect(ob.state).toBe('open');
+    expect(ob.commits).toBeGreaterThan(0);
 
     // InfluxDB holds the same sample at the same timestamp.
     await expect.poll(async () => (await influxTimes('r1.temperature')).includes(payload.tsMs), { timeout: 15_000, interval: 200 }).toBe(true);

@@ -1,11 +1,12 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Sample } from '../../agent/acquisition/types.js';
 import { VirtualClock } from '../../agent/clock.js';
-import { outboxSchema } from '../../agent/config/outputs-schema.js';
-import { Outbox, type OutboxEntry, type OutputNotice } from '../../agent/outputs/outbox.js';
+import { outboxSchema, type OutboxConfig } from '../../agent/config/outputs-schema.js';
+import { Outbox, type OutboxDeps, type OutboxEntry, type OutputNotice } from '../../agent/outputs/outbox.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 
 function sample(pointId: string, ts: number, value = 21.5): OutboxEntry {
@@ -24,8 +25,9 @@ describe('Outbox', () => {
   let clock: VirtualClock;
   const open: Outbox[] = [];
 
-  function make(over: Partial<{ maxBytes: number; synchronous: 'FULL' | 'NORMAL' }> = {}, name = 'outbox.db'): Outbox {
-    const ob = new Outbox(outboxSchema.parse({ path: join(dir.path, name), ...over }), { clock });
+  /** commitIntervalMs 0 (a commit per append) unless told: these tests are about storage, not timing. */
+  function make(over: Partial<OutboxConfig> = {}, name = 'outbox.db', deps: Partial<OutboxDeps> = {}): Outbox {
+    const ob = new Outbox(outboxSchema.parse({ path: join(dir.path, name), commitIntervalMs: 0, ...over }), { clock, ...deps });
     open.push(ob);
     return ob;
   }
@@ -50,11 +52,11 @@ describe('Outbox', () => {
     db.close();
     const full = make();
     full.open();
-    expect((full as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true })).toBe(2);
+    expect((full as unknown as { store: { db: Database.Database } }).store.db.pragma('synchronous', { simple: true })).toBe(2);
     const normal = make({ synchronous: 'NORMAL' }, 'normal.db');
     normal.open();
-    expect((normal as unknown as { db: Database.Database }).db.pragma('synchronous', { simple: true })).toBe(1);
-    expect((normal as unknown as { db: Database.Database }).db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect((normal as unknown as { store: { db: Database.Database } }).store.db.pragma('synchronous', { simple: true })).toBe(1);
+    expect((normal as unknown as { store: { db: Database.Database } }).store.db.pragma('journal_mode', { simple: true })).toBe('wal');
   });
 
   it('keeps append order and per-sink cursors across reopen', () => {
@@ -182,13 +184,211 @@ describe('Outbox', () => {
     buf.fill(0x5a, 100, buf.length);
     writeFileSync(path, buf);
     const again = make();
+    // open() scans the records table: damaged pages are found there, at open, not in the middle of a run.
     const report = again.open();
+    expect(report.recovered?.reason).toMatch(/^SQLITE_(CORRUPT|NOTADB)/);
+    expect(existsSync(report.recovered!.movedTo)).toBe(true);
     again.registerSink('s');
-    if (report.recovered) {
-      expect(again.read('s', 10)[0]!.entry).toMatchObject({ event: { code: 'outbox_corrupt' } });
-    } else {
-      // SQLite did not notice at open: the first append must then recover instead of throwing.
-      expect(() => again.append([sample('r1.t', 1)])).not.toThrow();
+    const recs = again.read('s', 10);
+    expect(recs.map((r) => r.entry)).toEqual([expect.objectContaining({ type: 'event', event: expect.objectContaining({ code: 'outbox_corrupt' }) })]);
+    again.append([sample('r1.t', 1)]);
+    expect(again.read('s', 10).map((r) => r.entry.type)).toEqual(['event', 'sample']);
+  });
+
+  it('group commit: one transaction per interval, an event commits on the next turn, sinks read only committed records', () => {
+    const commits: number[] = [];
+    const ob = make({ commitIntervalMs: 1000 }, 'group.db', { beforeCommit: (info) => commits.push(info.records) });
+    ob.open();
+    ob.registerSink('s');
+    for (let c = 0; c < 10; c++) {
+      ob.append([sample('r1.t', c * 100)]);
+      clock.advance(50);
     }
+    // Not committed yet: not readable, and no cursor can move past it.
+    expect(ob.read('s', 100)).toEqual([]);
+    ob.ack('s', 10);
+    expect(ob.cursorOf('s')).toBe(0);
+    expect(ob.stats()).toMatchObject({ pending: 10, commits: 0 });
+    clock.advance(500);
+    expect(commits).toEqual([10]);
+    expect(ob.read('s', 100).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // An event does not wait for the interval: it is committed on the next turn of the event loop.
+    ob.append([sample('r1.t', 2000), alarm('z1', 2000)]);
+    clock.advance(0);
+    expect(commits).toEqual([10, 2]);
+    expect(ob.read('s', 100, 10).map((r) => r.cls)).toEqual(['telemetry', 'event']);
+    expect(ob.stats().commits).toBe(2);
+    // A commit also persists cursors: a reopen resumes there.
+    ob.ack('s', 12);
+    ob.append([sample('r1.t', 3000)]);
+    clock.advance(1000);
+    ob.close();
+    const again = make({}, 'group.db');
+    again.open();
+    again.registerSink('s');
+    expect(again.read('s', 10).map((r) => r.seq)).toEqual([13]);
+  });
+
+  it('an outbox path that is a directory: start() does not throw, events are served from memory, written when it is fixed', async () => {
+    const path = join(dir.path, 'dir.db');
+    mkdirSync(path);
+    const warnings: string[] = [];
+    const ob = make({ commitIntervalMs: 1000, reopenInitialMs: 100, reopenMaxMs: 400 }, 'dir.db', { onWarning: (m) => warnings.push(m) });
+    await ob.start();
+    expect(ob.stats().state).toBe('unavailable');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/cannot be opened/);
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 1), alarm('z1', 2)]);
+    // Live: the notice, the sample and the alarm come from memory.
+    const live = ob.read('s', 10);
+    expect(live.map((r) => (r.entry.type === 'event' ? (r.entry.event.kind === 'output' ? r.entry.event.code : r.entry.event.kind) : 'sample'))).toEqual(['outbox_unavailable', 'sample', 'zone_level']);
+    ob.ack('s', live.at(-1)!.seq);
+    // Retries with backoff, silently (the failure was logged once).
+    clock.advance(10_000);
+    expect(warnings).toHaveLength(1);
+    expect(ob.stats().state).toBe('unavailable');
+    rmSync(path, { recursive: true });
+    clock.advance(400);
+    expect(ob.stats()).toMatchObject({ state: 'open', pending: 0 });
+    expect(warnings.at(-1)).toMatch(/writable again/);
+    ob.append([alarm('z1', 3)]);
+    clock.advance(0);
+    // The sink does not get again what it had from memory; the file holds all of it.
+    expect(ob.read('s', 10).map((r) => r.entry.type === 'event' && r.entry.event.kind)).toEqual(['zone_level']);
+    ob.close();
+    const db = new Database(path, { readonly: true });
+    const kinds = db.prepare<[], { body: string }>('SELECT body FROM records ORDER BY seq').all().map((r) => JSON.parse(r.body) as OutboxEntry);
+    db.close();
+    expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level', 'zone_level']);
+  });
+
+  it('a file that opens late and already holds higher seqs: the memory tail is renumbered above them and sinks re-read', () => {
+    const path = join(dir.path, 'late.db');
+    const first = make({}, 'late.db');
+    first.open();
+    first.registerSink('a');
+    for (let c = 0; c < 5; c++) first.append([sample('r1.t', c)]);
+    first.ack('a', 3);
+    first.close();
+    // The file is away at start (a directory stands in its place), and back later.
+    renameSync(path, `${path}.away`);
+    mkdirSync(path);
+    const ob = make({ reopenInitialMs: 100, reopenMaxMs: 100 }, 'late.db');
+    ob.open();
+    ob.registerSink('a');
+    ob.append([alarm('z1', 10)]);
+    const live = ob.read('a', 10);
+    expect(live.map((r) => r.seq)).toEqual([1, 2]); // the unavailable notice and the alarm, from memory
+    ob.ack('a', 2);
+    const generation = ob.generation;
+    rmSync(path, { recursive: true });
+    renameSync(`${path}.away`, path);
+    clock.advance(100);
+    expect(ob.stats().state).toBe('open');
+    // Seqs 1 and 2 meant other records in this file: the tail became 6 and 7, and the sink starts
+    // again from its stored cursor (3), so it gets the file's backlog and then the held events.
+    expect(ob.generation).toBe(generation + 1);
+    expect(ob.cursorOf('a')).toBe(3);
+    const recs = ob.read('a', 10);
+    expect(recs.map((r) => r.seq)).toEqual([4, 5, 6, 7]);
+    expect(recs.slice(2).map((r) => (r.entry as { event: { kind: string } }).event.kind)).toEqual(['output', 'zone_level']);
+    ob.append([sample('r1.t', 20)]);
+    expect(ob.read('a', 10, 7).map((r) => r.seq)).toEqual([8]);
+  });
+
+  /** A tmpfs of its own (root and mount(8) needed: the test says so and fails, it does not skip). */
+  function tmpfs(name: string, size: string): string {
+    const mnt = join(dir.path, name);
+    mkdirSync(mnt);
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cannot mount a tmpfs (${r.error?.message ?? r.stderr.trim()}): this test needs root and mount(8); it does not skip`);
+    mounts.push(mnt);
+    return mnt;
+  }
+  const mounts: string[] = [];
+  afterEach(() => {
+    for (const m of mounts.splice(0)) spawnSync('umount', ['-l', m]);
+  });
+
+  function fill(path: string, count?: number): void {
+    spawnSync('dd', ['if=/dev/zero', `of=${path}`, 'bs=64k', ...(count !== undefined ? [`count=${count}`] : [])]);
+  }
+
+  it('full disk: events held in memory (bounded) and served live, written first when space is back, one gap event', () => {
+    const mnt = tmpfs('full', '1m');
+    const warnings: string[] = [];
+    const ob = new Outbox(outboxSchema.parse({ path: join(mnt, 'outbox.db'), commitIntervalMs: 1000, reopenInitialMs: 100, reopenMaxMs: 400, maxQueuedEvents: 100, reserveBytes: 0 }), { clock, onWarning: (m) => warnings.push(m) });
+    open.push(ob);
+    ob.open();
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 0)]);
+    clock.advance(1000);
+    fill(join(mnt, 'fill'));
+    expect(statfsSync(mnt).bavail).toBe(0);
+    // 150 alarms and 450 samples while the disk is full: the queue keeps the newest 100 events, the
+    // outbox_unavailable notice among them (it explains the rest, so it is never the one dropped).
+    for (let c = 1; c <= 150; c++) {
+      ob.append([sample('r1.t', c * 1000), sample('r2.t', c * 1000), sample('r3.t', c * 1000), alarm(`z${c}`, c * 1000)]);
+      clock.advance(200);
+    }
+    expect(ob.stats().state).toBe('unwritable');
+    expect(warnings.filter((w) => /cannot be written/.test(w))).toHaveLength(1);
+    expect(warnings.filter((w) => /memory queue full/.test(w))).toHaveLength(1);
+    const live = ob.read('s', 10_000);
+    const liveAlarms = live.flatMap((r) => (r.entry.type === 'event' && r.entry.event.kind === 'zone_level' ? [r.entry.event.zone] : []));
+    expect(liveAlarms).toEqual(Array.from({ length: 99 }, (_, i) => `z${i + 52}`));
+    // Samples are served live too, up to the same bound.
+    expect(live.filter((r) => r.cls === 'telemetry').length).toBeGreaterThan(80);
+    ob.ack('s', live.at(-1)!.seq);
+    rmSync(join(mnt, 'fill'));
+    clock.advance(1000);
+    expect(ob.stats().state).toBe('open');
+    expect(warnings.filter((w) => /writable again/.test(w))).toHaveLength(1);
+    ob.close();
+    const db = new Database(join(mnt, 'outbox.db'), { readonly: true });
+    const events = db
+      .prepare<[], { body: string }>('SELECT body FROM records WHERE cls = 1 ORDER BY seq')
+      .all()
+      .map((r) => (JSON.parse(r.body) as { event: OutputNotice | { kind: string; zone: string } }).event);
+    db.close();
+    const codes = events.flatMap((e) => (e.kind === 'output' ? [(e as OutputNotice).code] : []));
+    expect(codes.sort()).toEqual(['outbox_events_dropped', 'outbox_gap', 'outbox_unavailable']);
+    expect(events[0]).toMatchObject({ kind: 'output', code: 'outbox_unavailable' });
+    expect(events.filter((e) => e.kind === 'zone_level').map((e) => (e as { zone: string }).zone)).toEqual(liveAlarms);
+    expect(events.find((e) => e.kind === 'output' && (e as OutputNotice).code === 'outbox_events_dropped')).toMatchObject({ detail: { droppedEvents: 51 } });
+    // Samples beyond the memory bound are the telemetry hole: one gap event, per point.
+    const gap = events.find((e) => e.kind === 'output' && (e as OutputNotice).code === 'outbox_gap') as OutputNotice;
+    const points = gap.detail.points as Array<{ pointId: string; count: number }>;
+    expect(points.map((p) => p.pointId).sort()).toEqual(['r1.t', 'r2.t', 'r3.t']);
+    expect(gap.detail.droppedCount).toBe(points.reduce((n, p) => n + p.count, 0));
+    expect(gap.detail.droppedCount as number).toBeGreaterThan(300);
+  });
+
+  it('disk reserve: below it telemetry is not written but events are; one gap event when space is back', () => {
+    const mnt = tmpfs('reserve', '2m');
+    const warnings: string[] = [];
+    const ob = new Outbox(outboxSchema.parse({ path: join(mnt, 'outbox.db'), commitIntervalMs: 1000, reserveBytes: 1024 * 1024 }), { clock, onWarning: (m) => warnings.push(m) });
+    open.push(ob);
+    ob.open();
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 0)]);
+    clock.advance(1000);
+    fill(join(mnt, 'fill'), 16); // 1 MiB of 2: less than the 1 MiB reserve left
+    for (let c = 1; c <= 5; c++) {
+      ob.append([sample('r1.t', c * 1000), ...(c === 3 ? [alarm('z1', c * 1000)] : [])]);
+      clock.advance(1000);
+    }
+    expect(ob.stats().state).toBe('open');
+    expect(warnings.filter((w) => /reserve/.test(w))).toHaveLength(1);
+    // The alarm is durable and delivered; the samples after the fill are not stored.
+    expect(ob.read('s', 100).map((r) => (r.entry.type === 'event' ? r.entry.event.kind : r.entry.sample.ts))).toEqual([0, 'zone_level']);
+    rmSync(join(mnt, 'fill'));
+    ob.append([sample('r1.t', 6000)]);
+    clock.advance(1000);
+    const after = ob.read('s', 100).slice(2);
+    expect(after.map((r) => (r.entry.type === 'event' ? r.entry.event.kind : r.entry.sample.ts))).toEqual([6000, 'output']);
+    const gap = (after[1]!.entry as { event: OutputNotice }).event;
+    expect(gap).toMatchObject({ code: 'outbox_gap', detail: { droppedCount: 5, firstTs: 1000, lastTs: 5000 } });
   });
 });

@@ -1,0 +1,153 @@
+/**
+ * The agent's one component lifecycle, in process against real parts (the simulator on a socat pty,
+ * a SQLite outbox, a real mosquitto): start/stop/start without duplicate parts or polling loops, a
+ * part whose stop() hangs does not keep the others from stopping nor the stop past its deadline, and
+ * a part that throws in start() is reported, what started is stopped, and start() can be retried.
+ */
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createAgent, type Agent } from '../../agent/app.js';
+import type { Component } from '../../agent/component.js';
+import { parseConfig } from '../../agent/config/load.js';
+import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
+import { batchOf, SampleLog } from '../helpers/agent.js';
+import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+import { tempDir, type TempDir } from '../helpers/tmp.js';
+
+const POLL_MS = 200;
+
+let tmp: TempDir;
+let pty: PtyPair;
+let sim: Simulator;
+let broker: Mosquitto;
+let n = 0;
+const agents: Agent[] = [];
+
+function configText(extra: { stopTimeoutS?: number; mqtt?: string } = {}): string {
+  const id = ++n;
+  return `version: 1
+site: lab
+gateway: life${id}
+${extra.stopTimeoutS !== undefined ? `stopTimeoutS: ${extra.stopTimeoutS}\n` : ''}logging: { samples: false }
+buses:
+  - id: l
+    type: serial
+    path: ${pty.a}
+    devices:
+      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: ${POLL_MS} }
+      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: ${POLL_MS} }
+outputs:
+  outbox: { path: ${join(tmp.path, `outbox-${id}.db`)} }
+${extra.mqtt ?? ''}`;
+}
+
+/** A logger whose JSON lines the test can read. */
+function capture(): { logger: ReturnType<typeof pino>; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+beforeAll(async () => {
+  tmp = await tempDir('rackguard-lifecycle-');
+  [pty, broker] = await Promise.all([startPtyPair(), startMosquitto()]);
+  sim = await startSimulator({ config: parseConfig(configText(), 'sim'), serialPath: pty.b });
+});
+
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.stop();
+});
+
+afterAll(async () => {
+  await sim?.stop();
+  await pty?.stop();
+  await broker?.cleanup();
+  await tmp?.cleanup();
+});
+
+describe('agent lifecycle', () => {
+  it('start, stop, start: the same parts again, one polling loop per bus', async () => {
+    const { logger } = capture();
+    const agent = createAgent(parseConfig(configText(), 'cfg'), { logger });
+    agents.push(agent);
+    const log = new SampleLog(agent);
+    await agent.start();
+    await log.next(batchOf('r1', 'good'), 10_000, 'r1 before the restart');
+    const parts = [...agent.parts];
+    expect(parts).toEqual(['outbox', 'announce', 'bus:l', 'timers']);
+    await agent.stop();
+    expect(agent.outboxStats()).toBeUndefined();
+    await agent.start();
+    expect(agent.parts).toEqual(parts);
+    // Two loops on one bus would poll each device twice per interval: consecutive r1 polls would
+    // come in pairs, far closer than the interval.
+    const at: number[] = [];
+    await log.next((b) => batchOf('r1', 'good')(b) && at.push(b[0]!.mono) >= 8, 15_000, 'eight r1 polls after the restart');
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThan(POLL_MS / 2);
+    expect(agent.outboxStats()?.state).toBe('open');
+  });
+
+  it('a part whose stop() hangs: the others still stop, and stop() returns at the deadline', async () => {
+    const { logger, lines } = capture();
+    let stuckStopCalled = false;
+    const stuck: Component = {
+      name: 'stuck',
+      start: async () => undefined,
+      stop: () => {
+        stuckStopCalled = true;
+        return new Promise(() => undefined); // never settles
+      },
+    };
+    const agent = createAgent(parseConfig(configText({ stopTimeoutS: 1 }), 'cfg'), { logger, parts: [stuck] });
+    agents.push(agent);
+    const log = new SampleLog(agent);
+    await agent.start();
+    await log.next(batchOf('r2', 'good'), 10_000, 'r2 polled');
+    // Started last, stopped first: it hangs, and everything before it is stopped all the same.
+    await agent.stop();
+    expect(stuckStopCalled).toBe(true);
+    expect(lines.some((l) => l.part === 'stuck' && /did not stop within the stop deadline/.test(String(l.msg)))).toBe(true);
+    expect(agent.outboxStats()).toBeUndefined();
+  });
+
+  it('a part whose start() never finishes: stop() still stops what started, within the deadline', async () => {
+    const { logger, lines } = capture();
+    const hung: Component = { name: 'hung', start: () => new Promise(() => undefined), stop: async () => undefined };
+    const agent = createAgent(parseConfig(configText({ stopTimeoutS: 1 }), 'cfg'), { logger, parts: [hung] });
+    agents.push(agent);
+    const log = new SampleLog(agent);
+    const starting = agent.start();
+    // Everything before the hung part is up and polling.
+    await log.next(batchOf('r1', 'good'), 10_000, 'r1 polled while start() hangs');
+    await agent.stop();
+    expect(lines.some((l) => /start-up did not finish within the stop deadline/.test(String(l.msg)))).toBe(true);
+    expect(agent.outboxStats()).toBeUndefined();
+    void starting;
+  });
+
+  it('a part that throws in start(): reported, what started is stopped, and start() can be retried', async () => {
+    const userFile = join(tmp.path, 'mqtt-user');
+    const { logger, lines } = capture();
+    // The loader checks the file; it is gone by start() (a secrets mount not there yet).
+    writeFileSync(userFile, 'rackguard\n');
+    const config = parseConfig(configText({ mqtt: `  mqtt: { url: '${broker.url}', usernameFile: ${userFile}, reconnectInitialMs: 200, reconnectMaxMs: 1000 }\n` }), 'cfg');
+    rmSync(userFile);
+    const agent = createAgent(config, { logger });
+    agents.push(agent);
+    const log = new SampleLog(agent);
+    await expect(agent.start()).rejects.toMatchObject({ code: 'E_SECRET_READ' });
+    expect(lines.some((l) => l.part === 'sink:mqtt' && /failed to start/.test(String(l.msg)))).toBe(true);
+    // Nothing half-started: the outbox opened before the sink, and was closed again.
+    expect(agent.outboxStats()).toBeUndefined();
+    expect(log.all).toHaveLength(0);
+
+    writeFileSync(userFile, 'rackguard\n');
+    await agent.start();
+    await log.next(batchOf('r1', 'good'), 10_000, 'r1 after the retried start');
+    expect(agent.parts).toEqual(['outbox', 'sink:mqtt', 'announce', 'bus:l', 'timers']);
+    expect(agent.outboxStats()?.state).toBe('open');
+  });
+});
