@@ -495,6 +495,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     zones,
     chillers: cfg.chillers,
     outputs: cfg.outputs,
+    http: cfg.http,
     stopTimeoutS: cfg.stopTimeoutS,
     points,
     source,

@@ -270,6 +270,23 @@ export const configSchema = z
     chillers: z.array(chillerSchema).default([]),
     /** Durable outbox and sinks (MQTT, InfluxDB); absent: samples and events are only logged. */
     outputs: outputsSchema.optional(),
+    /**
+     * Local HTTP endpoint: /healthz, /readyz, /metrics (Prometheus), /api/state, /api/events (+ SSE) and
+     * the live status page at /. Absent: no HTTP server. Binding anything but loopback needs `tokenFile`.
+     */
+    http: z
+      .object({
+        /** Address to listen on; default 127.0.0.1 (loopback only). */
+        bind: z.string().min(1).default('127.0.0.1'),
+        /** TCP port; 0 picks a free one (logged). */
+        port: z.int().min(0).max(65_535).default(9108),
+        /** File holding the bearer token every request must carry (required for a non-loopback bind). */
+        tokenFile: z.string().min(1).optional(),
+        /** Recent events kept for /api/events and the status page. */
+        recentEvents: z.int().min(1).max(10_000).default(200),
+      })
+      .strict()
+      .optional(),
     /** One deadline for stopping every component (SIGTERM, reload), seconds, default 10. */
     stopTimeoutS: z.number().positive().max(600).default(10),
   })
