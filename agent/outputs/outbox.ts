@@ -187,6 +187,9 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.clock.clearTimeout(this.retryTimer);
     this.commitTimer = undefined;
     this.retryTimer = undefined;
+    // One last attempt to open a file that could not be: the fault may have been fixed since the last
+    // retry (the backoff reaches reopenMaxMs), and what is held in memory is lost once we stop.
+    if (!this.store.isOpen && this.tail.length > 0) this.tryOpen('reopen');
     if (this.store.isOpen) this.commit();
     // A failed last commit schedules a retry: not any more.
     this.clock.clearTimeout(this.retryTimer);

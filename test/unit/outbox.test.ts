@@ -263,6 +263,25 @@ describe('Outbox', () => {
     expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level', 'zone_level']);
   });
 
+  it('stop() after the fault was fixed but before the next retry: the held events are written, not lost', async () => {
+    const path = join(dir.path, 'fixed.db');
+    mkdirSync(path);
+    const warnings: string[] = [];
+    // A long backoff: the fix comes while the next retry is still far away, and then SIGTERM.
+    const ob = make({ commitIntervalMs: 1000, reopenInitialMs: 60_000, reopenMaxMs: 60_000 }, 'fixed.db', { onWarning: (m) => warnings.push(m) });
+    await ob.start();
+    expect(ob.stats().state).toBe('unavailable');
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 1), alarm('z1', 2)]);
+    rmSync(path, { recursive: true });
+    await ob.stop();
+    expect(warnings.filter((w) => /lost with this stop/.test(w))).toEqual([]);
+    const db = new Database(path, { readonly: true });
+    const kinds = db.prepare<[], { body: string }>('SELECT body FROM records ORDER BY seq').all().map((r) => JSON.parse(r.body) as OutboxEntry);
+    db.close();
+    expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level']);
+  });
+
   it('a file that opens late and already holds higher seqs: the memory tail is renumbered above them and sinks re-read', () => {
     const path = join(dir.path, 'late.db');
     const first = make({}, 'late.db');
