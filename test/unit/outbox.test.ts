@@ -282,6 +282,33 @@ describe('Outbox', () => {
     expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level']);
   });
 
+  it('the file deleted while open: restored at its path with its backlog, seqs and cursors, and told as an event', () => {
+    const path = join(dir.path, 'deleted.db');
+    const warnings: string[] = [];
+    const ob = make({ commitIntervalMs: 1000 }, 'deleted.db', { onWarning: (m) => warnings.push(m) });
+    ob.open();
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 1), alarm('z1', 1)]);
+    clock.advance(1000);
+    ob.ack('s', 1);
+    // Someone removes the file (and its WAL): SQLite would go on writing to the unlinked inode, and
+    // everything not yet delivered would vanish at the next start.
+    for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true });
+    ob.append([sample('r1.t', 2), alarm('z2', 2)]);
+    clock.advance(1000);
+    expect(existsSync(path)).toBe(true);
+    expect(warnings.filter((w) => /deleted|replaced/.test(w))).toHaveLength(1);
+    ob.append([sample('r1.t', 3)]);
+    clock.advance(1000);
+    ob.close();
+    const again = make({}, 'deleted.db');
+    again.open();
+    again.registerSink('s');
+    const recs = again.read('s', 100);
+    expect(recs.map((r) => r.seq)).toEqual([2, 3, 4, 5, 6]);
+    expect(recs.map((r) => (r.entry.type === 'event' ? (r.entry.event.kind === 'output' ? r.entry.event.code : r.entry.event.kind) : r.entry.sample.ts))).toEqual(['zone_level', 2, 'zone_level', 'outbox_restored', 3]);
+  });
+
   it('a file that opens late and already holds higher seqs: the memory tail is renumbered above them and sinks re-read', () => {
     const path = join(dir.path, 'late.db');
     const first = make({}, 'late.db');
