@@ -133,3 +133,15 @@ export function corruptNotice(path: string, movedTo: string, reason: string, ts:
     detail: { path, movedTo, reason },
   };
 }
+
+/** The file was deleted (or replaced) while open and was written back from the open handle. */
+export function restoredNotice(path: string, movedAside: string | undefined, ts: number): OutputNotice {
+  return {
+    kind: 'output',
+    code: 'outbox_restored',
+    severity: 'warning',
+    message: `outbox ${path} was ${movedAside ? `replaced while open (the other file was moved to ${movedAside})` : 'deleted while open'}; written back from the open file: nothing buffered was lost`,
+    ts,
+    detail: { path, ...(movedAside ? { movedAside } : {}) },
+  };
+}

@@ -35,6 +35,16 @@ export interface ConsumerFactory {
 }
 
 /** Wraps a sink (which keeps its cursor name private) as a named Component. */
+/**
+ * What one waiting step of a sink's stop may take (a drain, the offline status, the disconnect): a
+ * fifth of the agent's stop deadline, at most 2 s. The sinks stop one after the other within that one
+ * deadline, and the MQTT sink has three such steps: with a fixed 2 s each, a short stopTimeoutS was
+ * spent waiting on a broker that never acknowledges, and `offline` was never said.
+ */
+function stopStepMs(config: Config): number {
+  return Math.min(2000, Math.floor((config.stopTimeoutS * 1000) / 5));
+}
+
 function named(name: string, sink: { start(): Promise<void>; stop(): Promise<void>; stats(): { depth: number; lagMs: number } }): OutboxConsumer {
   return {
     name,
@@ -51,7 +61,7 @@ export const consumerFactories: readonly ConsumerFactory[] = [
       const mqttConfig = config.outputs?.mqtt;
       if (!mqttConfig) return undefined;
       const { MqttSink } = await import('./mqtt.js');
-      return named('sink:mqtt', new MqttSink(mqttConfig, { outbox: deps.outbox, context: deps.context, logger: deps.logger.child({ sink: 'mqtt' }), clock: deps.clock }));
+      return named('sink:mqtt', new MqttSink(mqttConfig, { outbox: deps.outbox, context: deps.context, logger: deps.logger.child({ sink: 'mqtt' }), clock: deps.clock, stopDrainMs: stopStepMs(config) }));
     },
   },
   {
@@ -60,7 +70,7 @@ export const consumerFactories: readonly ConsumerFactory[] = [
       const influxConfig = config.outputs?.influx;
       if (!influxConfig) return undefined;
       const { InfluxSink } = await import('./influx.js');
-      return named('sink:influx', new InfluxSink(influxConfig, { outbox: deps.outbox, context: deps.context, logger: deps.logger.child({ sink: 'influx' }), clock: deps.clock }));
+      return named('sink:influx', new InfluxSink(influxConfig, { outbox: deps.outbox, context: deps.context, logger: deps.logger.child({ sink: 'influx' }), clock: deps.clock, drainMs: stopStepMs(config) }));
     },
   },
 ];

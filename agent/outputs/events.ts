@@ -33,6 +33,8 @@ export type OutputNoticeCode =
   /** Telemetry that was not stored (byte cap, disk reserve, outbox unwritable): one event per hole. */
   | 'outbox_gap'
   | 'outbox_corrupt'
+  /** The file was deleted or replaced while open: it was written back to its path from the open handle. */
+  | 'outbox_restored'
   | 'outbox_over_capacity'
   /** The outbox cannot be opened or written: events are held in memory and still reach live sinks. */
   | 'outbox_unavailable'

@@ -50,7 +50,10 @@ export interface MqttSinkDeps {
   random?: () => number;
   /** The retained `online` status is republished this often, ms. Default 30 s. */
   statusRefreshMs?: number;
-  /** stop() waits at most this long for the in-flight window's acknowledgements, ms. Default 2 s. */
+  /**
+   * stop() waits at most this long for the in-flight window's acknowledgements, ms, and as long (up to
+   * 2 s) for each of the `offline` status and the disconnect. Default 2 s.
+   */
   stopDrainMs?: number;
 }
 
@@ -152,9 +155,11 @@ export class MqttSink implements Component {
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     const conn = this.conn;
+    const drainMs = this.deps.stopDrainMs ?? DEFAULT_STOP_DRAIN_MS;
+    const stepMs = Math.min(STOP_PUBLISH_TIMEOUT_MS, drainMs);
     if (conn?.window && conn.connected) {
       conn.window.stopFeeding();
-      await this.within(conn.window.idle(), this.deps.stopDrainMs ?? DEFAULT_STOP_DRAIN_MS);
+      await this.within(conn.window.idle(), drainMs);
     }
     // The drain may have ended in a dropped link (then this.conn is already cleared).
     if (conn && this.conn === conn) {
@@ -162,8 +167,8 @@ export class MqttSink implements Component {
       this.closeConnection(conn, new RackguardError('E_MQTT_DISCONNECTED', 'mqtt sink stopped'));
       try {
         if (conn.connected) {
-          await withTimeout(conn.client.publishAsync(this.statusTopic, stoppedStatus(this.clock.wallMs()), { qos: 1, retain: true }), STOP_PUBLISH_TIMEOUT_MS, this.clock, 'publish offline status');
-          await withTimeout(conn.client.endAsync(false), STOP_PUBLISH_TIMEOUT_MS, this.clock, 'disconnect');
+          await withTimeout(conn.client.publishAsync(this.statusTopic, stoppedStatus(this.clock.wallMs()), { qos: 1, retain: true }), stepMs, this.clock, 'publish offline status');
+          await withTimeout(conn.client.endAsync(false), stepMs, this.clock, 'disconnect');
         }
       } catch (err) {
         this.log.warn({ err: asError(err).message }, 'mqtt: clean disconnect failed; closing');

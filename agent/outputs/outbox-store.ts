@@ -7,7 +7,7 @@
  * `kill -9` and power loss with `synchronous=FULL` (better-sqlite3 is compiled with WAL + NORMAL as
  * its default, which may roll back the last commits on power loss: see FIELD-NOTES, SQLite).
  */
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { OutboxConfig } from '../config/outputs-schema.js';
 import { DROP_TARGET_FRACTION, GapTally, type GapDetail } from './capacity.js';
@@ -93,6 +93,8 @@ export class OutboxStore {
   lastSeq = 0;
   private prunedThrough = 0;
   private overCapacityReported = false;
+  /** Device and inode of the file opened, to notice it deleted or replaced under us. */
+  private identity: { dev: number; ino: number } | undefined;
 
   constructor(
     private readonly config: OutboxConfig,
@@ -134,6 +136,8 @@ export class OutboxStore {
         setCursor: db.prepare('INSERT INTO cursors (sink, seq) VALUES (?, ?) ON CONFLICT(sink) DO UPDATE SET seq = excluded.seq'),
         getCursor: db.prepare('SELECT seq FROM cursors WHERE sink = ?'),
       };
+      const st = statSync(this.config.path);
+      this.identity = { dev: st.dev, ino: st.ino };
       this.db = db;
       this.prunedThrough = 0;
     } catch (err) {
@@ -151,7 +155,51 @@ export class OutboxStore {
     const db = this.db;
     this.db = undefined;
     this.stmts = undefined;
+    this.identity = undefined;
     db?.close();
+  }
+
+  /**
+   * True when the path no longer names the open file (deleted, or replaced by another): SQLite goes on
+   * writing to the orphaned inode, and everything in it is gone at the next start.
+   */
+  get detached(): boolean {
+    if (!this.db || !this.identity) return false;
+    try {
+      const st = statSync(this.config.path);
+      return st.ino !== this.identity.ino || st.dev !== this.identity.dev;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    }
+  }
+
+  /**
+   * Writes the open database (rows, seqs, cursors) back to its path and reopens it there; whatever
+   * else stands at the path is moved aside (returned). Throws when the copy cannot be made (then the
+   * open handle is kept, unchanged) or the copy cannot be opened (then the store is closed).
+   */
+  restore(stamp: string): string | undefined {
+    const path = this.config.path;
+    const tmp = `${path}.restore-${process.pid}`;
+    rmSync(tmp, { force: true });
+    try {
+      this.db!.prepare('VACUUM INTO ?').run(tmp);
+    } catch (err) {
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+    // Closing first: it checkpoints into the orphaned file and removes our -wal/-shm, which must not be
+    // applied to the restored file.
+    this.close();
+    let movedAside: string | undefined;
+    if (existsSync(path)) {
+      movedAside = `${path}.replaced-${stamp}`;
+      for (const suffix of ['', '-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, movedAside + suffix);
+    }
+    for (const suffix of ['-wal', '-shm']) rmSync(path + suffix, { force: true });
+    renameSync(tmp, path);
+    this.open();
+    return movedAside;
   }
 
   /** Moves the (damaged) file and its -wal/-shm aside; returns the new name. The store must be closed. */

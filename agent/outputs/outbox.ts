@@ -27,7 +27,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Component } from '../component.js';
 import type { OutboxConfig } from '../config/outputs-schema.js';
 import { RackguardError } from '../errors.js';
-import { corruptNotice, eventsDroppedNotice, freeBytesOf, GapTally, isNotice, unavailableNotice } from './capacity.js';
+import { corruptNotice, eventsDroppedNotice, freeBytesOf, GapTally, isNotice, restoredNotice, unavailableNotice } from './capacity.js';
 import { entryClass, entryTs, type OutboxEntry, type OutboxEvent, type OutboxRecord, type OutputNotice } from './events.js';
 import { MemoryTail } from './memory-tail.js';
 import { isCorruption, OutboxStore, sqliteCode, type PendingRecord } from './outbox-store.js';
@@ -146,6 +146,8 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
   private holdReason: string | undefined;
   private failure: { sinceMono: number; attempts: number; lastLogMono: number; suppressed: number; stage: string; message: string } | undefined;
   private openReport: OutboxOpenReport = { rows: 0 };
+  /** A deleted file that could not be written back yet was logged. */
+  private detachedReported = false;
 
   constructor(
     private readonly config: OutboxConfig,
@@ -187,6 +189,9 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.clock.clearTimeout(this.retryTimer);
     this.commitTimer = undefined;
     this.retryTimer = undefined;
+    // One last attempt to open a file that could not be: the fault may have been fixed since the last
+    // retry (the backoff reaches reopenMaxMs), and what is held in memory is lost once we stop.
+    if (!this.store.isOpen && this.tail.length > 0) this.tryOpen('reopen');
     if (this.store.isOpen) this.commit();
     // A failed last commit schedules a retry: not any more.
     this.clock.clearTimeout(this.retryTimer);
@@ -223,6 +228,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.holdReason = undefined;
     this.holeWhy = '';
     this.failure = undefined;
+    this.detachedReported = false;
   }
 
   /** Changes only when seqs were renumbered: a sink reading ahead starts again from its cursor. */
@@ -315,6 +321,7 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.commitTimer = undefined;
     this.commitUrgent = false;
     if (!this.running || !this.store.isOpen) return false;
+    if (this.store.detached && !this.restoreDetached()) return false;
     const gapOwed = !this.hole.empty && this.holdReason === undefined;
     if (this.tail.length === 0 && this.dirtyCursors.size === 0 && this.eventsDroppedUntold === 0 && !gapOwed) return true;
     let hold = false;
@@ -514,6 +521,32 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.openReport.recovered = { movedTo, reason };
     this.error({ movedTo, reason }, 'outbox was unreadable: moved aside, started a new one');
     this.pushEvent(corruptNotice(this.config.path, movedTo, reason, this.clock.wallMs()));
+  }
+
+  /**
+   * The file was deleted or replaced under us: commits would go to an orphaned inode and be lost at
+   * the next start. Writes it back to its path from the open handle. False when that failed and the
+   * file is closed (the failure is handled: memory, retries).
+   */
+  private restoreDetached(): boolean {
+    try {
+      const movedAside = this.store.restore(new Date(this.clock.wallMs()).toISOString().replace(/[:.]/g, '-'));
+      this.detachedReported = false;
+      this.error({ path: this.config.path, movedAside }, 'outbox file was deleted or replaced while open: written back from the open file');
+      this.pushEvent(restoredNotice(this.config.path, movedAside, this.clock.wallMs()));
+      return true;
+    } catch (err) {
+      if (!this.store.isOpen) {
+        this.onFailure('reopen', err);
+        return false;
+      }
+      // The copy could not be made (a full disk?): the open handle still works; try again next commit.
+      if (!this.detachedReported) {
+        this.detachedReported = true;
+        this.error({ path: this.config.path, err: (err as Error).message }, 'outbox file was deleted or replaced while open and cannot be written back yet; retrying at every commit');
+      }
+      return true;
+    }
   }
 
   /** The file went bad under us: keep running on a fresh one rather than losing every later record. */

@@ -15,6 +15,8 @@ import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { batchOf, SampleLog } from '../helpers/agent.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+import { startStubbornBroker } from '../helpers/stubborn-broker.js';
+import { until } from '../helpers/wait.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 
 const POLL_MS = 200;
@@ -126,6 +128,25 @@ describe('agent lifecycle', () => {
     expect(lines.some((l) => /start-up did not finish within the stop deadline/.test(String(l.msg)))).toBe(true);
     expect(agent.outboxStats()).toBeUndefined();
     void starting;
+  });
+
+  it('a short stop deadline and a broker that never acknowledges records: stop() still says offline within it', async () => {
+    // The broker acknowledges our status messages only: records stay in flight for ever.
+    const stubborn = await startStubbornBroker((p) => p.topic.endsWith('/status'));
+    try {
+      const { logger, lines } = capture();
+      const config = parseConfig(configText({ stopTimeoutS: 1, mqtt: `  mqtt: { url: '${stubborn.url}', publishTimeoutMs: 60000 }\n` }), 'cfg');
+      const agent = createAgent(config, { logger });
+      agents.push(agent);
+      await agent.start();
+      await until(() => stubborn.publishes.some((p) => p.topic.includes('/sensors/')), 10_000, 'records in flight');
+      await agent.stop();
+      const states = stubborn.publishes.filter((p) => p.topic.endsWith('/status')).map((p) => (JSON.parse(p.payload) as { state: string }).state);
+      expect(states.at(-1)).toBe('offline');
+      expect(lines.filter((l) => /did not stop within the stop deadline/.test(String(l.msg)))).toEqual([]);
+    } finally {
+      await stubborn.close();
+    }
   });
 
   it('a part that throws in start(): reported, what started is stopped, and start() can be retried', async () => {

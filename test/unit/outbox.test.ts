@@ -263,6 +263,52 @@ describe('Outbox', () => {
     expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level', 'zone_level']);
   });
 
+  it('stop() after the fault was fixed but before the next retry: the held events are written, not lost', async () => {
+    const path = join(dir.path, 'fixed.db');
+    mkdirSync(path);
+    const warnings: string[] = [];
+    // A long backoff: the fix comes while the next retry is still far away, and then SIGTERM.
+    const ob = make({ commitIntervalMs: 1000, reopenInitialMs: 60_000, reopenMaxMs: 60_000 }, 'fixed.db', { onWarning: (m) => warnings.push(m) });
+    await ob.start();
+    expect(ob.stats().state).toBe('unavailable');
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 1), alarm('z1', 2)]);
+    rmSync(path, { recursive: true });
+    await ob.stop();
+    expect(warnings.filter((w) => /lost with this stop/.test(w))).toEqual([]);
+    const db = new Database(path, { readonly: true });
+    const kinds = db.prepare<[], { body: string }>('SELECT body FROM records ORDER BY seq').all().map((r) => JSON.parse(r.body) as OutboxEntry);
+    db.close();
+    expect(kinds.map((e) => (e.type === 'event' ? e.event.kind : 'sample'))).toEqual(['output', 'sample', 'zone_level']);
+  });
+
+  it('the file deleted while open: restored at its path with its backlog, seqs and cursors, and told as an event', () => {
+    const path = join(dir.path, 'deleted.db');
+    const warnings: string[] = [];
+    const ob = make({ commitIntervalMs: 1000 }, 'deleted.db', { onWarning: (m) => warnings.push(m) });
+    ob.open();
+    ob.registerSink('s');
+    ob.append([sample('r1.t', 1), alarm('z1', 1)]);
+    clock.advance(1000);
+    ob.ack('s', 1);
+    // Someone removes the file (and its WAL): SQLite would go on writing to the unlinked inode, and
+    // everything not yet delivered would vanish at the next start.
+    for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true });
+    ob.append([sample('r1.t', 2), alarm('z2', 2)]);
+    clock.advance(1000);
+    expect(existsSync(path)).toBe(true);
+    expect(warnings.filter((w) => /deleted|replaced/.test(w))).toHaveLength(1);
+    ob.append([sample('r1.t', 3)]);
+    clock.advance(1000);
+    ob.close();
+    const again = make({}, 'deleted.db');
+    again.open();
+    again.registerSink('s');
+    const recs = again.read('s', 100);
+    expect(recs.map((r) => r.seq)).toEqual([2, 3, 4, 5, 6]);
+    expect(recs.map((r) => (r.entry.type === 'event' ? (r.entry.event.kind === 'output' ? r.entry.event.code : r.entry.event.kind) : r.entry.sample.ts))).toEqual(['zone_level', 2, 'zone_level', 'outbox_restored', 3]);
+  });
+
   it('a file that opens late and already holds higher seqs: the memory tail is renumbered above them and sinks re-read', () => {
     const path = join(dir.path, 'late.db');
     const first = make({}, 'late.db');
