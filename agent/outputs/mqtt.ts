@@ -269,7 +269,11 @@ export class MqttSink implements Component {
       this.refreshTimer = undefined;
       if (this.conn !== conn || !this.running) return;
       this.publishStatus(conn).then(
-        () => this.scheduleRefresh(conn),
+        // Only while this connection is still ours: an ack that arrives after a stop()/start() must not
+        // clear the new connection's timer.
+        () => {
+          if (this.conn === conn && this.running) this.scheduleRefresh(conn);
+        },
         (err: unknown) => {
           if (this.conn === conn) this.guard('drop', () => this.dropConnection(conn, `status refresh failed: ${asError(err).message}`));
         },
