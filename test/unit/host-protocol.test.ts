@@ -20,7 +20,8 @@ import {
 } from '../../agent/actions/host-protocol.js';
 import { buildCommand } from '../../agent/actions/host-client.js';
 import { FileSeqStore } from '../../agent/actions/seq-file.js';
-import { parseHostConfig } from '../../agent/config/host-schema.js';
+import { hostConfigSchema, parseHostConfig } from '../../agent/config/host-schema.js';
+import { yamlToData } from '../../agent/config/load.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 
 const SECRET = 'a'.repeat(64);
@@ -239,5 +240,14 @@ commands: { shutdown: [systemctl, poweroff], test: [/nonexistent/bin/check] }
     const ok = parseHostConfig(text.replace('missing.secret', 'ok.secret').replace('[systemctl, poweroff], test: [/nonexistent/bin/check]', '[/bin/true]'), 'host.yaml', tmp.path);
     expect(ok).toMatchObject({ host: 'db-01', secretFile: join(tmp.path, 'ok.secret'), baseTopic: 'rackguard', dryRun: false, maxClockSkewS: 30, mqtt: { protocolVersion: 5 } });
     expect(Object.isFrozen(ok.commands)).toBe(true);
+  });
+});
+
+describe('config/host.example.yaml', () => {
+  it('matches the schema (its files name the paths of a real server, so only the shape is checked here)', () => {
+    const doc = yamlToData(readFileSync(join(import.meta.dirname, '..', '..', 'config', 'host.example.yaml'), 'utf8'));
+    expect(doc.ok).toBe(true);
+    const r = hostConfigSchema.safeParse(doc.ok ? doc.data : undefined);
+    expect(r.error?.issues ?? []).toEqual([]);
   });
 });
