@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, readdirSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostReplyRouter, sendHostCommand, type HostClientOptions } from '../../agent/actions/host-client.js';
@@ -203,7 +204,12 @@ describe('rackguard host: rejections, each published with its reason and logged'
   });
 
   it('still rejects the replay after the host agent restarts (the seq is on disk), and accepts the next seq', async () => {
-    await db.stop('SIGTERM');
+    // A clean stop: exit 0, and the retained status says offline (not the will's form: it has tsMs).
+    const from = watcher.messages.length;
+    expect(await db.stop('SIGTERM')).toBe(0);
+    const isStatus = (m: { topic: string }): boolean => m.topic === `${BASE}/hosts/db-01/status`;
+    await waitFor(watcher.client, 'message', () => watcher.messages.slice(from).some(isStatus), 5000, 'offline status');
+    expect(JSON.parse(watcher.messages.slice(from).find(isStatus)!.payload)).toMatchObject({ state: 'offline', tsMs: expect.any(Number) });
     db = await startHost(dbConfig);
     for (const payload of [JSON.stringify(firstCommand), JSON.stringify(signCommand(unsigned({ seq: firstCommand.seq - 1 }), SECRET))]) {
       expect(await rawSend(payload)).toMatchObject({ status: 'rejected', reason: 'replayed' });
@@ -226,6 +232,29 @@ describe('rackguard host: rejections, each published with its reason and logged'
     expect(testRuns()).toContain(`test-${h.command.seq}`);
     await db.stop('SIGTERM');
     db = await startHost(dbConfig);
+  });
+});
+
+describe('rackguard host: configuration', () => {
+  it('exits 2 on a bad host.yaml, listing every problem with its path, before connecting', () => {
+    const bad = join(tmp.path, 'bad.yaml');
+    writeFileSync(bad, `version: 1\nhost: db-01\nmqtt: { url: "${broker.url}" }\nsecretFile: nope.secret\ncommands: { shutdown: [poweroff] }\nmaxClockSkewS: -1\n`);
+    const r = spawnSync(process.execPath, [MAIN, 'host', '--config', bad], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('maxClockSkewS: must be ≥ 0');
+    writeFileSync(bad, `version: 1\nhost: db-01\nmqtt: { url: "${broker.url}" }\nsecretFile: nope.secret\ncommands: { shutdown: [poweroff] }\n`);
+    const r2 = spawnSync(process.execPath, [MAIN, 'host', '--config', bad], { encoding: 'utf8', timeout: 20_000 });
+    expect(r2.status).toBe(2);
+    expect(r2.stderr).toContain(`secretFile: cannot read ${join(tmp.path, 'nope.secret')}: ENOENT`);
+    expect(r2.stderr).toContain('commands.shutdown[0]: expected an absolute path, got "poweroff"');
+  });
+
+  it('refuses to start with a secret that is too short (exit 2, E_SECRET_READ)', () => {
+    writeFileSync(join(tmp.path, 'short.secret'), 'tooshort\n');
+    const cfg = hostYaml(join(tmp.path, 'short.yaml'), 'db-09', 'short.secret', 'commands: { shutdown: [/bin/true] }');
+    const r = spawnSync(process.execPath, [MAIN, 'host', '--config', cfg], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/E_SECRET_READ: .*short\.secret: the secret has 8 characters, at least 32/);
   });
 });
 
