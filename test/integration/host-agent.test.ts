@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostReplyRouter, sendHostCommand, type HostClientOptions } from '../../agent/actions/host-client.js';
-import { commandTopic, signCommand, type HostCommand, type UnsignedHostCommand } from '../../agent/actions/host-protocol.js';
+import { commandTopic, signCommand, signReply, type HostCommand, type UnsignedHostCommand } from '../../agent/actions/host-protocol.js';
 import { FileSeqStore } from '../../agent/actions/seq-file.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
@@ -232,6 +232,38 @@ describe('rackguard host: rejections, each published with its reason and logged'
     expect(testRuns()).toContain(`test-${h.command.seq}`);
     await db.stop('SIGTERM');
     db = await startHost(dbConfig);
+  });
+});
+
+describe('gateway side', () => {
+  it('ignores a reply that does not verify with the host secret (a forged `accepted`), and takes the genuine one after it', async () => {
+    const ghostSecret = randomBytes(32).toString('hex');
+    const forger = mqtt.connect(broker.url, { clientId: 'test-forger', protocolVersion: 5, clean: true });
+    await new Promise<void>((r) => forger.once('connect', () => r()));
+    await forger.subscribeAsync(commandTopic(BASE, 'ghost-01'), { qos: 1 });
+    forger.on('message', (_topic, payload) => {
+      const c = JSON.parse(payload.toString()) as HostCommand;
+      const body = { v: 1 as const, host: 'ghost-01', seq: c.seq, incident: c.incident, tsMs: Date.now() };
+      const forged = signReply({ ...body, status: 'accepted', final: false }, 'the-wrong-secret-but-long-enough-01234567');
+      const genuine = signReply({ ...body, status: 'rejected', final: true, reason: 'replayed', detail: 'genuine' }, ghostSecret);
+      // One publisher, one topic, QoS 1: the forged reply arrives first.
+      void forger.publishAsync(`${BASE}/hosts/ghost-01/reply`, JSON.stringify(forged), { qos: 1 }).then(() =>
+        forger.publishAsync(`${BASE}/hosts/ghost-01/reply`, JSON.stringify(genuine), { qos: 1 }),
+      );
+    });
+    try {
+      const h = await sendHostCommand(gw, 'ghost-01', { action: 'shutdown', incident: 'forgery', dryRun: false, ttlS: 30 }, opts({ secret: ghostSecret }));
+      expect(h.ack).toMatchObject({ kind: 'reply', reply: { status: 'rejected', detail: 'genuine' } });
+      expect(await h.final).toMatchObject({ kind: 'reply', reply: { detail: 'genuine' } });
+    } finally {
+      await forger.endAsync(true);
+    }
+  });
+
+  it('reports a host that never answers as a timeout', async () => {
+    const h = await sendHostCommand(gw, 'silent-01', { action: 'shutdown', incident: 'silence', dryRun: false, ttlS: 30 }, opts({ ackTimeoutMs: 300, finalTimeoutMs: 300 }));
+    expect(h.ack).toMatchObject({ kind: 'timeout' });
+    expect(await h.final).toMatchObject({ kind: 'timeout' });
   });
 });
 
