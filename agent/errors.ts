@@ -25,7 +25,9 @@ export type ErrorCode =
   | 'E_MQTT_DISCONNECTED'
   | 'E_MQTT_REJECTED'
   | 'E_INFLUX_WRITE'
-  | 'E_INFLUX_REJECTED';
+  | 'E_INFLUX_REJECTED'
+  /** A host agent's or gateway's command-sequence state file cannot be read or written. */
+  | 'E_HOST_STATE';
 
 export class RackguardError extends Error {
   readonly code: ErrorCode;

@@ -29,11 +29,14 @@ const USAGE = `Usage:
         run the production detector over a recorded trace on virtual time and print the events
   rackguard drill --config FILE --scenario SCENARIO.yaml [--report OUT.html] [--trace OUT.csv] [--duration S] [--json]
         run a firmware-sim scenario through the thermal model and the detector on virtual time
+  rackguard host --config HOST.yaml [--dry-run]
+        the host agent: runs this server's configured shutdown command on a signed,
+        unexpired, never-replayed command from the gateway (docs/host-agent.md)
   rackguard --version | --help
 
 Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.`;
 
-const COMMANDS = new Set(['run', 'check-config', 'replay', 'drill', 'help']);
+const COMMANDS = new Set(['run', 'check-config', 'replay', 'drill', 'host', 'help']);
 
 function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
@@ -173,6 +176,7 @@ async function main(argv: string[]): Promise<void> {
       scenario: { type: 'string' },
       report: { type: 'string' },
       duration: { type: 'string' },
+      'dry-run': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -192,6 +196,12 @@ async function main(argv: string[]): Promise<void> {
     case 'run':
       await run(values.config ?? arg, values.record);
       return;
+    case 'host': {
+      // Loaded lazily, as the drill is: `rackguard run` never loads the host agent.
+      const { runHostCommand } = await import('./actions/host-main.js');
+      await runHostCommand(values.config ?? arg, Boolean(values['dry-run']));
+      return;
+    }
     case 'replay': {
       const config = loadOrExit(values.config);
       if (!values.trace) usageError('replay needs --trace FILE');

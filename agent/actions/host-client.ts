@@ -1,0 +1,237 @@
+/**
+ * The gateway's side of the host-command protocol (docs/host-agent.md): sign a command for one host,
+ * publish it with a seq that is never reused (persisted before the publish, in a file: the gateway
+ * restarts too), await the host's acknowledgement up to a deadline, and hand back the final report
+ * as a promise. The coordinated shutdown (issue 8, item 2) builds on sendHostCommand().
+ *
+ * Pure parts (building the command, telling replies apart) are plain functions; the MQTT part is
+ * HostReplyRouter, one per client, which subscribes each host's reply topic once and routes verified
+ * replies to whoever waits for them.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock.js';
+import { withTimeout } from '../outputs/mqtt-connection.js';
+import {
+  commandTopic,
+  nextSeq,
+  parseReply,
+  PROTOCOL_VERSION,
+  replyTopic,
+  signCommand,
+  type HostAction,
+  type HostCommand,
+  type HostReply,
+} from './host-protocol.js';
+import type { SeqStore } from './seq-file.js';
+
+export interface HostCommandParams {
+  action: HostAction;
+  incident: string;
+  dryRun: boolean;
+  /** How long the command stays valid after it is issued, s. */
+  ttlS: number;
+}
+
+/** Builds the unsigned command (pure). */
+export function buildCommand(host: string, p: HostCommandParams, at: { gateway: string; seq: number; nowWallMs: number }) {
+  const issuedAtMs = Math.floor(at.nowWallMs);
+  return {
+    v: PROTOCOL_VERSION,
+    host,
+    action: p.action,
+    incident: p.incident,
+    seq: at.seq,
+    issuedAtMs,
+    expiresAtMs: issuedAtMs + Math.max(1, Math.round(p.ttlS * 1000)),
+    dryRun: p.dryRun,
+    gateway: at.gateway,
+  } as const;
+}
+
+/** What became of a wait: the host's reply, or nothing before the deadline. */
+export type ReplyOutcome = { kind: 'reply'; reply: HostReply; afterMs: number } | { kind: 'timeout'; afterMs: number };
+
+export interface HostCommandHandle {
+  command: HostCommand;
+  /** The first reply (accepted, would-act, rejected, or already a final failed), or a timeout. */
+  ack: ReplyOutcome;
+  /** The last reply for this seq (`final: true`: done, failed, rejected, or would-act), or a timeout. */
+  final: Promise<ReplyOutcome>;
+}
+
+interface Waiter {
+  host: string;
+  seq: number;
+  secret: Buffer | string;
+  onReply: (r: HostReply) => void;
+}
+
+/**
+ * Routes host replies arriving on one MQTT client to the commands awaiting them. A reply counts only
+ * if it verifies with that host's secret and names the seq (or carries the correlation data) of a
+ * pending command: a forged `done` cannot make the gateway believe a host is down.
+ */
+export class HostReplyRouter {
+  private readonly subscriptions = new Map<string, Promise<void>>();
+  private readonly byKey = new Map<string, Waiter>();
+  private readonly byCorrelation = new Map<string, Waiter>();
+  private attached = false;
+  private readonly listener = (topic: string, payload: Buffer, packet: IPublishPacket): void => this.onMessage(topic, payload, packet);
+
+  constructor(
+    private readonly client: MqttClient,
+    private readonly baseTopic: string,
+    private readonly logger?: Logger,
+  ) {}
+
+  /** Subscribes the host's reply topic (once) and registers a waiter; returns its removal. */
+  async watch(w: Waiter, correlation: string): Promise<() => void> {
+    if (!this.attached) {
+      this.client.on('message', this.listener);
+      this.attached = true;
+    }
+    const topic = replyTopic(this.baseTopic, w.host);
+    let sub = this.subscriptions.get(topic);
+    if (!sub) {
+      sub = this.client.subscribeAsync(topic, { qos: 1 }).then(() => undefined);
+      this.subscriptions.set(topic, sub);
+      sub.catch(() => this.subscriptions.delete(topic));
+    }
+    await sub;
+    const key = `${w.host}\u0000${w.seq}`;
+    this.byKey.set(key, w);
+    this.byCorrelation.set(correlation, w);
+    return () => {
+      if (this.byKey.get(key) === w) this.byKey.delete(key);
+      if (this.byCorrelation.get(correlation) === w) this.byCorrelation.delete(correlation);
+    };
+  }
+
+  /** Stops routing (the subscriptions stay with the client's session). */
+  detach(): void {
+    this.client.off('message', this.listener);
+    this.attached = false;
+    this.byKey.clear();
+    this.byCorrelation.clear();
+  }
+
+  private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    const prefix = `${this.baseTopic}/hosts/`;
+    if (!topic.startsWith(prefix) || !topic.endsWith('/reply')) return;
+    const host = topic.slice(prefix.length, -'/reply'.length);
+    const corr = packet.properties?.correlationData;
+    let w = corr ? this.byCorrelation.get(corr.toString('hex')) : undefined;
+    if (!w) {
+      // MQTT 3.1.1, or a broker that dropped the property: match on the seq the reply names.
+      const seq = peekSeq(payload);
+      if (seq !== undefined) w = this.byKey.get(`${host}\u0000${seq}`);
+    }
+    if (!w) return;
+    const reply = parseReply(payload, w.secret);
+    if (!reply || reply.host !== w.host || (reply.seq !== null && reply.seq !== w.seq)) {
+      this.logger?.warn({ topic, host: w.host, seq: w.seq }, 'ignored a host reply that does not verify with the host\'s secret');
+      return;
+    }
+    w.onReply(reply);
+  }
+}
+
+function peekSeq(payload: Buffer): number | undefined {
+  try {
+    const seq = (JSON.parse(payload.toString('utf8')) as { seq?: unknown }).seq;
+    return typeof seq === 'number' ? seq : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface HostClientOptions {
+  /** The host's secret (shared with that host only). */
+  secret: Buffer | string;
+  /** The gateway's seq counter: one per gateway (FileSeqStore in production). */
+  seqStore: SeqStore;
+  replies: HostReplyRouter;
+  baseTopic: string;
+  /** This gateway's name, carried (and signed) in the command. */
+  gateway: string;
+  /** MQTT protocol of `client`: 5 adds a response topic and correlation data. Default 5. */
+  protocolVersion?: 4 | 5;
+  /** Deadline for the first reply, ms (the coordinator's hostSyncS). Default 10 s. */
+  ackTimeoutMs?: number;
+  /** Deadline for the final report, counted from the publish, ms. Default: the host's command timeout is not known here, so 10 min. */
+  finalTimeoutMs?: number;
+  /** Deadline for the broker's PUBACK, ms. Default 10 s. */
+  publishTimeoutMs?: number;
+  clock?: Clock;
+}
+
+/**
+ * Signs and publishes one command to `host`, then awaits its first reply. Resolves with the command,
+ * the acknowledgement outcome and a promise of the final report; rejects only when the seq cannot be
+ * persisted (E_HOST_STATE) or the publish fails (E_MQTT_TIMEOUT or the client's error): then the
+ * host was not asked.
+ */
+export async function sendHostCommand(client: MqttClient, host: string, params: HostCommandParams, opts: HostClientOptions): Promise<HostCommandHandle> {
+  const clock = opts.clock ?? systemClock;
+  // The seq is on disk before the command leaves: a gateway restarted right after the publish must
+  // not issue the same seq again (the host would reject the new command as a replay).
+  const seq = nextSeq(opts.seqStore.read(), clock.wallMs());
+  opts.seqStore.write(seq);
+  const command = signCommand(buildCommand(host, params, { gateway: opts.gateway, seq, nowWallMs: clock.wallMs() }), opts.secret);
+  const correlation = randomBytes(16);
+  const corrHex = correlation.toString('hex');
+
+  let resolveAck!: (o: ReplyOutcome) => void;
+  let resolveFinal!: (o: ReplyOutcome) => void;
+  const ack = new Promise<ReplyOutcome>((r) => (resolveAck = r));
+  const final = new Promise<ReplyOutcome>((r) => (resolveFinal = r));
+  let acked = false;
+  let finished = false;
+  let t0 = clock.monoMs();
+  const since = (): number => clock.monoMs() - t0;
+  let ackTimer: ReturnType<Clock['setTimeout']> | undefined;
+  let finalTimer: ReturnType<Clock['setTimeout']> | undefined;
+  let unwatch: () => void = () => undefined;
+  const settleFinal = (o: ReplyOutcome): void => {
+    if (finished) return;
+    finished = true;
+    clock.clearTimeout(finalTimer);
+    unwatch();
+    resolveFinal(o);
+  };
+  const settleAck = (o: ReplyOutcome): void => {
+    if (acked) return;
+    acked = true;
+    clock.clearTimeout(ackTimer);
+    resolveAck(o);
+  };
+  unwatch = await opts.replies.watch(
+    {
+      host,
+      seq,
+      secret: opts.secret,
+      onReply: (reply) => {
+        const o: ReplyOutcome = { kind: 'reply', reply, afterMs: since() };
+        settleAck(o);
+        if (reply.final) settleFinal(o);
+      },
+    },
+    corrHex,
+  );
+
+  const properties = (opts.protocolVersion ?? 5) === 5 ? { properties: { responseTopic: replyTopic(opts.baseTopic, host), correlationData: correlation } } : {};
+  t0 = clock.monoMs();
+  try {
+    await withTimeout(client.publishAsync(commandTopic(opts.baseTopic, host), JSON.stringify(command), { qos: 1, ...properties }), opts.publishTimeoutMs ?? 10_000, clock, `command ${seq} to ${host}`);
+  } catch (err) {
+    unwatch();
+    throw err;
+  }
+  if (!acked) ackTimer = clock.setTimeout(() => settleAck({ kind: 'timeout', afterMs: since() }), opts.ackTimeoutMs ?? 10_000);
+  if (!finished) finalTimer = clock.setTimeout(() => settleFinal({ kind: 'timeout', afterMs: since() }), opts.finalTimeoutMs ?? 600_000);
+  const ackOutcome = await ack;
+  // Without an acknowledgement no final report is awaited beyond its own deadline; the caller decides.
+  return { command, ack: ackOutcome, final };
+}
