@@ -78,7 +78,7 @@ function readInput(file: string, what: string, maxBytes: number): string {
 }
 
 function exitOnInputError(err: unknown): never {
-  if (err instanceof RackguardError && (err.code === 'E_TRACE_INVALID' || err.code === 'E_SCENARIO_INVALID')) {
+  if (err instanceof RackguardError && (err.code === 'E_TRACE_INVALID' || err.code === 'E_SCENARIO_INVALID' || err.code === 'E_OUTPUT_FILE')) {
     process.stderr.write(`rackguard: ${err.message}\n`);
     process.exit(2);
   }

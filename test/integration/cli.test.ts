@@ -205,6 +205,31 @@ describe('small usage errors', () => {
     }
   });
 
+  it('drill: a report or trace path that is a directory or a FIFO, or a duration past 7 days, exits 2 naming it before the run', () => {
+    const config = join(ROOT, 'config/demo.yaml');
+    const scenario = join(ROOT, 'firmware-sim/scenarios/chiller-trip-2c.yaml');
+    const dir = join(tmp.path, 'report-dir.html');
+    mkdirSync(dir);
+    const fifo = mkfifo(join(tmp.path, 'report-fifo.html'));
+    for (const [flag, path, why] of [
+      ['--report', dir, 'a directory, not a regular file'],
+      ['--trace', fifo, 'a FIFO (named pipe), not a regular file'],
+      ['--report', join(tmp.path, 'no-such-dir', 'r.html'), 'ENOENT'],
+    ] as const) {
+      const r = cli('drill', '--config', config, '--scenario', scenario, '--duration', '60', flag, path);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`${flag} ${path}: cannot write`);
+      expect(r.stderr).toContain(why);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(r.stdout).toBe('');
+    }
+    for (const d of ['1e12', 'Infinity', '604801']) {
+      const r = cli('drill', '--config', config, '--scenario', scenario, '--duration', d);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain('--duration: at most 604800 s (7 days)');
+    }
+  });
+
   it('check-config flags an outbox path that is a directory, and warns about a missing directory', () => {
     const dir = join(tmp.path, 'outbox-dir');
     mkdirSync(dir);
