@@ -103,7 +103,9 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: 'node_modules' },
-    exclude: { path: '(^|/)(dist|node_modules)/' },
+    // node_modules is not followed (doNotFollow) but must not be excluded: excluding it drops every edge
+    // into a package, and shipped-not-to-dev-dependencies could then never fire.
+    exclude: { path: '(^|/)dist/' },
     // Type-only imports count too: a cycle through types is still a cycle in the design.
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },

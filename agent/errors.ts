@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'E_STOPPED'
   | 'E_TRACE_INVALID'
   | 'E_SCENARIO_INVALID'
+  | 'E_OUTPUT_FILE'
   | 'E_OUTBOX_OPEN'
   | 'E_OUTBOX_WRITE'
   | 'E_OUTBOX_CORRUPT'

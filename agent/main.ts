@@ -11,6 +11,7 @@ import { createAgent, type Agent } from './app.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import type { Config } from './config/model.js';
 import { preflightChecks } from './config/preflight.js';
+import { readRegularFile } from './config/read-file.js';
 import { RackguardError } from './errors.js';
 import { createLogger } from './log.js';
 import { replay, eventJson, eventLine } from './detection/replay.js';
@@ -63,10 +64,16 @@ function usageError(msg: string): never {
   process.exit(2);
 }
 
-/** Reads a file for a command, or exits 2 naming it. */
-function readInput(file: string, what: string): string {
+/**
+ * The largest trace `replay` reads: a week of a large rack is about 150 MB. Below V8's longest string
+ * (about 512 MiB), so that the cap, not a crash, is what a bigger file meets.
+ */
+const MAX_TRACE_FILE_BYTES = 500 * 1024 * 1024;
+
+/** Reads a file for a command, or exits 2 naming it. A FIFO or /dev/zero is refused, not waited on or read forever. */
+function readInput(file: string, what: string, maxBytes: number): string {
   try {
-    return readFileSync(file, 'utf8');
+    return readRegularFile(file, maxBytes);
   } catch (err) {
     process.stderr.write(`rackguard: cannot read ${what} ${file}: ${(err as Error).message}\n`);
     process.exit(2);
@@ -74,7 +81,7 @@ function readInput(file: string, what: string): string {
 }
 
 function exitOnInputError(err: unknown): never {
-  if (err instanceof RackguardError && (err.code === 'E_TRACE_INVALID' || err.code === 'E_SCENARIO_INVALID')) {
+  if (err instanceof RackguardError && (err.code === 'E_TRACE_INVALID' || err.code === 'E_SCENARIO_INVALID' || err.code === 'E_OUTPUT_FILE')) {
     process.stderr.write(`rackguard: ${err.message}\n`);
     process.exit(2);
   }
@@ -82,7 +89,7 @@ function exitOnInputError(err: unknown): never {
 }
 
 function replayCommand(config: Config, traceFile: string, json: boolean): void {
-  const text = readInput(traceFile, 'trace');
+  const text = readInput(traceFile, 'trace', MAX_TRACE_FILE_BYTES);
   let result;
   const t0 = performance.now();
   try {
@@ -153,6 +160,9 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // Node's default for SIGHUP ends the process without a word (a closed terminal, or a habitual
+  // `systemctl reload` / `kill -HUP`). A reload is not implemented: say so and keep monitoring.
+  process.on('SIGHUP', () => say('info', { signal: 'SIGHUP' }, 'SIGHUP ignored: configuration reload is not supported; restart the agent to apply a new configuration'));
   const config = loadOrExit(configFile);
   stopTimeoutS = config.stopTimeoutS;
   logger = createLogger({ level: config.logging.level });

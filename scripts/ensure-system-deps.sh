@@ -4,7 +4,9 @@
 #   python3-pymodbus + python3-serial-asyncio (Modbus RTU server fixture, run with /usr/bin/python3),
 #   python3-serial (pyserial: the scripted hostile RTU slave, test/fixtures/hostile_rtu_slave.py),
 #   prometheus (promtool checks /metrics; a real server scrapes the agent), chromium (headless: the
-#   status page renders and updates live).
+#   status page renders and updates live),
+#   mount (util-linux: the outbox fault tests mount their own tmpfs, as root), and make + g++ (npm ci
+#   compiles better-sqlite3 with node-gyp when its prebuilt binary cannot be downloaded, as on a Pi).
 # Installs what is missing when root (or via passwordless sudo); otherwise prints what to install and
 # exits 1. Tests start their own broker/database on free loopback ports in temp dirs, so services that
 # apt would start system-wide are kept from starting (policy-rc.d) and stopped if they started anyway.
@@ -33,6 +35,10 @@ check_all() {
   check_command influxd influxdb
   check_command promtool prometheus
   check_command chromium chromium
+  check_command mount mount
+  check_command mkfifo coreutils
+  check_command make make
+  check_command g++ g++
   # python3-serial-asyncio is only a Recommends of python3-pymodbus, so --no-install-recommends skips it,
   # yet pymodbus.server imports it.
   if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import pymodbus, pymodbus.server, serial_asyncio' >/dev/null 2>&1; then

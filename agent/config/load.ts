@@ -11,7 +11,7 @@ import type { z } from 'zod';
 import { RackguardError } from '../errors.js';
 import { bundledProfilesDir } from '../paths.js';
 import { humanDuration } from './durations.js';
-import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, readRegularFile } from './read-file.js';
+import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES, readRegularFile } from './read-file.js';
 import { DETECTION_DEFAULTS, configSchema, profileSchema, type DetectionParams, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
 import {
   defaultInterFrameGapMs,
@@ -509,12 +509,13 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
  */
 function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: string, problems: string[]): NonNullable<ParsedConfig['outputs']> {
   const abs = (f: string): string => (isAbsolute(f) ? f : resolve(baseDir, f));
-  const check = (where: string, file: string | undefined): string | undefined => {
+  const check = (where: string, file: string | undefined, maxBytes: number): string | undefined => {
     if (file === undefined) return undefined;
     const path = abs(file);
     try {
-      // Opened without blocking and not read: a FIFO or /dev/zero here must not hang check-config.
-      checkRegularFile(path);
+      // Opened without blocking and not read: a FIFO or /dev/zero here must not hang check-config. The
+      // size cap: the sinks read these files whole, and a huge one is a wrong path, not a password.
+      checkRegularFile(path, maxBytes);
     } catch (err) {
       problems.push(`${where}: cannot read ${path}: ${fileProblem(err)}`);
     }
@@ -524,7 +525,8 @@ function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: 
   if (outputs.mqtt) {
     const m = { ...outputs.mqtt };
     for (const f of ['usernameFile', 'passwordFile', 'ca', 'cert', 'key'] as const) {
-      const v = check(`outputs.mqtt.${f}`, m[f]);
+      // A CA bundle may hold a whole system trust store (about 200 kB): the config cap, not the credential one.
+      const v = check(`outputs.mqtt.${f}`, m[f], f.endsWith('File') ? MAX_CREDENTIAL_FILE_BYTES : MAX_CONFIG_FILE_BYTES);
       if (v !== undefined) m[f] = v;
     }
     out.mqtt = m;
@@ -532,7 +534,7 @@ function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: 
   if (outputs.influx) {
     const i = { ...outputs.influx };
     for (const f of ['usernameFile', 'passwordFile'] as const) {
-      const v = check(`outputs.influx.${f}`, i[f]);
+      const v = check(`outputs.influx.${f}`, i[f], MAX_CREDENTIAL_FILE_BYTES);
       if (v !== undefined) i[f] = v;
     }
     out.influx = i;

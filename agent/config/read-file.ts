@@ -17,7 +17,7 @@ export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 /** Why a path cannot be read as a file: an `ErrnoException`-like code and a sentence. */
 export class FileReadError extends Error {
   constructor(
-    readonly reason: 'not_regular' | 'too_large' | 'os',
+    readonly reason: 'not_regular' | 'too_large' | 'not_utf8' | 'os',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -74,19 +74,68 @@ function openRegular(file: string): { fd: number; st: Stats } {
   return { fd, st };
 }
 
+/** The cap on credential files (a username or password, one line). */
+export const MAX_CREDENTIAL_FILE_BYTES = 64 * 1024;
+
 /**
- * Reads a regular file of at most `maxBytes` as UTF-8. Throws FileReadError (`not_regular`,
- * `too_large`, or `os` with the OS error as cause); never blocks on a FIFO and never reads more than
- * maxBytes + 1 bytes.
+ * The bytes as UTF-8 text, or a FileReadError naming the first invalid byte by line and column. A
+ * lenient decode would turn a Latin-1 "Ü" in a serial path or a host name into U+FFFD, a value that
+ * differs from what the operator sees in an editor: a bad value must never become another value.
+ */
+function decodeUtf8(buf: Buffer): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(buf);
+  } catch {
+    const at = firstInvalidUtf8(buf);
+    const line = buf.subarray(0, at).toString('utf8').split('\n').length;
+    const column = at - (at === 0 ? 0 : buf.lastIndexOf(0x0a, at - 1) + 1) + 1;
+    throw new FileReadError('not_utf8', `not valid UTF-8 (byte 0x${(buf[at] ?? 0).toString(16).padStart(2, '0')} at line ${line}, column ${column}): save the file as UTF-8`);
+  }
+}
+
+/** Offset of the first byte that does not start a well-formed UTF-8 sequence (RFC 3629 §4). */
+function firstInvalidUtf8(buf: Buffer): number {
+  let i = 0;
+  while (i < buf.length) {
+    const b = buf[i]!;
+    // Sequence length, and the allowed range of the second byte (excludes overlongs and surrogates).
+    let n: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b < 0x80) n = 1;
+    else if (b >= 0xc2 && b <= 0xdf) n = 2;
+    else if (b >= 0xe0 && b <= 0xef) [n, lo, hi] = [3, b === 0xe0 ? 0xa0 : 0x80, b === 0xed ? 0x9f : 0xbf];
+    else if (b >= 0xf0 && b <= 0xf4) [n, lo, hi] = [4, b === 0xf0 ? 0x90 : 0x80, b === 0xf4 ? 0x8f : 0xbf];
+    else return i;
+    for (let k = 1; k < n; k++) {
+      const c = buf[i + k];
+      if (c === undefined || c < (k === 1 ? lo : 0x80) || c > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += n;
+  }
+  return i;
+}
+
+/**
+ * Reads a regular file of at most `maxBytes` as UTF-8 (strict: invalid bytes are an error, a leading
+ * BOM is dropped). Throws FileReadError (`not_regular`, `too_large`, `not_utf8`, or `os` with the OS
+ * error as cause); never blocks on a FIFO and never reads more than maxBytes + 1 bytes.
  */
 export function readRegularFile(file: string, maxBytes = MAX_CONFIG_FILE_BYTES): string {
   const { fd, st } = openRegular(file);
   try {
     const tooLarge = (): FileReadError => new FileReadError('too_large', `larger than the ${formatBytes(maxBytes)} limit${st.size > maxBytes ? ` (${formatBytes(st.size)})` : ''}`);
     if (st.size > maxBytes) throw tooLarge();
-    const buf = Buffer.allocUnsafe(maxBytes + 1);
+    // Sized by fstat (a large cap, as for traces, must not mean a large allocation for a small file),
+    // plus one byte to notice a file that grew; grown, never past the cap plus one, if it did.
+    let buf = Buffer.allocUnsafe(st.size + 1);
     let len = 0;
     for (;;) {
+      if (len === buf.length) {
+        const bigger = Buffer.allocUnsafe(Math.min(maxBytes + 1, buf.length * 2));
+        buf.copy(bigger, 0, 0, len);
+        buf = bigger;
+      }
       let n: number;
       try {
         n = readSync(fd, buf, len, buf.length - len, null);
@@ -97,7 +146,7 @@ export function readRegularFile(file: string, maxBytes = MAX_CONFIG_FILE_BYTES):
       len += n;
       if (len > maxBytes) throw tooLarge();
     }
-    return buf.toString('utf8', 0, len);
+    return decodeUtf8(buf.subarray(0, len));
   } finally {
     closeSync(fd);
   }
@@ -105,8 +154,12 @@ export function readRegularFile(file: string, maxBytes = MAX_CONFIG_FILE_BYTES):
 
 /**
  * Checks that `file` is a regular file the agent can open for reading, without reading it (credential
- * and TLS files: their contents are the sinks' business and never logged). Throws FileReadError.
+ * and TLS files: their contents are the sinks' business and never logged), and, given maxBytes, that it
+ * is not larger (a multi-megabyte password file is a wrong path, and the sink would read it whole).
+ * Throws FileReadError.
  */
-export function checkRegularFile(file: string): void {
-  closeSync(openRegular(file).fd);
+export function checkRegularFile(file: string, maxBytes?: number): void {
+  const { fd, st } = openRegular(file);
+  closeSync(fd);
+  if (maxBytes !== undefined && st.size > maxBytes) throw new FileReadError('too_large', `larger than the ${formatBytes(maxBytes)} limit (${formatBytes(st.size)})`);
 }

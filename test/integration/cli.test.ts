@@ -137,6 +137,27 @@ describe('configuration files that crashed or hung the loader: exit 2 naming the
     expectRefused(cli('check-config', dir), dir, 'cannot read configuration: a directory, not a regular file');
   });
 
+  it('bytes that are not UTF-8 (a serial path must not silently become another path)', () => {
+    const file = join(tmp.path, 'latin1.yaml');
+    // "/dev/ttyÜSB0" saved as Latin-1: decoded leniently it would become "/dev/tty\uFFFDSB0".
+    writeFileSync(file, Buffer.concat([Buffer.from('version: 1\nbuses:\n  - { id: s, type: serial, path: /dev/tty'), Buffer.from([0xdc]), Buffer.from('SB0, devices: [{ id: th, unitId: 1, profile: xy-md02 }] }\n')]));
+    expectRefused(cli('check-config', file), file, 'not valid UTF-8 (byte 0xdc at line 3, column');
+  });
+
+  it('a credential file that is huge, a FIFO or a directory', () => {
+    const huge = join(tmp.path, 'huge-password');
+    writeFileSync(huge, Buffer.alloc(2 * 1024 * 1024, 0x61));
+    const fifo = mkfifo(join(tmp.path, 'password-fifo'));
+    const dir = join(tmp.path, 'password-dir');
+    mkdirSync(dir);
+    const file = join(tmp.path, 'credentials.yaml');
+    writeFileSync(file, `${TINY_CONFIG}outputs:\n  outbox: { path: ${join(tmp.path, 'ob.db')} }\n  mqtt: { url: "mqtt://127.0.0.1:1", passwordFile: ${huge}, usernameFile: ${fifo} }\n  influx: { url: "http://127.0.0.1:1", database: x, passwordFile: ${dir} }\n`);
+    const r = cli('check-config', file);
+    expectRefused(r, file, `outputs.mqtt.passwordFile: cannot read ${huge}: larger than the 64 KiB limit (2 MiB)`);
+    expect(r.stderr).toContain(`outputs.mqtt.usernameFile: cannot read ${fifo}: a FIFO (named pipe), not a regular file`);
+    expect(r.stderr).toContain(`outputs.influx.passwordFile: cannot read ${dir}: a directory, not a regular file`);
+  });
+
   it('a duration past its limit, with its path', () => {
     const file = join(tmp.path, 'poll.yaml');
     writeFileSync(file, 'version: 1\nlogging: { healthIntervalS: 2592000 }\nbuses:\n  - { id: t, type: tcp, host: 127.0.0.1, devices: [{ id: a, unitId: 1, profile: generic-chiller }, { id: b, unitId: 2, profile: generic-chiller, pollIntervalMs: 1e12 }] }\n');
@@ -169,6 +190,43 @@ describe('small usage errors', () => {
       expect(r.status).toBe(2);
       expect(r.stderr).toContain(`${trace}: no rows`);
       expect(r.stdout).toBe('');
+    }
+  });
+
+  it('replay of a trace that is a FIFO or /dev/zero exits 2 naming it, without hanging', () => {
+    const config = join(tmp.path, 'tiny.yaml');
+    writeFileSync(config, TINY_CONFIG);
+    const fifo = mkfifo(join(tmp.path, 'trace-fifo.csv'));
+    for (const [trace, why] of [[fifo, 'a FIFO (named pipe), not a regular file'], ['/dev/zero', 'a character device, not a regular file']] as const) {
+      const r = cli('replay', '--config', config, '--trace', trace);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(`cannot read trace ${trace}: ${why}`);
+      expect(r.stdout).toBe('');
+    }
+  });
+
+  it('drill: a report or trace path that is a directory or a FIFO, or a duration past 7 days, exits 2 naming it before the run', () => {
+    const config = join(ROOT, 'config/demo.yaml');
+    const scenario = join(ROOT, 'firmware-sim/scenarios/chiller-trip-2c.yaml');
+    const dir = join(tmp.path, 'report-dir.html');
+    mkdirSync(dir);
+    const fifo = mkfifo(join(tmp.path, 'report-fifo.html'));
+    for (const [flag, path, why] of [
+      ['--report', dir, 'a directory, not a regular file'],
+      ['--trace', fifo, 'a FIFO (named pipe), not a regular file'],
+      ['--report', join(tmp.path, 'no-such-dir', 'r.html'), 'ENOENT'],
+    ] as const) {
+      const r = cli('drill', '--config', config, '--scenario', scenario, '--duration', '60', flag, path);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`${flag} ${path}: cannot write`);
+      expect(r.stderr).toContain(why);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(r.stdout).toBe('');
+    }
+    for (const d of ['1e12', 'Infinity', '604801']) {
+      const r = cli('drill', '--config', config, '--scenario', scenario, '--duration', d);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain('--duration: at most 604800 s (7 days)');
     }
   });
 
@@ -325,6 +383,17 @@ buses:
     const exit = await p.exited;
     expect(exit).toEqual({ code: 0, signal: null });
     expect(p.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
+  });
+
+  it('SIGHUP does not kill the agent: it says that reload is not supported and goes on', async () => {
+    const [cmd, args] = node('agent/main.ts', 'run', '--config', file);
+    const p = await spawnAndWait(cmd, args, { readyLine: /"msg":"device health"/, timeoutMs: 20_000 });
+    p.proc.kill('SIGHUP');
+    await p.waitForLine(/"signal":"SIGHUP".*reload is not supported/, 10_000);
+    // Still polling after the signal: a further health line (one a second) arrives.
+    const from = p.lines.length;
+    await p.waitForLine(/"msg":"device health"/, 10_000, from);
+    expect(await p.stop('SIGTERM')).toBe(0);
   });
 
   it('a second SIGTERM during a slow stop exits 1 at once, saying so', async () => {

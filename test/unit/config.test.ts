@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError, durationUnitMs, formatIssues, loadConfigFile, parseConfig } from '../../agent/config/load.js';
 import { configSchema, profileSchema } from '../../agent/config/schema.js';
 import type { ModbusPointDef, SerialBusDef, StreamBusDef, TcpBusDef } from '../../agent/config/model.js';
+import { readRegularFile } from '../../agent/config/read-file.js';
 import { RackguardError } from '../../agent/errors.js';
 import { bundledProfilesDir, packageRoot } from '../../agent/paths.js';
 
@@ -553,5 +554,32 @@ describe('formatIssues', () => {
   it('never claims "required" when the input was not reported', () => {
     const r = schema.safeParse({ n: '1', kind: 'c', list: [] });
     expect(formatIssues(r.error!.issues)).toEqual(['n: expected a number', 'kind: expected one of a, b']);
+  });
+});
+
+describe('reading configuration text: strict UTF-8', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rackguard-utf8-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const read = (bytes: number[] | Buffer): string => {
+    const file = join(dir, 'f.yaml');
+    writeFileSync(file, Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes));
+    return readRegularFile(file);
+  };
+  const refused = (bytes: number[], where: string): void => {
+    expect(() => read(bytes)).toThrow(new RegExp(`not valid UTF-8 \\(${where}\\)`));
+  };
+
+  it('accepts UTF-8 (a BOM is dropped) and names the first bad byte by line and column', () => {
+    expect(read(Buffer.from('\uFEFFsite: Zürich 🌡\n'))).toBe('site: Zürich 🌡\n');
+    refused([0x61, 0x0a, 0x62, 0x63, 0xff], 'byte 0xff at line 2, column 3');
+    refused([0x61, 0xc0, 0xaf], 'byte 0xc0 at line 1, column 2'); // an overlong "/"
+    refused([0xed, 0xa0, 0x80], 'byte 0xed at line 1, column 1'); // a UTF-16 surrogate
+    refused([0x61, 0x62, 0xe2, 0x82], 'byte 0xe2 at line 1, column 3'); // cut short at the end
+    refused([0xf4, 0x90, 0x80, 0x80], 'byte 0xf4 at line 1, column 1'); // past U+10FFFF
+  });
+
+  it('a file that grows past its fstat size is still read whole, up to the cap', () => {
+    // readRegularFile sizes its buffer by fstat; /proc files report size 0 but have content.
+    expect(readRegularFile('/proc/self/status')).toMatch(/^Name:/);
   });
 });
