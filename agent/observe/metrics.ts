@@ -171,6 +171,32 @@ export function createMetrics(view: AgentView, opts: { version: string; sseClien
     },
   });
 
+  // --- chillers (as the detector sees them; a chiller serving several zones is one series) ---------
+  const chillers = () => {
+    const out = new Map<string, ReturnType<AgentView['zones']>[number]['evidence']['chillers'][number]>();
+    for (const z of view.zones()) for (const c of z.evidence.chillers) if (!out.has(c.chillerId)) out.set(c.chillerId, c);
+    return [...out.values()];
+  };
+  const chillerGauge = (name: string, help: string, pick: (c: ReturnType<typeof chillers>[number]) => number | null): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['chiller'],
+      registers: reg,
+      collect() {
+        fresh(this);
+        for (const c of chillers()) {
+          const v = pick(c);
+          if (v !== null) this.set({ chiller: c.chillerId }, v);
+        }
+      },
+    });
+  };
+  chillerGauge('rackguard_chiller_running', '1 when the chiller reports running, 0 when stopped; absent while unknown.', (c) => (c.running === null ? null : c.running ? 1 : 0));
+  chillerGauge('rackguard_chiller_alarm_code', 'The alarm code the chiller reports (0: none); absent while unknown.', (c) => c.alarmCode);
+  chillerGauge('rackguard_chiller_supply_temperature_celsius', 'Supply water/air temperature of the chiller; absent while unknown.', (c) => c.supplyTempC);
+  chillerGauge('rackguard_chiller_corroborates', '1 when the chiller corroborates a cooling failure for the detector.', (c) => (c.corroborates ? 1 : 0));
+
   // --- outputs -------------------------------------------------------------------------------------
   new Gauge({
     name: 'rackguard_sink_depth_records',

@@ -14,6 +14,7 @@ import { parseConfig } from '../../agent/config/load.js';
 import type { EventJson, StateJson } from '../../agent/observe/state.js';
 import { parseScenario, startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { batchOf, SampleLog } from '../helpers/agent.js';
+import { startMosquitto } from '../helpers/mosquitto.js';
 import { freePort } from '../helpers/ports.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { SseReader } from '../helpers/sse.js';
@@ -34,7 +35,7 @@ interface Rig {
 }
 
 /** A rack of three temperature sensors (one zone) on a pty and a chiller on Modbus TCP. */
-function configText(o: { ptyPath: string; tcpPort: number; http?: string; outboxPath?: string; detection?: string }): string {
+function configText(o: { ptyPath: string; tcpPort: number; http?: string; outboxPath?: string; detection?: string; mqtt?: string }): string {
   const id = ++n;
   return `version: 1
 site: lab
@@ -62,7 +63,7 @@ chillers:
   - { id: ch1, running: chiller1.running, alarm: chiller1.alarm_code, supplyTemp: chiller1.supply_temp, zones: [z1] }
 outputs:
   outbox: { path: ${o.outboxPath ?? join(tmp.path, `outbox-${id}.db`)}, reopenInitialMs: 100, reopenMaxMs: 200 }
-http: ${o.http ?? '{ port: 0 }'}
+${o.mqtt ? `  mqtt: { url: '${o.mqtt}' }\n` : ''}http: ${o.http ?? '{ port: 0 }'}
 `;
 }
 
@@ -89,7 +90,7 @@ function capture(): { logger: ReturnType<typeof pino>; lines: Array<Record<strin
   return { logger, lines, bus };
 }
 
-function agentOn(r: Rig, o: { http?: string; outboxPath?: string; detection?: string } = {}): { agent: Agent; log: ReturnType<typeof capture> } {
+function agentOn(r: Rig, o: { http?: string; outboxPath?: string; detection?: string; mqtt?: string } = {}): { agent: Agent; log: ReturnType<typeof capture> } {
   const log = capture();
   const agent = createAgent(parseConfig(configText({ ptyPath: r.pty.a, tcpPort: r.sim.tcpPort!, ...o }), 'cfg'), { logger: log.logger });
   agents.push(agent);
@@ -124,7 +125,9 @@ describe('HTTP endpoint', () => {
     // The outbox's directory is a regular file at first: the outbox runs from memory, unavailable.
     const blocker = join(tmp.path, 'blocker');
     writeFileSync(blocker, 'not a directory');
-    const { agent, log } = agentOn(r, { outboxPath: join(blocker, 'outbox.db') });
+    const broker = await startMosquitto();
+    cleanups.push(() => broker.cleanup());
+    const { agent, log } = agentOn(r, { outboxPath: join(blocker, 'outbox.db'), mqtt: broker.url });
     const samples = new SampleLog(agent);
     await agent.start();
     const base = await urlOf(log);
@@ -170,6 +173,7 @@ describe('HTTP endpoint', () => {
       expect(d.counters.responses).toBeGreaterThan(0);
     }
     expect(state.outputs.outbox?.state).toBe('open');
+    expect(state.outputs.sinks.mqtt).toMatchObject({ depth: expect.any(Number), lagMs: expect.any(Number) });
 
     const metrics = await fetch(`${base}metrics`);
     expect(metrics.status).toBe(200);
@@ -182,6 +186,10 @@ describe('HTTP endpoint', () => {
     expect(body).toMatch(/^rackguard_sensor_temperature_celsius\{point="r1\.temperature"\} 23\.4$/m);
     expect(body).toMatch(/^rackguard_outbox_state\{state="open"\} 1$/m);
     expect(body).toMatch(/^rackguard_ready 1$/m);
+    expect(body).toMatch(/^rackguard_chiller_running\{chiller="ch1"\} 1$/m);
+    expect(body).toMatch(/^rackguard_outbox_rows \d+$/m);
+    expect(body).toMatch(/^rackguard_sink_depth_records\{sink="mqtt"\} \d+$/m);
+    expect(body).toMatch(/^rackguard_sink_lag_seconds\{sink="mqtt"\} [\d.e-]+$/m);
     expect(body).toMatch(/^process_cpu_seconds_total /m);
     const promtool = spawnSync('/usr/bin/promtool', ['check', 'metrics'], { input: body, encoding: 'utf8' });
     expect(promtool.stdout + promtool.stderr).toBe('');
