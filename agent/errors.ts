@@ -28,7 +28,9 @@ export type ErrorCode =
   | 'E_INFLUX_WRITE'
   | 'E_INFLUX_REJECTED'
   /** A host agent's or gateway's command-sequence state file cannot be read or written. */
-  | 'E_HOST_STATE';
+  | 'E_HOST_STATE'
+  /** The HTTP endpoint cannot listen on its address and port (in use, address not on this host). */
+  | 'E_HTTP_BIND';
 
 export class RackguardError extends Error {
   readonly code: ErrorCode;
