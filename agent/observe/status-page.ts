@@ -30,9 +30,11 @@ header .meta { color:var(--muted); font-size:.85rem; }
 #conn { margin-left:auto; padding:.15rem .6rem; border-radius:1rem; font-weight:600; font-size:.85rem; background:var(--blind); color:#fff; }
 #conn[data-state="live"] { background:var(--normal); }
 #conn[data-state="retrying"] { background:var(--alarm); }
-main { padding:1rem; display:grid; gap:1rem; }
+main { padding:1rem; display:grid; gap:1rem; grid-template-columns:minmax(0, 1fr); }
+/* Grid items default to min-width:auto and grow to their widest table: let them shrink and scroll inside. */
+main > section, .grid > * { min-width:0; }
 section > h2 { font-size:1rem; margin:0 0 .5rem; }
-.grid { display:grid; gap:.75rem; grid-template-columns:repeat(auto-fill, minmax(min(100%, 340px), 1fr)); }
+.grid { display:grid; gap:.75rem; grid-template-columns:repeat(auto-fill, minmax(min(100%, 480px), 1fr)); }
 .card { background:var(--card); border:1px solid var(--line); border-radius:.5rem; overflow:hidden; }
 .zone { border-left:.5rem solid var(--lvl); }
 .zone .head { display:flex; flex-wrap:wrap; gap:.25rem .75rem; align-items:baseline; padding:.5rem .75rem; }
@@ -49,6 +51,9 @@ table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums;
 th, td { padding:.3rem .5rem; text-align:left; border-top:1px solid var(--line); white-space:nowrap; }
 th { color:var(--muted); font-weight:600; font-size:.8rem; }
 td.num, th.num { text-align:right; }
+.small { font-size:.75rem; }
+.zone td, .zone th { padding:.25rem .4rem; }
+@media (max-width: 480px) { body { font-size:13px; } svg.spark { width:64px; } }
 .bad { color:var(--alarm); font-weight:600; } .ok { color:var(--normal); } .muted { color:var(--muted); }
 svg.spark { display:block; width:100px; height:24px; }
 svg.spark polyline { fill:none; stroke:currentColor; stroke-width:1.5; vector-effect:non-scaling-stroke; }
@@ -155,16 +160,16 @@ const SCRIPT = `
     return el('span', { 'class': 'trend', title: signed(rate, 2) + ' \\u00b0C/min' }, arrow);
   }
 
+  // Most telling first (temperature, rates, ETA), the sparkline last: on a phone the card scrolls sideways.
   function sensorRow(s) {
     var good = s.status === 'good';
-    return el('tr', { 'data-point': s.point },
-      el('td', null, s.point),
-      el('td', { 'class': 'num' }, fixed(s.tempC, 1), isNum(s.tempC) ? ' \\u00b0C' : ''),
-      el('td', null, sparkline(s.history) || trend(s.rateShortCPerMin)),
+    return el('tr', { 'data-point': s.point, 'data-status': s.status },
+      el('td', null, s.point, good ? null : el('div', { 'class': 'bad small' }, String(s.status))),
+      el('td', { 'class': 'num' }, fixed(s.tempC, 1)),
       el('td', { 'class': 'num' }, signed(s.rateShortCPerMin, 2)),
       el('td', { 'class': 'num' }, signed(s.rateLongCPerMin, 2)),
       el('td', { 'class': 'num' }, duration(s.etaCriticalS)),
-      el('td', { 'class': good ? 'ok' : 'bad' }, String(s.status)));
+      el('td', null, sparkline(s.history) || trend(s.rateShortCPerMin)));
   }
 
   function zoneCard(z) {
@@ -178,10 +183,10 @@ const SCRIPT = `
         el('span', { 'class': 'eta', title: 'predicted time to the critical temperature' }, 'ETA critical: ', el('b', { 'class': 'zone-eta' }, duration(z.etaCriticalS)))),
       el('div', { 'class': 'scroll' }, el('table', null,
         el('thead', null, el('tr', null,
-          el('th', null, 'sensor'), el('th', { 'class': 'num' }, 'temp'), el('th', null, 'trend'),
-          el('th', { 'class': 'num', title: '\\u00b0C/min, short window' }, 'rate short'),
-          el('th', { 'class': 'num', title: '\\u00b0C/min, long window' }, 'rate long'),
-          el('th', { 'class': 'num' }, 'ETA'), el('th', null, 'status'))),
+          el('th', null, 'sensor'), el('th', { 'class': 'num' }, '\\u00b0C'),
+          el('th', { 'class': 'num', title: 'rate over the short window, \\u00b0C/min' }, 'short/min'),
+          el('th', { 'class': 'num', title: 'rate over the long window, \\u00b0C/min' }, 'long/min'),
+          el('th', { 'class': 'num', title: 'predicted time to the critical temperature' }, 'ETA'), el('th', null, 'trend'))),
         el('tbody', null, sensors.map(sensorRow)))));
   }
 
@@ -230,7 +235,7 @@ const SCRIPT = `
       return el('tr', { 'data-sink': n },
         el('td', null, n),
         el('td', { 'class': s.depth > 0 ? 'num bad' : 'num' }, fixed(s.depth, 0)),
-        el('td', { 'class': 'num' }, isNum(s.lagMs) ? duration(s.lagMs / 1000) : '\\u2014'));
+        el('td', { 'class': 'num' }, isNum(s.lagMs) ? (s.lagMs / 1000).toFixed(1) + ' s' : '\\u2014'));
     });
     return [
       out ? el('div', { 'class': 'empty' }, 'outbox ', el('b', { 'class': out.state === 'open' ? 'ok' : 'bad' }, String(out.state)),
