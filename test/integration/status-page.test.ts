@@ -9,12 +9,14 @@
  * - "disconnected — retrying" when the stream drops, and back to "live" by itself, also after a 401.
  * Screenshots (laptop and phone) are kept in test-artifacts/.
  */
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statusPageHtml } from '../../agent/observe/status-page.js';
 import { ARTIFACTS_DIR, startChromium, type Chromium, type Page } from '../helpers/chromium.js';
+import { waitFor } from '../helpers/wait.js';
 
 const TOKEN = 'tok+en/with=odd&chars';
 
@@ -76,17 +78,19 @@ function state(level: Level, nowMs = Date.now()): Record<string, unknown> {
 }
 
 /** The agent's side of the contract, scripted: the test pushes states and events to connected pages. */
-class StubAgent {
+class StubAgent extends EventEmitter {
   readonly server: Server;
+  /** Stream connections answered with an error status. */
+  refused = 0;
   readonly requests: string[] = [];
   readonly streams = new Set<ServerResponse>();
   /** Status for the next stream connections (e.g. 401 to make EventSource give up). */
   streamStatus = 200;
   recentEvents: unknown[] = [];
   current: Record<string, unknown> = state('normal');
-  private connectWaiters: Array<() => void> = [];
 
   constructor() {
+    super();
     this.server = createServer((req, res) => this.handle(req, res));
   }
 
@@ -108,6 +112,8 @@ class StubAgent {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.recentEvents));
     } else if (url.pathname === '/api/events/stream') {
       if (this.streamStatus !== 200) {
+        this.refused++;
+        this.emit('refused');
         res.writeHead(this.streamStatus, { 'content-type': 'application/json' }).end('{"error":"unavailable"}');
         return;
       }
@@ -117,7 +123,6 @@ class StubAgent {
       res.write(`event: state\ndata: ${JSON.stringify(this.current)}\n\n`);
       this.streams.add(res);
       res.on('close', () => this.streams.delete(res));
-      for (const w of this.connectWaiters.splice(0)) w();
     } else {
       res.writeHead(404).end();
     }
@@ -255,6 +260,9 @@ describe('status page in Chromium, against a scripted stream', () => {
     stub.streamStatus = 401;
     stub.dropStreams();
     await page.waitFor(`${connState} === 'retrying' && document.getElementById('conn').textContent === 'disconnected — retrying'`, 10_000, 'the disconnected indicator');
+    // The browser's own reconnection meets the 401; only the page's retry can bring it back now.
+    await waitFor(stub, 'refused', () => stub.refused > 0, 10_000, 'a stream request refused with 401');
+    expect(await page.evaluate(`document.getElementById('conn').getAttribute('data-state')`)).toBe('retrying');
     const refusedBefore = stub.requests.filter((u) => u.startsWith('/api/events/stream')).length;
     // The agent is back, with a new state: the page reconnects, fetches the events again, renders it.
     stub.recentEvents.push({ seq: 4, kind: 'zone_level', ts: new Date().toISOString(), tsMs: Date.now(), zone: 'cold-aisle-a', level: 'normal', from: 'critical', message: 'cold-aisle-a: critical → normal' });
