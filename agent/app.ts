@@ -20,6 +20,7 @@ import type { Component } from './component.js';
 import { consumerFactories, type ConsumerDeps, type OutboxConsumer } from './outputs/consumers.js';
 import { outputContextFromConfig } from './outputs/context.js';
 import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
+import type { AgentView, OutputsStats, Readiness, SinkFigures } from './observe/state.js';
 
 
 export interface AgentDeps {
@@ -41,6 +42,8 @@ export interface AgentEvents {
   deviceState: [health: DeviceHealth, previous: DeviceState];
   /** Zone level changes and quorum events from the detector. */
   detection: [event: DetectorEvent];
+  /** Each valid Modbus reply and its latency as the line measured it (NaN when it cannot tell). */
+  response: [deviceId: string, busId: string, latencyMs: number];
 }
 
 export interface Agent extends EventEmitter<AgentEvents> {
@@ -53,6 +56,10 @@ export interface Agent extends EventEmitter<AgentEvents> {
   zones(): ZoneStatus[];
   /** The outbox's figures (commits, pending, state …); undefined without `outputs:`. */
   outboxStats(): OutboxStats | undefined;
+  /** The outbox's figures and each sink's depth and lag, for the HTTP endpoint. */
+  outputsStats(): OutputsStats;
+  /** Ready when acquisition is started and the outbox is open (or there is no outbox); else why not. */
+  readiness(): Readiness;
   /** Names of the parts in start order (after the first start). */
   readonly parts: readonly string[];
   /** Read requests per full poll cycle, after batching. */
@@ -139,6 +146,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           this.append([{ type: 'event', event: { kind: 'device_state', deviceId: h.deviceId, state: h.state, previous: prev, ts: this.clock.wallMs(), ...(h.lastError ? { reason: h.lastError } : {}) } }]);
           this.emit('deviceState', h, prev);
         },
+        onResponse: (dev, ms) => this.emit('response', dev.id, dev.busId, ms),
       });
       this.pollers.push(poller);
       this.acquisition.push(new BusPart(line, poller));
@@ -159,6 +167,13 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
    */
   private async build(): Promise<Component[]> {
     const list: Component[] = [];
+    if (this.config.http) {
+      // First: /healthz answers and /readyz says what is still starting; stopped last. Loaded lazily
+      // (prom-client is RSS a gateway without `http:` does not need).
+      const { HttpServer } = await import('./observe/http-server.js');
+      const sensorPoints = this.config.zones.flatMap((z) => z.sensors);
+      list.push(new HttpServer(this.config.http, { view: this.view(), sensorPoints, clock: this.clock, logger: this.log.child({ component: 'http' }) }));
+    }
     const recordFile = this.deps.recordFile;
     if (recordFile) {
       // Never blocks and never rejects: a trace that cannot be written is reported by the recorder.
@@ -284,6 +299,46 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
   zones(): ZoneStatus[] {
     return this.detector.status();
+  }
+
+  outputsStats(): OutputsStats {
+    const sinks: Record<string, SinkFigures> = {};
+    for (const { name, consumer } of this.consumers) {
+      try {
+        sinks[name] = consumer.stats();
+      } catch {
+        // A stopped sink has no figures (its outbox cursor is gone): leave it out.
+      }
+    }
+    return { outbox: this.outboxStats(), sinks };
+  }
+
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    if (!this.running_ || this.stopRequested) reasons.push(this.stopRequested ? 'stopping' : 'not started');
+    if (!this.acquisition.every((p) => this.running.includes(p))) reasons.push('acquisition not started');
+    if (this.config.outputs) {
+      const state = this.outbox?.isOpen ? this.outbox.stats().state : 'stopped';
+      if (state !== 'open') reasons.push(`outbox ${state}`);
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /** What the HTTP endpoint may see and hear of the agent. */
+  private view(): AgentView {
+    return {
+      site: this.config.site,
+      gateway: this.config.gateway,
+      zones: () => this.zones(),
+      health: () => this.health(),
+      outputsStats: () => this.outputsStats(),
+      readiness: () => this.readiness(),
+      subscribe: (l) => {
+        const deviceState = (h: DeviceHealth, prev: DeviceState): void => l.deviceState(h, prev);
+        this.on('samples', l.samples).on('detection', l.detection).on('deviceState', deviceState).on('response', l.response);
+        return () => void this.off('samples', l.samples).off('detection', l.detection).off('deviceState', deviceState).off('response', l.response);
+      },
+    };
   }
 
   health(): DeviceHealth[] {

@@ -25,7 +25,9 @@ export type ErrorCode =
   | 'E_MQTT_DISCONNECTED'
   | 'E_MQTT_REJECTED'
   | 'E_INFLUX_WRITE'
-  | 'E_INFLUX_REJECTED';
+  | 'E_INFLUX_REJECTED'
+  /** The HTTP endpoint cannot listen on its address and port (in use, address not on this host). */
+  | 'E_HTTP_BIND';
 
 export class RackguardError extends Error {
   readonly code: ErrorCode;

@@ -49,6 +49,8 @@ export interface PollerDeps {
   /** Called once per device poll with a sample for every point of the device. */
   onSamples: (samples: Sample[], device: DeviceDef) => void;
   onDeviceState?: (health: DeviceHealth, previous: DeviceState) => void;
+  /** Each valid reply, with the latency the line measured (NaN when it cannot tell): the metrics' histogram. */
+  onResponse?: (device: DeviceDef, latencyMs: number) => void;
 }
 
 class DeviceRuntime {
@@ -214,6 +216,7 @@ export class BusPoller implements Component {
           throw new RackguardError('E_MODBUS_BAD_FRAME', `${this.line.id} unit ${def.unitId}: reply carries ${pdu.length - 2} data bytes for ${read.quantity} ${read.table} items`, { retryable: true });
         }
         d.recordResponse(this.line.lastExchangeMs);
+        this.deps.onResponse?.(def, this.line.lastExchangeMs);
         anyOk = true;
         samples.push(...samplesFromReply(read, pdu, d.trackers, this.stamp()));
       } catch (err) {

@@ -5,6 +5,7 @@
  * shapes are right, because they cannot be trusted on a malformed tree.
  */
 import { statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
@@ -80,6 +81,7 @@ export function parseConfig(text: string, source: string, opts: LoadOptions & { 
   dirs.push(bundledProfilesDir());
   const config = resolveConfig(parsed.data, source, new ProfileStore(dirs), problems);
   if (config.outputs) config.outputs = resolveOutputs(config.outputs, opts.baseDir ?? process.cwd(), problems);
+  if (config.http) config.http = resolveHttp(config.http, opts.baseDir ?? process.cwd(), problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return deepFreeze(config);
 }
@@ -536,6 +538,36 @@ function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: 
       if (v !== undefined) i[f] = v;
     }
     out.influx = i;
+  }
+  return out;
+}
+
+/** 127.0.0.0/8, ::1 (also as an IPv4-mapped address) and `localhost`: only this host can connect. */
+export function isLoopbackAddress(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost') return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  if (isIP(v4) === 4) return v4.startsWith('127.');
+  return isIP(h) === 6 && /^(0{0,4}:){0,7}:?0{0,3}1$/.test(h) && h.replace(/[:0]/g, '') === '1';
+}
+
+/**
+ * The HTTP endpoint: a token file is resolved relative to the config file and must be a readable
+ * regular file now; a bind any other host can reach needs one (the issue: "binding elsewhere needs a
+ * configured token"), so a gateway never exposes its state and metrics by a typo.
+ */
+function resolveHttp(http: NonNullable<ParsedConfig['http']>, baseDir: string, problems: string[]): NonNullable<ParsedConfig['http']> {
+  const out = { ...http };
+  if (http.tokenFile !== undefined) {
+    const path = isAbsolute(http.tokenFile) ? http.tokenFile : resolve(baseDir, http.tokenFile);
+    try {
+      checkRegularFile(path);
+    } catch (err) {
+      problems.push(`http.tokenFile: cannot read ${path}: ${fileProblem(err)}`);
+    }
+    out.tokenFile = path;
+  } else if (!isLoopbackAddress(http.bind)) {
+    problems.push(`http.bind: "${http.bind}" is not a loopback address; binding it needs http.tokenFile (a file holding the token every request must carry)`);
   }
   return out;
 }

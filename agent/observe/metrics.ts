@@ -1,0 +1,245 @@
+/**
+ * The Prometheus metrics of /metrics (prom-client). Everything but the latency histogram is read from
+ * the agent's view at scrape time, so a scrape shows the same figures as /api/state and the health
+ * log, and nothing is counted twice. Each server has its own Registry: two agents in one process (the
+ * tests) do not share series.
+ *
+ * Units follow Prometheus conventions (seconds, celsius, `_total` on counters): see
+ * https://prometheus.io/docs/practices/naming/.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { LEVELS, levelRank } from '../detection/types.js';
+import type { AgentView } from './state.js';
+
+/** Modbus RTU at 9600 baud takes ~10–40 ms per read; a gateway or a long cable, up to the timeout. */
+const LATENCY_BUCKETS_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
+
+const DEVICE_COUNTERS = [
+  ['requests', 'requests_total', 'Modbus read requests sent to the device.'],
+  ['responses', 'responses_total', 'Valid replies received from the device.'],
+  ['timeouts', 'timeouts_total', 'Requests the device did not answer in time.'],
+  ['crcErrors', 'crc_errors_total', 'Replies with a bad CRC.'],
+  ['exceptions', 'exceptions_total', 'Replies carrying a Modbus exception.'],
+  ['badFrames', 'bad_frames_total', 'Replies that were malformed or could not be trusted (other than CRC).'],
+  ['portErrors', 'port_errors_total', 'Requests that failed because the port was closed.'],
+] as const;
+
+const DEVICE_STATES = ['unknown', 'online', 'exceptions', 'failing', 'offline'] as const;
+const OUTBOX_STATES = ['open', 'unwritable', 'unavailable', 'stopped'] as const;
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** Text format for a scrape. */
+  render(): Promise<string>;
+  readonly contentType: string;
+  /** Per-request latency, fed by the agent's `response` events. */
+  observeLatency(deviceId: string, busId: string, latencyMs: number): void;
+}
+
+/** Sets a gauge or counter value from scratch at each scrape (series of vanished labels disappear). */
+function fresh<T extends string>(m: Gauge<T> | Counter<T>): void {
+  m.reset();
+}
+
+export function createMetrics(view: AgentView, opts: { version: string; sseClients: () => number }): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const reg = [registry];
+
+  new Gauge({ name: 'rackguard_build_info', help: 'Always 1; the labels tell the version, site and gateway.', labelNames: ['version', 'site', 'gateway'], registers: reg }).set(
+    { version: opts.version, site: view.site, gateway: view.gateway },
+    1,
+  );
+
+  new Gauge({
+    name: 'rackguard_ready',
+    help: '1 when acquisition is started and the outbox is open (as /readyz), else 0.',
+    registers: reg,
+    collect() {
+      this.set(view.readiness().ready ? 1 : 0);
+    },
+  });
+
+  // --- devices -------------------------------------------------------------------------------------
+  for (const [field, suffix, help] of DEVICE_COUNTERS) {
+    new Counter({
+      name: `rackguard_device_${suffix}`,
+      help,
+      labelNames: ['device', 'bus'],
+      registers: reg,
+      collect() {
+        fresh(this);
+        for (const h of view.health()) this.inc({ device: h.deviceId, bus: h.busId }, h.counters[field]);
+      },
+    });
+  }
+  new Gauge({
+    name: 'rackguard_device_state',
+    help: 'The device state: 1 for the current one of unknown, online, exceptions, failing, offline.',
+    labelNames: ['device', 'bus', 'state'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const h of view.health()) for (const s of DEVICE_STATES) this.set({ device: h.deviceId, bus: h.busId, state: s }, h.state === s ? 1 : 0);
+    },
+  });
+  const latency = new Histogram({
+    name: 'rackguard_device_latency_seconds',
+    help: 'Latency of successful Modbus exchanges, as the line measured it (without queueing).',
+    labelNames: ['device', 'bus'],
+    buckets: LATENCY_BUCKETS_S,
+    registers: reg,
+  });
+
+  // --- zones and sensors ---------------------------------------------------------------------------
+  new Gauge({
+    name: 'rackguard_zone_level',
+    help: 'Zone level: 0 normal, 1 warning, 2 alarm, 3 critical.',
+    labelNames: ['zone'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const z of view.zones()) this.set({ zone: z.zone }, levelRank(z.level));
+    },
+  });
+  new Gauge({
+    name: 'rackguard_zone_state',
+    help: 'Zone level as a state set: 1 for the current level.',
+    labelNames: ['zone', 'level'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const z of view.zones()) for (const l of LEVELS) this.set({ zone: z.zone, level: l }, z.level === l ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'rackguard_zone_blind',
+    help: '1 when fewer than k sensors of the zone give good readings.',
+    labelNames: ['zone'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const z of view.zones()) this.set({ zone: z.zone }, z.blind ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'rackguard_zone_eta_critical_seconds',
+    help: 'Predicted seconds until the zone reaches criticalTempC (k-th smallest sensor ETA); absent when not rising.',
+    labelNames: ['zone'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const z of view.zones()) if (z.evidence.etaCriticalS !== null) this.set({ zone: z.zone }, z.evidence.etaCriticalS);
+    },
+  });
+  /** A sensor in two zones is one series: its figures are the same in each. */
+  const sensors = () => {
+    const out = new Map<string, ReturnType<AgentView['zones']>[number]['evidence']['sensors'][number]>();
+    for (const z of view.zones()) for (const s of z.evidence.sensors) if (!out.has(s.pointId)) out.set(s.pointId, s);
+    return [...out.values()];
+  };
+  const sensorGauge = (name: string, help: string, pick: (s: ReturnType<typeof sensors>[number]) => number | null): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['point'],
+      registers: reg,
+      collect() {
+        fresh(this);
+        for (const s of sensors()) {
+          const v = pick(s);
+          if (v !== null) this.set({ point: s.pointId }, v);
+        }
+      },
+    });
+  };
+  sensorGauge('rackguard_sensor_temperature_celsius', 'Latest good temperature of a zone sensor; absent when it has none that is fresh.', (s) => s.tempC);
+  sensorGauge('rackguard_sensor_rate_short_celsius_per_minute', 'Short-window temperature slope of a zone sensor; absent until the window is covered.', (s) => s.rateShortCPerMin);
+  sensorGauge('rackguard_sensor_rate_long_celsius_per_minute', 'Long-window temperature slope of a zone sensor; absent until the window is covered.', (s) => s.rateLongCPerMin);
+  sensorGauge('rackguard_sensor_eta_critical_seconds', 'Predicted seconds until the sensor reaches criticalTempC; absent when not rising.', (s) => s.etaCriticalS);
+  new Gauge({
+    name: 'rackguard_sensor_good',
+    help: '1 when the zone sensor counts (a fresh good reading), else 0.',
+    labelNames: ['point'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const s of sensors()) this.set({ point: s.pointId }, s.status === 'good' ? 1 : 0);
+    },
+  });
+
+  // --- outputs -------------------------------------------------------------------------------------
+  new Gauge({
+    name: 'rackguard_sink_depth_records',
+    help: 'Outbox records the sink has not acknowledged yet.',
+    labelNames: ['sink'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const [sink, st] of Object.entries(view.outputsStats().sinks)) this.set({ sink }, st.depth);
+    },
+  });
+  new Gauge({
+    name: 'rackguard_sink_lag_seconds',
+    help: 'Age of the oldest outbox record the sink has not acknowledged; 0 when caught up.',
+    labelNames: ['sink'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      for (const [sink, st] of Object.entries(view.outputsStats().sinks)) this.set({ sink }, st.lagMs / 1000);
+    },
+  });
+  const outboxGauge = (name: string, help: string, pick: (s: NonNullable<ReturnType<AgentView['outputsStats']>['outbox']>) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers: reg,
+      collect() {
+        fresh(this);
+        const st = view.outputsStats().outbox;
+        if (st) this.set(pick(st));
+      },
+    });
+  };
+  outboxGauge('rackguard_outbox_rows', 'Rows in the outbox file.', (s) => s.rows);
+  outboxGauge('rackguard_outbox_bytes', 'Accounted bytes in the outbox file.', (s) => s.bytes);
+  outboxGauge('rackguard_outbox_max_bytes', 'The outbox byte cap (outputs.outbox.maxBytes).', (s) => s.maxBytes);
+  outboxGauge('rackguard_outbox_pending_records', 'Records appended and not yet committed.', (s) => s.pending);
+  const outboxCounter = (name: string, help: string, pick: (s: NonNullable<ReturnType<AgentView['outputsStats']>['outbox']>) => number): void => {
+    new Counter({
+      name,
+      help,
+      registers: reg,
+      collect() {
+        fresh(this);
+        const st = view.outputsStats().outbox;
+        if (st) this.inc(pick(st));
+      },
+    });
+  };
+  outboxCounter('rackguard_outbox_commits_total', 'Outbox transactions committed since the outbox started.', (s) => s.commits);
+  outboxCounter('rackguard_outbox_dropped_telemetry_total', 'Telemetry samples not stored (byte cap, disk reserve, unwritable outbox).', (s) => s.droppedTelemetry);
+  outboxCounter('rackguard_outbox_dropped_events_total', 'Events lost because the memory queue overflowed while the outbox was unwritable.', (s) => s.droppedEvents);
+  new Gauge({
+    name: 'rackguard_outbox_state',
+    help: 'The outbox state: 1 for the current one of open, unwritable, unavailable, stopped.',
+    labelNames: ['state'],
+    registers: reg,
+    collect() {
+      fresh(this);
+      const st = view.outputsStats().outbox;
+      if (st) for (const s of OUTBOX_STATES) this.set({ state: s }, st.state === s ? 1 : 0);
+    },
+  });
+
+  new Gauge({ name: 'rackguard_http_sse_clients', help: 'Clients connected to /api/events/stream.', registers: reg, collect() { this.set(opts.sseClients()); } });
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    render: () => registry.metrics(),
+    observeLatency(deviceId, busId, latencyMs) {
+      if (Number.isFinite(latencyMs)) latency.observe({ device: deviceId, bus: busId }, latencyMs / 1000);
+    },
+  };
+}
