@@ -179,7 +179,7 @@ const SCRIPT = `
       el('div', { 'class': 'head' },
         el('span', { 'class': 'name' }, z.zone),
         el('span', { 'class': 'zone-level' }, z.blind ? String(z.level) + ' \\u00b7 blind' : String(z.level)),
-        el('span', { 'class': 'muted' }, 'for ', duration(z.sinceS), ' \\u00b7 ', String(z.agreeingAlarm), '/', String(z.k), ' agree'),
+        el('span', { 'class': 'muted', title: 'sensors agreeing on the alarm condition; k are needed' }, 'for ', duration(z.sinceS), ' \\u00b7 ', String(z.agreeingAlarm), ' of ', String(sensors.length), ' agree (k=', String(z.k), ')'),
         el('span', { 'class': 'eta', title: 'predicted time to the critical temperature' }, 'ETA critical: ', el('b', { 'class': 'zone-eta' }, duration(z.etaCriticalS)))),
       el('div', { 'class': 'scroll' }, el('table', null,
         el('thead', null, el('tr', null,
