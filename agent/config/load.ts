@@ -548,7 +548,9 @@ export function isLoopbackAddress(host: string): boolean {
   if (h === 'localhost') return true;
   const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
   if (isIP(v4) === 4) return v4.startsWith('127.');
-  return isIP(h) === 6 && /^(0{0,4}:){0,7}:?0{0,3}1$/.test(h) && h.replace(/[:0]/g, '') === '1';
+  if (isIP(h) !== 6) return false;
+  // The URL parser writes an IPv6 address in its one canonical form (`0:0::1` → `[::1]`).
+  return new URL(`http://[${h}]/`).hostname === '[::1]';
 }
 
 /**

@@ -44,6 +44,9 @@ function fresh<T extends string>(m: Gauge<T> | Counter<T>): void {
 export function createMetrics(view: AgentView, opts: { version: string; sseClients: () => number }): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // Gauges that prom-client names `_total` (promtool: "non-counter metrics should not have _total
+  // suffix"), built on Node's undocumented process._getActiveHandles(): not worth a lint failure.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   const reg = [registry];
 
   new Gauge({ name: 'rackguard_build_info', help: 'Always 1; the labels tell the version, site and gateway.', labelNames: ['version', 'site', 'gateway'], registers: reg }).set(
