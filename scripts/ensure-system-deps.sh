@@ -3,6 +3,7 @@
 #   socat (virtual serial lines), mbpoll (Modbus CLI master), mosquitto (MQTT broker), influxdb (influxd),
 #   python3-pymodbus + python3-serial-asyncio (Modbus RTU server fixture, run with /usr/bin/python3),
 #   python3-serial (pyserial: the scripted hostile RTU slave, test/fixtures/hostile_rtu_slave.py),
+#   python3-jinja2 (renders the Home Assistant discovery templates in a test),
 #   prometheus (promtool checks /metrics; a real server scrapes the agent), chromium (headless: the
 #   status page renders and updates live),
 #   mount (util-linux: the outbox fault tests mount their own tmpfs, as root), and make + g++ (npm ci
@@ -52,6 +53,13 @@ check_all() {
   else
     log "missing: pyserial for /usr/bin/python3 (package python3-serial)"
     missing+=(python3-serial)
+  fi
+  # Jinja2 renders the Home Assistant discovery templates against real payloads (test/integration/ha-discovery.test.ts).
+  if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import jinja2' >/dev/null 2>&1; then
+    log "ok: jinja2 $(/usr/bin/python3 -c 'import jinja2; print(jinja2.__version__)') for /usr/bin/python3"
+  else
+    log "missing: jinja2 for /usr/bin/python3 (package python3-jinja2)"
+    missing+=(python3-jinja2)
   fi
 }
 

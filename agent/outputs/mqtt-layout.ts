@@ -14,7 +14,6 @@
  *   zones/<zone>/blind             retained JSON { blind, reason, ts, tsMs, evidence }
  *   events                         JSON of every detector, device, action and outputs event, plus tsIso
  */
-import type { OutputContext } from './context.js';
 import type { OutboxRecord } from './outbox.js';
 
 export interface MqttMessage {
@@ -111,58 +110,5 @@ export function messagesFor(rec: OutboxRecord, base: string): MqttMessage[] {
       break;
   }
   out.push({ topic: `${base}/events`, payload: JSON.stringify({ ...ev, tsIso: iso(ev.ts) }), retain: false, qos1: true });
-  return out;
-}
-
-/** Home Assistant MQTT discovery configs (retained) for every point and zone. */
-export function discoveryMessages(context: OutputContext, base: string, discoveryPrefix: string): MqttMessage[] {
-  const { site, gateway, points, zones } = context;
-  const node = `rackguard_${site}_${gateway}`.replace(/[^A-Za-z0-9_-]/g, '_');
-  const device = { identifiers: [node], name: `rackguard ${site}/${gateway}`, manufacturer: 'rackguard' };
-  const prefix = discoveryPrefix.replace(/\/+$/, '');
-  // The status payload is JSON: Home Assistant compares the template's result with payload_available.
-  const gatewayAvailability = { topic: statusTopic(base), value_template: '{{ value_json.state }}', payload_available: 'online', payload_not_available: 'offline' };
-  const out: MqttMessage[] = [];
-  for (const p of points.values()) {
-    const object = p.id.replace(/[^A-Za-z0-9_-]/g, '_');
-    const deviceClass = p.kind === 'temperature' ? 'temperature' : p.kind === 'humidity' ? 'humidity' : undefined;
-    out.push({
-      topic: `${prefix}/sensor/${node}/${object}/config`,
-      retain: true,
-      payload: JSON.stringify({
-        name: p.id,
-        unique_id: `${node}_${object}`,
-        object_id: `${node}_${object}`,
-        state_topic: `${base}/sensors/${p.id}`,
-        value_template: '{{ value_json.value }}',
-        ...(p.unit ? { unit_of_measurement: p.unit } : {}),
-        ...(deviceClass ? { device_class: deviceClass, state_class: 'measurement' } : {}),
-        availability: [
-          gatewayAvailability,
-          { topic: `${base}/devices/${p.deviceId}/availability`, payload_available: 'online', payload_not_available: 'offline' },
-        ],
-        availability_mode: 'all',
-        device,
-      }),
-    });
-  }
-  for (const z of zones) {
-    const object = `zone_${z}`.replace(/[^A-Za-z0-9_-]/g, '_');
-    out.push({
-      topic: `${prefix}/sensor/${node}/${object}/config`,
-      retain: true,
-      payload: JSON.stringify({
-        name: `zone ${z} level`,
-        unique_id: `${node}_${object}`,
-        object_id: `${node}_${object}`,
-        state_topic: `${base}/zones/${z}/state`,
-        value_template: '{{ value_json.level }}',
-        json_attributes_topic: `${base}/zones/${z}/state`,
-        json_attributes_template: '{{ {"reason": value_json.reason, "from": value_json.from, "ts": value_json.ts} | tojson }}',
-        availability: [gatewayAvailability],
-        device,
-      }),
-    });
-  }
   return out;
 }

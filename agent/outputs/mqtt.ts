@@ -20,14 +20,18 @@
  * still away, and a last will cannot fire when the broker itself died).
  */
 import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Component } from '../component.js';
 import type { MqttConfig } from '../config/outputs-schema.js';
 import { RackguardError, asError } from '../errors.js';
+import { packageRoot } from '../paths.js';
 import type { OutputContext, SinkOutbox } from './context.js';
 import { clientOptions, InflightGate, ReconnectBackoff, redactUrl, withTimeout } from './mqtt-connection.js';
-import { discoveryMessages, messagesFor, onlineStatus, resolveBaseTopic, statusTopic, stoppedStatus, type MqttMessage } from './mqtt-layout.js';
+import { birthTopic, discoveryMessages, discoveryNodeId, discoveryReaction, ownConfigFilter } from './mqtt-discovery.js';
+import { messagesFor, onlineStatus, resolveBaseTopic, statusTopic, stoppedStatus, type MqttMessage } from './mqtt-layout.js';
 import { REASON_NAMES, RefusalPolicy, RejectedError, rejectionNotice } from './mqtt-refusal.js';
 import { DeliveryWindow, RetainedOrder, type WindowSlot } from './mqtt-window.js';
 import type { OutboxRecord, SinkStart } from './outbox.js';
@@ -209,9 +213,36 @@ export class MqttSink implements Component {
     return messagesFor(rec, this.base);
   }
 
-  /** Home Assistant MQTT discovery configs for every point and zone (retained). */
+  /** Home Assistant MQTT discovery configs for every point, zone and device (retained; ./mqtt-discovery.ts). */
   discoveryMessages(): MqttMessage[] {
-    return discoveryMessages(this.deps.context, this.base, this.config.discoveryPrefix);
+    let swVersion = 'unknown';
+    try {
+      swVersion = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      // A missing package.json only costs HA the version string.
+    }
+    return discoveryMessages(this.deps.context, { base: this.base, prefix: this.config.discoveryPrefix, swVersion });
+  }
+
+  /**
+   * Publishes the discovery configs, again whenever HA announces itself on `<prefix>/status`, and
+   * clears retained configs of ours that are no longer generated (a point removed from the config).
+   */
+  private announce(conn: Connection): void {
+    const msgs = this.discoveryMessages();
+    const current = new Set(msgs.map((m) => m.topic));
+    const { site, gateway } = this.deps.context;
+    const node = discoveryNodeId(site, gateway);
+    conn.client.on('message', (topic, payload) => {
+      if (this.conn !== conn) return;
+      const r = discoveryReaction(topic, payload.toString(), this.config.discoveryPrefix, current, node);
+      if (r.kind === 'republish') for (const m of msgs) this.sideline(conn, m);
+      else if (r.kind === 'clear') this.sideline(conn, { topic: r.topic, payload: '', retain: true });
+    });
+    conn.client.subscribe([birthTopic(this.config.discoveryPrefix), ownConfigFilter(this.config.discoveryPrefix, site, gateway)], { qos: 1 }, (err) => {
+      if (err) this.log.warn({ err: err.message }, 'mqtt: cannot subscribe to the Home Assistant discovery topics');
+    });
+    for (const m of msgs) this.sideline(conn, m);
   }
 
   // --- connection ---------------------------------------------------------------------------------
@@ -245,7 +276,7 @@ export class MqttSink implements Component {
         conn.verified = true;
         this.backoff.reset();
         this.scheduleRefresh(conn);
-        if (this.config.homeAssistantDiscovery) for (const m of this.discoveryMessages()) this.sideline(conn, m);
+        if (this.config.homeAssistantDiscovery) this.announce(conn);
         this.guard('pump', () => {
           conn.window = this.newWindow(conn);
           conn.window.pump();

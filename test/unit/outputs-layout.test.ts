@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { OutputContext, PointInfo } from '../../agent/outputs/context.js';
 import { msWithSeqNs, toPoints } from '../../agent/outputs/influx-layout.js';
 import { InflightGate, ReconnectBackoff } from '../../agent/outputs/mqtt-connection.js';
-import { availabilityPayload, discoveryMessages, messagesFor, onlineStatus, resolveBaseTopic, stoppedStatus, willStatus } from '../../agent/outputs/mqtt-layout.js';
+import { availabilityPayload, messagesFor, onlineStatus, resolveBaseTopic, stoppedStatus, willStatus } from '../../agent/outputs/mqtt-layout.js';
 import type { OutboxEntry, OutboxRecord } from '../../agent/outputs/outbox.js';
 
 const TS = Date.UTC(2026, 0, 1, 12);
@@ -63,16 +63,6 @@ describe('MQTT layout', () => {
     expect(JSON.parse(onlineStatus(TS, 30))).toEqual({ state: 'online', ts: new Date(TS).toISOString(), tsMs: TS, refreshS: 30 });
     expect(JSON.parse(stoppedStatus(TS))).toEqual({ state: 'offline', ts: new Date(TS).toISOString(), tsMs: TS, reason: 'stopped' });
     expect(JSON.parse(willStatus())).toEqual({ state: 'offline', reason: 'connection lost' });
-  });
-
-  it('Home Assistant discovery reads the JSON status through a value template', () => {
-    const m = discoveryMessages(context, BASE, 'homeassistant/');
-    expect(m.map((x) => x.topic)).toEqual(['homeassistant/sensor/rackguard_s1_g1/r1_t/config', 'homeassistant/sensor/rackguard_s1_g1/c1_supply/config', 'homeassistant/sensor/rackguard_s1_g1/zone_z1/config']);
-    const sensor = JSON.parse(m[0]!.payload) as { availability: Array<Record<string, string>>; device_class: string };
-    expect(sensor.device_class).toBe('temperature');
-    expect(sensor.availability[0]).toEqual({ topic: `${BASE}/status`, value_template: '{{ value_json.state }}', payload_available: 'online', payload_not_available: 'offline' });
-    expect(sensor.availability[1]).toEqual({ topic: `${BASE}/devices/r1/availability`, payload_available: 'online', payload_not_available: 'offline' });
-    expect(m.every((x) => x.retain)).toBe(true);
   });
 });
 
