@@ -498,6 +498,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     chillers: cfg.chillers,
     outputs: cfg.outputs,
     http: cfg.http,
+    actions: cfg.actions,
     stopTimeoutS: cfg.stopTimeoutS,
     points,
     source,

@@ -55,6 +55,8 @@ export interface Config {
   chillers: ParsedConfig['chillers'];
   /** Outbox and sinks; undefined when the config has no `outputs:`. The outbox path is absolute. */
   outputs: ParsedConfig['outputs'];
+  /** Actions on escalation; undefined when not configured. Paths are absolute. */
+  actions: ParsedConfig['actions'];
   /** Local HTTP endpoint (metrics, state, status page); undefined when not configured. */
   http: ParsedConfig['http'];
   /** One deadline for stopping every component, seconds. */

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { DAY_MS, DAY_S, HOUR_MS, HOUR_S, MINUTE_MS, SECOND_MS } from './durations.js';
+import { actionsSchema } from './actions-schema.js';
 import { outputsSchema } from './outputs-schema.js';
 
 export const CONFIG_VERSION = 1;
@@ -287,6 +288,8 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    /** What to do when a zone escalates: hooks, webhooks, coordinated shutdown. Absent: detection only. */
+    actions: actionsSchema.optional(),
     /** One deadline for stopping every component (SIGTERM, reload), seconds, default 10. */
     stopTimeoutS: z.number().positive().max(600).default(10),
   })
