@@ -29,9 +29,13 @@
  *       theirs (timed out, answered by a frame of the wrong length, by surplus bytes, or by an
  *       exception that may have been an earlier request's). Entry: the reply length it would have.
  *   R2. A read whose reply length is outstanding for its unit is not sent. A probe goes first: a
- *       read of the same table whose reply length is outstanding for nobody (one register more or
- *       fewer). The probe's clean reply proves, by A1, that every earlier reply of the unit has come
- *       or never will; the FIFO is emptied. Only then is the read sent.
+ *       read of the same table, a few registers more or fewer, whose reply length does not occur
+ *       in the FIFO up to the read's last entry. A clean frame of the probe's length answers the
+ *       probe or an earlier request of that length, so by A1 every entry up to the first of that
+ *       length is done: they are retired (all of them when the length was not outstanding), the
+ *       read's length with them. Only then is the read sent. A probe may repeat an outstanding
+ *       length that lies after the read's entries: without that, a device that stayed silent for
+ *       as many polls as there are probe lengths would be locked out until A4's horizon.
  *   R3. A read's frame is good only if unit, function and byte count are those expected and no
  *       byte came after it in the same exchange; before it, only whole clean frames of lengths in
  *       the FIFO (the late replies we expect, skipped). Being of a length that no earlier request
@@ -40,7 +44,9 @@
  *   R4. A read of the unit with the same reply length but other registers than a frame received
  *       less than `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes
  *       while nothing is in flight, not into this read's buffer (b). The same request repeated
- *       needs no wait: an echo would carry the same registers.
+ *       needs no wait: an echo would carry the same registers. But a frame it takes while a frame
+ *       of its kind (length, or exception of its function) came less than `recoveryGapMs` ago may
+ *       be that echo, and its own reply still owed: the value is right, the read joins the FIFO.
  *   R5. Bytes that arrive while nothing is in flight (after a complete frame, before the next
  *       request) make the line dirty: they are counted, flushed, and the next request fails with
  *       E_MODBUS_LINE_DIRTY without being sent, so the device's error counter moves and the
@@ -48,6 +54,8 @@
  *   R6. An exception frame is accepted as an error in any case (never as a value), but while reads
  *       are outstanding it may be an earlier request's, so it retires only the oldest entry
  *       (whichever request it answered, those before it are done, by A1) and the read joins the FIFO.
+ *       An exception of the unit and function less than `recoveryGapMs` after another may be its
+ *       echo (it fits any read of that function): it retires nothing and the read joins the FIFO.
  * A good value is therefore one whose frame is, by A1–A4, the reply to the request that asked for it.
  * Writes (FC05/06/15/16) echo what they wrote and are checked against the request instead.
  */
@@ -64,7 +72,7 @@ import { SerialLink, type PortOpener } from './serial-link.js';
 
 /** A4: replies later than this after their request are assumed never to come. */
 export const LATE_REPLY_HORIZON_MS = 60_000;
-/** Memory bound on a unit's outstanding FIFO; beyond it the oldest go (they expire anyway by A4). */
+/** Memory bound on a unit's outstanding FIFO: at the bound the unit is not asked until entries expire (A4). */
 const MAX_OUTSTANDING = 256;
 
 type Outcome = { pdu: Buffer } | { err: Error; recover: boolean };
@@ -86,7 +94,10 @@ interface InFlight {
 interface UnitStep {
   /** R1: reply lengths of reads whose reply may still come, oldest first. */
   outstanding: Array<{ len: number; at: number }>;
-  /** R4: when a frame of a length was last received, per request that got it ('?' = unknown). */
+  /**
+   * R4: when a frame of a length was last received, per request that got it ('?' = unknown).
+   * Exception frames are kept under the negated function code: their echo fits any read of it.
+   */
   recent: Map<number, Map<string, number>>;
 }
 
@@ -187,8 +198,22 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   }
 
   private addOutstanding(u: UnitStep, len: number): void {
+    // Never drop an entry to bound memory: a dropped entry is a late reply we would accept. The
+    // bound is kept by not sending (transact), so this grows by at most the request in flight.
     u.outstanding.push({ len, at: this.deps.clock.monoMs() });
-    if (u.outstanding.length > MAX_OUTSTANDING) u.outstanding.shift();
+  }
+
+  /**
+   * R2: whether a probe of reply length `len` could not prove the read of `readLen` in step:
+   * `len` occurs in the FIFO at or before the read's last entry.
+   */
+  private probeBlocked(u: UnitStep, len: number, readLen: number): boolean {
+    let last = -1;
+    u.outstanding.forEach((o, i) => {
+      if (o.len === readLen) last = i;
+    });
+    for (let i = 0; i <= last; i++) if (u.outstanding[i]!.len === len) return true;
+    return false;
   }
 
   private checkLive(gen: number): void {
@@ -200,9 +225,13 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     const where = `${this.bus.path} unit ${unitId}`;
     const readLen = expectedReadLength(pdu);
     const u = this.unit(unitId);
+    if (readLen !== undefined) this.isOutstanding(u, readLen); // prunes expired entries (A4)
+    if (readLen !== undefined && u.outstanding.length >= MAX_OUTSTANDING) {
+      throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: ${u.outstanding.length} replies may still come; not asked again until they are past the ${LATE_REPLY_HORIZON_MS} ms horizon`, { retryable: true });
+    }
     if (readLen !== undefined && this.isOutstanding(u, readLen)) {
       // R2: bring the unit back in step before asking anything a late reply could answer.
-      const probe = probePdu(pdu, (len) => this.isOutstanding(u, len));
+      const probe = probePdu(pdu, (len) => this.probeBlocked(u, len, readLen));
       if (!probe) {
         throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: earlier replies may still come and no probe read is left to prove the line in step`, { retryable: true });
       }
@@ -390,9 +419,14 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       return;
     }
     if (frame[1]! & 0x80) {
-      // R6: an exception is an error either way; while reads are outstanding it may be an earlier one's.
+      // R6: an exception is an error either way; while reads are outstanding it may be an earlier
+      // one's, and shortly after another exception it may be that one's echo.
       const err = new ModbusExceptionError(frame[2]!, where);
-      if (u.outstanding.length > 0) {
+      const maybeEcho = this.seenWithinGap(u, -req.fc);
+      this.noteFrame(fromUnit, -req.fc, req.key);
+      if (maybeEcho) {
+        fail(err);
+      } else if (u.outstanding.length > 0) {
         u.outstanding.shift();
         fail(err);
       } else {
@@ -406,13 +440,29 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}`, { retryable: true }));
       return;
     }
+    if (req.readLen !== undefined && this.isOutstanding(u, req.readLen)) {
+      // R2: only a probe goes out while its length is outstanding. This frame answers it or an
+      // earlier request of that length: either way (A1) every entry up to the first of that length
+      // is done, unless the frame may be an echo (A2). Its own reply may still come (fail()).
+      if (!this.seenWithinGap(u, need)) u.outstanding.splice(0, u.outstanding.findIndex((o) => o.len === need) + 1);
+      this.noteFrame(fromUnit, need, '?');
+      fail(new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: a reply that may be an earlier request's of the same length`, { retryable: true }));
+      return;
+    }
     const pdu = Buffer.from(frame.subarray(1, need - 2));
     if (req.readLen === undefined && !writeEchoOk(req.pdu, pdu)) {
       fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply ${pdu.toString('hex')} does not echo the write ${req.pdu.toString('hex')}`, { retryable: true }));
       return;
     }
-    // R3: a clean reply of a length nobody else can still send: ours, and everything before it is done.
-    u.outstanding.length = 0;
+    const maybeEcho = req.readLen !== undefined && this.seenWithinGap(u, need);
+    if (maybeEcho) {
+      // R4: the same request repeated inside the echo window: this frame carries its registers,
+      // but may be the echo of the last one, so its own reply is still owed.
+      this.addOutstanding(u, req.readLen!);
+    } else {
+      // R3: a clean reply of a length nobody else can still send: ours, and everything before it is done.
+      u.outstanding.length = 0;
+    }
     if (req.readLen !== undefined) this.noteFrame(fromUnit, need, req.key);
     const now = this.deps.clock.monoMs();
     this.lastExchangeMs = now - (req.writtenAt ?? req.sentAt);

@@ -9,7 +9,7 @@ import { VirtualClock } from '../../agent/clock.js';
 import { withCrc } from '../../agent/modbus/crc.js';
 import { readRequestPdu, readResponsePdu } from '../../agent/modbus/pdu.js';
 import { silentLogger } from '../helpers/agent.js';
-import { fakeOpener, settle } from '../helpers/fake-serial.js';
+import { fakeOpener, settle, type FakePort } from '../helpers/fake-serial.js';
 
 const RECOVERY = 100;
 const GAP = 4;
@@ -242,6 +242,60 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(port().events.at(-1)).toMatchObject({ kind: 'write', at: at + GAP });
   });
 
+  it("an echoed exception taken by the next read does not let that read's own reply answer a later one", async () => {
+    // Found by a randomised run against a model slave: the echo of one read's exception lands in
+    // the next read (other registers, 3 registers), which then looks answered; its real reply
+    // comes after, into a third read of the same length.
+    const { line, clock, port } = await setup();
+    const bad = await send(line, readRequestPdu('input', 6, 3));
+    clock.advance(20);
+    port().receive(withCrc(Buffer.from([1, 0x84, 2])));
+    await settle();
+    expect(bad.code).toBe('E_MODBUS_EXCEPTION');
+    const y = await send(line, readRequestPdu('input', 2, 3));
+    clock.advance(GAP);
+    await settle();
+    clock.advance(10);
+    port().receive(withCrc(Buffer.from([1, 0x84, 2]))); // the repeater's echo of the exception
+    await settle();
+    expect(y.code).toBe('E_MODBUS_EXCEPTION');
+    const z = track(line.request(1, readRequestPdu('input', 3, 3), TIMEOUT));
+    for (let i = 0; i < 2 * RECOVERY && !z.settled; i++) {
+      await settle();
+      // Registers 2..4: the reply to the read of register 2, whenever it comes.
+      if (i === 60) port().receive(replyFrame([1002, 1003, 1004]));
+      clock.advance(1);
+    }
+    clock.advance(TIMEOUT);
+    await settle();
+    expect(z.value?.toString('hex')).not.toBe(Buffer.from([4, 6, 3, 0xea, 3, 0xeb, 3, 0xec]).toString('hex'));
+  });
+
+  it("the same read repeated within the echo window: an echo it takes leaves its own reply owed", async () => {
+    const { line, clock, port } = await setup();
+    const first = await send(line, reg1);
+    port().receive(replyFrame([231]));
+    await settle();
+    expect(first.value).toBeDefined();
+    const again = await send(line, reg1); // same registers: goes out after the inter-frame gap
+    clock.advance(GAP);
+    await settle();
+    clock.advance(6);
+    port().receive(replyFrame([231])); // the repeater's echo of the first reply
+    await settle();
+    expect(again.value).toEqual(Buffer.from([4, 2, 0, 231])); // the right registers, either way
+    // The repeated read's own reply is slow; a read of register 2 must never take it.
+    const other = track(line.request(1, reg2, TIMEOUT));
+    for (let i = 0; i < 3 * RECOVERY && !other.settled; i++) {
+      await settle();
+      if (i === 150) port().receive(replyFrame([231]));
+      clock.advance(1);
+    }
+    clock.advance(2 * TIMEOUT);
+    await settle();
+    expect(other.value).not.toEqual(Buffer.from([4, 2, 0, 231]));
+  });
+
   it('bytes after a complete reply in the same exchange make it untrusted', async () => {
     const { line, port } = await setup();
     const t = await send(line, reg2);
@@ -256,6 +310,57 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     port().receive(withCrc(Buffer.from([1, 0x84, 2])));
     await settle();
     expect(t.code).toBe('E_MODBUS_EXCEPTION');
+  });
+});
+
+describe('RtuLine: a unit that fell out of step always gets back in (liveness)', () => {
+  /**
+   * A one-register device (register 1 = 231; every other address gets exception 2) that answers
+   * in 10 ms, or not at all while `silent` is set: powered off, then back.
+   */
+  function oneRegisterSlave(clock: VirtualClock, port: () => FakePort, state: { silent: boolean }) {
+    const p = port();
+    const write = p.write.bind(p);
+    p.write = (data: Buffer, cb: (err?: Error | null) => void) => {
+      write(data, cb);
+      if (state.silent) return;
+      const addr = data.readUInt16BE(2);
+      const qty = data.readUInt16BE(4);
+      const reply = addr === 1 && qty === 1 ? replyFrame([231]) : withCrc(Buffer.from([1, data[1]! | 0x80, 2]));
+      clock.setTimeout(() => p.receive(reply), 10);
+    };
+  }
+
+  /** Runs one request to its end on virtual time. */
+  async function complete(line: RtuLine, clock: VirtualClock, pdu: Buffer) {
+    const t = track(line.request(1, pdu, TIMEOUT));
+    for (let i = 0; i < 10 * (TIMEOUT + RECOVERY) && !t.settled; i++) {
+      await settle();
+      if (!t.settled) clock.advance(1);
+    }
+    return t;
+  }
+
+  it('after an outage long enough to time out every probe, the first polls after the device is back read it', async () => {
+    const { line, clock, port } = await setup();
+    const state = { silent: true };
+    oneRegisterSlave(clock, port, state);
+    // Ten polls, one a second, while the device is off: the read and then each probe time out.
+    for (let i = 0; i < 10; i++) {
+      const t = await complete(line, clock, reg1);
+      expect(t.value).toBeUndefined();
+      clock.advance(1000);
+    }
+    state.silent = false;
+    // Back well inside the late-reply horizon: a probe proves the unit in step and the read goes out.
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = await complete(line, clock, reg1);
+      outcomes.push(t.value ? t.value.toString('hex') : t.code!);
+      clock.advance(1000);
+    }
+    expect(outcomes.at(-1)).toBe('040200e7');
+    expect(clock.monoMs()).toBeLessThan(30_000);
   });
 });
 
