@@ -50,7 +50,9 @@
  *   R5. Bytes that arrive while nothing is in flight (after a complete frame, before the next
  *       request) make the line dirty: they are counted, flushed, and the next request fails with
  *       E_MODBUS_LINE_DIRTY without being sent, so the device's error counter moves and the
- *       operator sees why.
+ *       operator sees why. When they begin with a whole clean frame of another unit, that unit is
+ *       to blame, not the next request's: its next request fails instead, and this one goes out
+ *       after a flush and a recovery gap (a few times at most, so chatter cannot hold the line).
  *   R6. An exception frame is accepted as an error in any case (never as a value), but while reads
  *       are outstanding it may be an earlier request's, so it retires only the oldest entry
  *       (whichever request it answered, those before it are done, by A1) and the read joins the FIFO.
@@ -72,6 +74,10 @@ import { SerialLink, type PortOpener } from './serial-link.js';
 
 /** A4: replies later than this after their request are assumed never to come. */
 export const LATE_REPLY_HORIZON_MS = 60_000;
+/** Bytes of dirt kept to tell whose frame it was (the longest RTU frame is 256 bytes). */
+const DIRTY_KEEP = 256;
+/** Times a request waits out another unit's dirt before it takes the blame itself (R5). */
+const MAX_DIRT_WAITS = 3;
 /** Memory bound on a unit's outstanding FIFO: at the bound the unit is not asked until entries expire (A4). */
 const MAX_OUTSTANDING = 256;
 
@@ -121,7 +127,10 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   private needsFlush = false;
   /** R5: bytes received with nothing in flight since the last send. */
   private dirtyBytes = 0;
+  /** The first bytes of the dirt (up to DIRTY_KEEP), to name its sender and show it. */
   private dirtySample: Buffer | undefined;
+  /** R5: units whose frames made the line dirty, with what to tell their next request. */
+  private readonly blame = new Map<number, string>();
   private stopped = true;
   /** Bumped by stop(): requests queued before it never reach the wire after a restart. */
   private generation = 0;
@@ -257,37 +266,48 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     const { clock } = this.deps;
     const readLen = expectedReadLength(pdu);
     const key = pdu.toString('hex');
-    for (;;) {
-      const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen, key);
-      const wait = Math.max(this.quietUntil, guard) - clock.monoMs();
-      if (wait <= 0) break;
-      await new Promise<void>((r) => {
-        this.quietWake = r;
-        this.quietTimer = clock.setTimeout(r, wait);
-      });
-      this.quietTimer = undefined;
-      this.quietWake = undefined;
+    for (let dirtWaits = 0; ; dirtWaits++) {
+      for (;;) {
+        const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen, key);
+        const wait = Math.max(this.quietUntil, guard) - clock.monoMs();
+        if (wait <= 0) break;
+        await new Promise<void>((r) => {
+          this.quietWake = r;
+          this.quietTimer = clock.setTimeout(r, wait);
+        });
+        this.quietTimer = undefined;
+        this.quietWake = undefined;
+        this.checkLive(gen);
+      }
       this.checkLive(gen);
-    }
-    this.checkLive(gen);
-    if (this.needsFlush || this.dirtyBytes > 0) {
-      this.needsFlush = false;
-      await this.link.flushInput();
-      this.checkLive(gen);
-    }
-    if (this.dirtyBytes > 0) {
+      if (this.needsFlush || this.dirtyBytes > 0) {
+        this.needsFlush = false;
+        await this.link.flushInput();
+        this.checkLive(gen);
+      }
+      if (this.dirtyBytes === 0) break;
       // R5. The flush above discarded the rest; the next request goes out after a recovery gap.
       const n = this.dirtyBytes;
-      const sample = this.dirtySample?.toString('hex') ?? '';
+      const shown = `${this.dirtySample?.subarray(0, 16).toString('hex') ?? ''}${n > 16 ? '…' : ''}`;
+      const sender = this.dirtySample && frameSender(this.dirtySample);
       this.dirtyBytes = 0;
       this.dirtySample = undefined;
       this.quietUntil = clock.monoMs() + this.recoveryGapMs();
       this.needsFlush = true;
+      if (sender !== undefined && sender !== unitId && dirtWaits < MAX_DIRT_WAITS) {
+        this.blame.set(sender, `${this.bus.path} unit ${sender}: request not sent: a frame of this unit (${n} bytes: ${shown}) arrived while no request was waiting: a late reply or an echo`);
+        continue;
+      }
       throw new RackguardError(
         'E_MODBUS_LINE_DIRTY',
-        `${this.bus.path} unit ${unitId}: request not sent: ${n} unexpected bytes arrived while no request was waiting (${sample}${n > 16 ? '…' : ''}): a late reply, an echo or noise`,
+        `${this.bus.path} unit ${unitId}: request not sent: ${n} unexpected bytes arrived while no request was waiting (${shown}): a late reply, an echo or noise`,
         { retryable: true },
       );
+    }
+    const blamed = this.blame.get(unitId);
+    if (blamed !== undefined) {
+      this.blame.delete(unitId);
+      throw new RackguardError('E_MODBUS_LINE_DIRTY', blamed, { retryable: true });
     }
     const frame = withCrc(Buffer.concat([Buffer.from([unitId]), pdu]));
     const outcome = await new Promise<Outcome>((done) => {
@@ -353,7 +373,10 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       // into our next request's reply, and fail that request instead of sending it.
       this.discardedBytes += chunk.length;
       this.dirtyBytes += chunk.length;
-      if (!this.dirtySample) this.dirtySample = Buffer.from(chunk.subarray(0, 16));
+      if ((this.dirtySample?.length ?? 0) < DIRTY_KEEP) {
+        const more = chunk.subarray(0, DIRTY_KEEP - (this.dirtySample?.length ?? 0));
+        this.dirtySample = this.dirtySample ? Buffer.concat([this.dirtySample, more]) : Buffer.from(more);
+      }
       this.quietUntil = Math.max(this.quietUntil, this.deps.clock.monoMs() + this.bus.interFrameGapMs);
       return;
     }
@@ -523,6 +546,16 @@ export function probePdu(pdu: Buffer, taken: (len: number) => boolean): Buffer |
     if (!taken(expectedReadLength(probe)!)) return probe;
   }
   return undefined;
+}
+
+/** The unit of a whole clean reply frame at the start of `buf`, if there is one. */
+function frameSender(buf: Buffer): number | undefined {
+  const unit = buf[0];
+  const fc = buf[1];
+  if (unit === undefined || fc === undefined || unit < 1 || unit > 247) return undefined;
+  const need = rtuResponseFrameLength(buf, fc & 0x7f);
+  if (need === undefined || buf.length < need || !crcOk(buf.subarray(0, need))) return undefined;
+  return unit;
 }
 
 /** FC05/06 echo the request; FC15/16 echo its address and quantity. Others are not checked. */

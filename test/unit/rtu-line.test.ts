@@ -213,6 +213,31 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(next.value).toBeDefined();
   });
 
+  it("another unit's late reply arriving between requests fails that unit's next request, not this one's", async () => {
+    const { line, clock, port } = await setup();
+    await timeOut(line, clock, reg1); // unit 1 is slow
+    clock.advance(RECOVERY);
+    port().receive(replyFrame([231])); // its late reply, while nothing is in flight
+    const writes = port().writes().length;
+    const unit2 = track(line.request(2, reg1, TIMEOUT));
+    await settle();
+    clock.advance(GAP);
+    await settle();
+    clock.advance(RECOVERY);
+    await settle();
+    // Unit 2 is healthy: its read goes out (after a flush and a recovery gap) and is answered.
+    expect(port().writes().slice(writes)).toEqual([requestFrame(reg1, 2)]);
+    port().receive(replyFrame([777], 2));
+    await settle();
+    expect(unit2.value).toEqual(Buffer.from([4, 2, 3, 9]));
+    // Unit 1's next request carries the blame, so its error counter moves and says why.
+    const unit1 = track(line.request(1, regs12, TIMEOUT));
+    clock.advance(GAP);
+    await settle();
+    expect(unit1.code).toBe('E_MODBUS_LINE_DIRTY');
+    expect(port().writes().length).toBe(writes + 1);
+  });
+
   it('a read of other registers with the same reply length waits out the echo window; the echo then fails it', async () => {
     const { line, clock, port } = await setup();
     const first = await send(line, reg1);
