@@ -383,6 +383,18 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     req.buf = req.buf.length === 0 ? chunk : Buffer.concat([req.buf, chunk]);
     for (;;) {
       if (req.buf.length === 0) return;
+      // Another unit's reply (a late one, say) ahead of ours: skip it whole, as R5 does between
+      // requests, so a slow unit does not fail its neighbours' reads. It cannot pass for ours: the
+      // bytes after it are framed afresh, unit first.
+      const other = this.otherUnitFrame(req);
+      if (other === 'wait') return;
+      if (other !== undefined) {
+        const n = rtuResponseFrameLength(req.buf, req.buf[1]! & 0x7f)!;
+        this.discardedBytes += n;
+        this.blame.set(other, `${this.bus.path} unit ${other}: request not sent: a frame of this unit (${req.buf.subarray(0, Math.min(n, 16)).toString('hex')}${n > 16 ? '…' : ''}) came in during unit ${req.unitId}'s request: a late reply or an echo`);
+        req.buf = req.buf.subarray(n);
+        continue;
+      }
       // Leading junk or another unit's frame: no need to wait for the rest of it.
       if (req.buf[0] !== req.unitId || (req.buf.length > 1 && (req.buf[1]! & 0x7f) !== req.fc)) {
         const what = req.buf[0] !== req.unitId ? `a reply starting with byte ${req.buf[0]}` : `a reply with function ${req.buf[1]}`;
@@ -396,6 +408,22 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       if (!this.skipLateReply(req, need)) break;
     }
     this.verdict(req, rtuResponseFrameLength(req.buf, req.fc)!);
+  }
+
+  /**
+   * Whether the buffer starts with another unit's whole clean read reply or exception (its unit),
+   * may still (`'wait'`), or does not (undefined: judged as junk at once).
+   */
+  private otherUnitFrame(req: InFlight): number | 'wait' | undefined {
+    const b = req.buf;
+    const unit = b[0]!;
+    if (unit === req.unitId || unit < 1 || unit > 247) return undefined;
+    if (b.length < 2) return 'wait';
+    const fc = b[1]! & 0x7f;
+    if (fc < 1 || fc > 4) return undefined;
+    const need = rtuResponseFrameLength(b, fc);
+    if (need === undefined || b.length < need) return 'wait';
+    return crcOk(b.subarray(0, need)) ? unit : undefined;
   }
 
   /**

@@ -238,6 +238,33 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(port().writes().length).toBe(writes + 1);
   });
 
+  it("another unit's late reply arriving during this read is skipped; this read still gets its own answer", async () => {
+    const { line, clock, port } = await setup();
+    const t = await send(line, reg1);
+    clock.advance(5);
+    port().receive(replyFrame([777], 2)); // unit 2's late reply: same length, another unit
+    await settle();
+    expect(t.settled).toBe(false);
+    port().receive(replyFrame([231]));
+    await settle();
+    expect(t.value).toEqual(Buffer.from([4, 2, 0, 231]));
+    // Unit 2's next request carries the blame instead.
+    const u2 = track(line.request(2, reg1, TIMEOUT));
+    clock.advance(GAP);
+    await settle();
+    expect(u2.code).toBe('E_MODBUS_LINE_DIRTY');
+  });
+
+  it('a frame of another unit with a bad CRC still fails this read at once', async () => {
+    const { line, port } = await setup();
+    const t = await send(line, reg1);
+    const bad = replyFrame([777], 2);
+    bad[bad.length - 1]! ^= 0xff;
+    port().receive(bad);
+    await settle();
+    expect(t.code).toBe('E_MODBUS_BAD_FRAME');
+  });
+
   it('a read of other registers with the same reply length waits out the echo window; the echo then fails it', async () => {
     const { line, clock, port } = await setup();
     const first = await send(line, reg1);
