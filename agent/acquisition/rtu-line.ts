@@ -41,12 +41,14 @@
  *       the FIFO (the late replies we expect, skipped). Being of a length that no earlier request
  *       of the unit can still produce (R2), it is not a late reply (a). A clean good frame empties
  *       the unit's FIFO (A1 again).
- *   R4. A read of the unit with the same reply length but other registers than a frame received
- *       less than `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes
- *       while nothing is in flight, not into this read's buffer (b). The same request repeated
- *       needs no wait: an echo would carry the same registers. But a frame it takes while a frame
- *       of its kind (length, or exception of its function) came less than `recoveryGapMs` ago may
- *       be that echo, and its own reply still owed: the value is right, the read joins the FIFO.
+ *   R4. A read of the unit with the same reply length as a frame received less than
+ *       `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes while
+ *       nothing is in flight, not into this read's buffer (b). The same request repeated waits
+ *       too: the echo would carry its registers, but if it took the echo, its own reply would
+ *       still be owed and could answer a later read of other registers. (So a unit is read at
+ *       most once per `recoveryGapMs` per reply length; `recoveryGapMs: 0` lifts that where no
+ *       repeater can echo.) A frame taken while one of its kind (length, or exception of its
+ *       function) came less than `recoveryGapMs` ago may still be an echo: the read joins the FIFO.
  *   R5. Bytes that arrive while nothing is in flight (after a complete frame, before the next
  *       request) make the line dirty: they are counted, flushed, and the next request fails with
  *       E_MODBUS_LINE_DIRTY without being sent, so the device's error counter moves and the
@@ -257,6 +259,11 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
           throw new RackguardError(code, `${e.message} (in a probe before the read: earlier replies may still come)`, { cause: e, retryable: true });
         }
       }
+      // Even a probe that got a value may not have proved the read in step (a frame that may
+      // have been an echo retires nothing): the read goes out only once its length is clear.
+      if (this.isOutstanding(u, readLen)) {
+        throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: earlier replies may still come (a probe before the read could not prove the line in step)`, { retryable: true });
+      }
     }
     return this.exchange(unitId, pdu, timeoutMs, gen);
   }
@@ -268,7 +275,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     const key = pdu.toString('hex');
     for (let dirtWaits = 0; ; dirtWaits++) {
       for (;;) {
-        const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen, key);
+        const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen);
         const wait = Math.max(this.quietUntil, guard) - clock.monoMs();
         if (wait <= 0) break;
         await new Promise<void>((r) => {
@@ -339,8 +346,8 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     return Math.max(this.bus.recoveryGapMs, this.bus.interFrameGapMs);
   }
 
-  /** R4: the earliest time a read of `len` bytes for request `key` may be sent. */
-  private echoGuardUntil(u: UnitStep, len: number, key: string): number {
+  /** R4: the earliest time a read of `len` bytes may be sent. */
+  private echoGuardUntil(u: UnitStep, len: number): number {
     const seen = u.recent.get(len);
     if (!seen) return 0;
     const now = this.deps.clock.monoMs();
@@ -348,7 +355,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     let until = 0;
     for (const [k, at] of seen) {
       if (at + gap <= now) seen.delete(k);
-      else if (k !== key) until = Math.max(until, at + gap);
+      else until = Math.max(until, at + gap);
     }
     return until;
   }

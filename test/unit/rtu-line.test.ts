@@ -281,7 +281,7 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(t.code).toBe('E_MODBUS_LINE_DIRTY');
   });
 
-  it('the same read repeated goes out after the inter-frame gap only: an echo would carry the same registers', async () => {
+  it('the same read repeated waits out the echo window too: an echo it took would leave its own reply owed', async () => {
     const { line, clock, port } = await setup();
     const first = await send(line, reg1);
     port().receive(replyFrame([231]));
@@ -289,9 +289,12 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(first.value).toBeDefined();
     const at = clock.monoMs();
     await send(line, reg1);
-    clock.advance(GAP);
+    clock.advance(RECOVERY - 1);
     await settle();
-    expect(port().events.at(-1)).toMatchObject({ kind: 'write', at: at + GAP });
+    expect(port().writes().length).toBe(1);
+    clock.advance(1);
+    await settle();
+    expect(port().events.at(-1)).toMatchObject({ kind: 'write', at: at + RECOVERY });
   });
 
   it("an echoed exception taken by the next read does not let that read's own reply answer a later one", async () => {
@@ -329,18 +332,20 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     port().receive(replyFrame([231]));
     await settle();
     expect(first.value).toBeDefined();
-    const again = await send(line, reg1); // same registers: goes out after the inter-frame gap
+    const again = await send(line, reg1);
     clock.advance(GAP);
     await settle();
     clock.advance(6);
     port().receive(replyFrame([231])); // the repeater's echo of the first reply
     await settle();
-    expect(again.value).toEqual(Buffer.from([4, 2, 0, 231])); // the right registers, either way
-    // The repeated read's own reply is slow; a read of register 2 must never take it.
+    // A value, if any, carries the right registers.
+    if (again.value) expect(again.value).toEqual(Buffer.from([4, 2, 0, 231]));
+    const againSent = port().writes().length === 2;
+    // The repeated read's own reply, if it went out, is slow; a read of register 2 must never take it.
     const other = track(line.request(1, reg2, TIMEOUT));
     for (let i = 0; i < 3 * RECOVERY && !other.settled; i++) {
       await settle();
-      if (i === 150) port().receive(replyFrame([231]));
+      if (i === 150 && againSent) port().receive(replyFrame([231]));
       clock.advance(1);
     }
     clock.advance(2 * TIMEOUT);
