@@ -29,25 +29,37 @@
  *       theirs (timed out, answered by a frame of the wrong length, by surplus bytes, or by an
  *       exception that may have been an earlier request's). Entry: the reply length it would have.
  *   R2. A read whose reply length is outstanding for its unit is not sent. A probe goes first: a
- *       read of the same table whose reply length is outstanding for nobody (one register more or
- *       fewer). The probe's clean reply proves, by A1, that every earlier reply of the unit has come
- *       or never will; the FIFO is emptied. Only then is the read sent.
+ *       read of the same table, a few registers more or fewer, whose reply length does not occur
+ *       in the FIFO up to the read's last entry. A clean frame of the probe's length answers the
+ *       probe or an earlier request of that length, so by A1 every entry up to the first of that
+ *       length is done: they are retired (all of them when the length was not outstanding), the
+ *       read's length with them. Only then is the read sent. A probe may repeat an outstanding
+ *       length that lies after the read's entries: without that, a device that stayed silent for
+ *       as many polls as there are probe lengths would be locked out until A4's horizon.
  *   R3. A read's frame is good only if unit, function and byte count are those expected and no
  *       byte came after it in the same exchange; before it, only whole clean frames of lengths in
  *       the FIFO (the late replies we expect, skipped). Being of a length that no earlier request
  *       of the unit can still produce (R2), it is not a late reply (a). A clean good frame empties
  *       the unit's FIFO (A1 again).
- *   R4. A read of the unit with the same reply length but other registers than a frame received
- *       less than `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes
- *       while nothing is in flight, not into this read's buffer (b). The same request repeated
- *       needs no wait: an echo would carry the same registers.
+ *   R4. A read of the unit with the same reply length as a frame received less than
+ *       `recoveryGapMs` ago is held until that gap has passed (A2): an echo then comes while
+ *       nothing is in flight, not into this read's buffer (b). The same request repeated waits
+ *       too: the echo would carry its registers, but if it took the echo, its own reply would
+ *       still be owed and could answer a later read of other registers. (So a unit is read at
+ *       most once per `recoveryGapMs` per reply length; `recoveryGapMs: 0` lifts that where no
+ *       repeater can echo.) A frame taken while one of its kind (length, or exception of its
+ *       function) came less than `recoveryGapMs` ago may still be an echo: the read joins the FIFO.
  *   R5. Bytes that arrive while nothing is in flight (after a complete frame, before the next
  *       request) make the line dirty: they are counted, flushed, and the next request fails with
  *       E_MODBUS_LINE_DIRTY without being sent, so the device's error counter moves and the
- *       operator sees why.
+ *       operator sees why. When they begin with a whole clean frame of another unit, that unit is
+ *       to blame, not the next request's: its next request fails instead, and this one goes out
+ *       after a flush and a recovery gap (a few times at most, so chatter cannot hold the line).
  *   R6. An exception frame is accepted as an error in any case (never as a value), but while reads
  *       are outstanding it may be an earlier request's, so it retires only the oldest entry
  *       (whichever request it answered, those before it are done, by A1) and the read joins the FIFO.
+ *       An exception of the unit and function less than `recoveryGapMs` after another may be its
+ *       echo (it fits any read of that function): it retires nothing and the read joins the FIFO.
  * A good value is therefore one whose frame is, by A1–A4, the reply to the request that asked for it.
  * Writes (FC05/06/15/16) echo what they wrote and are checked against the request instead.
  */
@@ -64,7 +76,11 @@ import { SerialLink, type PortOpener } from './serial-link.js';
 
 /** A4: replies later than this after their request are assumed never to come. */
 export const LATE_REPLY_HORIZON_MS = 60_000;
-/** Memory bound on a unit's outstanding FIFO; beyond it the oldest go (they expire anyway by A4). */
+/** Bytes of dirt kept to tell whose frame it was (the longest RTU frame is 256 bytes). */
+const DIRTY_KEEP = 256;
+/** Times a request waits out another unit's dirt before it takes the blame itself (R5). */
+const MAX_DIRT_WAITS = 3;
+/** Memory bound on a unit's outstanding FIFO: at the bound the unit is not asked until entries expire (A4). */
 const MAX_OUTSTANDING = 256;
 
 type Outcome = { pdu: Buffer } | { err: Error; recover: boolean };
@@ -86,7 +102,10 @@ interface InFlight {
 interface UnitStep {
   /** R1: reply lengths of reads whose reply may still come, oldest first. */
   outstanding: Array<{ len: number; at: number }>;
-  /** R4: when a frame of a length was last received, per request that got it ('?' = unknown). */
+  /**
+   * R4: when a frame of a length was last received, per request that got it ('?' = unknown).
+   * Exception frames are kept under the negated function code: their echo fits any read of it.
+   */
   recent: Map<number, Map<string, number>>;
 }
 
@@ -110,7 +129,10 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   private needsFlush = false;
   /** R5: bytes received with nothing in flight since the last send. */
   private dirtyBytes = 0;
+  /** The first bytes of the dirt (up to DIRTY_KEEP), to name its sender and show it. */
   private dirtySample: Buffer | undefined;
+  /** R5: units whose frames made the line dirty, with what to tell their next request. */
+  private readonly blame = new Map<number, string>();
   private stopped = true;
   /** Bumped by stop(): requests queued before it never reach the wire after a restart. */
   private generation = 0;
@@ -187,8 +209,22 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
   }
 
   private addOutstanding(u: UnitStep, len: number): void {
+    // Never drop an entry to bound memory: a dropped entry is a late reply we would accept. The
+    // bound is kept by not sending (transact), so this grows by at most the request in flight.
     u.outstanding.push({ len, at: this.deps.clock.monoMs() });
-    if (u.outstanding.length > MAX_OUTSTANDING) u.outstanding.shift();
+  }
+
+  /**
+   * R2: whether a probe of reply length `len` could not prove the read of `readLen` in step:
+   * `len` occurs in the FIFO at or before the read's last entry.
+   */
+  private probeBlocked(u: UnitStep, len: number, readLen: number): boolean {
+    let last = -1;
+    u.outstanding.forEach((o, i) => {
+      if (o.len === readLen) last = i;
+    });
+    for (let i = 0; i <= last; i++) if (u.outstanding[i]!.len === len) return true;
+    return false;
   }
 
   private checkLive(gen: number): void {
@@ -200,9 +236,13 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     const where = `${this.bus.path} unit ${unitId}`;
     const readLen = expectedReadLength(pdu);
     const u = this.unit(unitId);
+    if (readLen !== undefined) this.isOutstanding(u, readLen); // prunes expired entries (A4)
+    if (readLen !== undefined && u.outstanding.length >= MAX_OUTSTANDING) {
+      throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: ${u.outstanding.length} replies may still come; not asked again until they are past the ${LATE_REPLY_HORIZON_MS} ms horizon`, { retryable: true });
+    }
     if (readLen !== undefined && this.isOutstanding(u, readLen)) {
       // R2: bring the unit back in step before asking anything a late reply could answer.
-      const probe = probePdu(pdu, (len) => this.isOutstanding(u, len));
+      const probe = probePdu(pdu, (len) => this.probeBlocked(u, len, readLen));
       if (!probe) {
         throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: earlier replies may still come and no probe read is left to prove the line in step`, { retryable: true });
       }
@@ -219,6 +259,11 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
           throw new RackguardError(code, `${e.message} (in a probe before the read: earlier replies may still come)`, { cause: e, retryable: true });
         }
       }
+      // Even a probe that got a value may not have proved the read in step (a frame that may
+      // have been an echo retires nothing): the read goes out only once its length is clear.
+      if (this.isOutstanding(u, readLen)) {
+        throw new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: earlier replies may still come (a probe before the read could not prove the line in step)`, { retryable: true });
+      }
     }
     return this.exchange(unitId, pdu, timeoutMs, gen);
   }
@@ -228,37 +273,48 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     const { clock } = this.deps;
     const readLen = expectedReadLength(pdu);
     const key = pdu.toString('hex');
-    for (;;) {
-      const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen, key);
-      const wait = Math.max(this.quietUntil, guard) - clock.monoMs();
-      if (wait <= 0) break;
-      await new Promise<void>((r) => {
-        this.quietWake = r;
-        this.quietTimer = clock.setTimeout(r, wait);
-      });
-      this.quietTimer = undefined;
-      this.quietWake = undefined;
+    for (let dirtWaits = 0; ; dirtWaits++) {
+      for (;;) {
+        const guard = readLen === undefined ? 0 : this.echoGuardUntil(this.unit(unitId), readLen);
+        const wait = Math.max(this.quietUntil, guard) - clock.monoMs();
+        if (wait <= 0) break;
+        await new Promise<void>((r) => {
+          this.quietWake = r;
+          this.quietTimer = clock.setTimeout(r, wait);
+        });
+        this.quietTimer = undefined;
+        this.quietWake = undefined;
+        this.checkLive(gen);
+      }
       this.checkLive(gen);
-    }
-    this.checkLive(gen);
-    if (this.needsFlush || this.dirtyBytes > 0) {
-      this.needsFlush = false;
-      await this.link.flushInput();
-      this.checkLive(gen);
-    }
-    if (this.dirtyBytes > 0) {
+      if (this.needsFlush || this.dirtyBytes > 0) {
+        this.needsFlush = false;
+        await this.link.flushInput();
+        this.checkLive(gen);
+      }
+      if (this.dirtyBytes === 0) break;
       // R5. The flush above discarded the rest; the next request goes out after a recovery gap.
       const n = this.dirtyBytes;
-      const sample = this.dirtySample?.toString('hex') ?? '';
+      const shown = `${this.dirtySample?.subarray(0, 16).toString('hex') ?? ''}${n > 16 ? '…' : ''}`;
+      const sender = this.dirtySample && frameSender(this.dirtySample);
       this.dirtyBytes = 0;
       this.dirtySample = undefined;
       this.quietUntil = clock.monoMs() + this.recoveryGapMs();
       this.needsFlush = true;
+      if (sender !== undefined && sender !== unitId && dirtWaits < MAX_DIRT_WAITS) {
+        this.blame.set(sender, `${this.bus.path} unit ${sender}: request not sent: a frame of this unit (${n} bytes: ${shown}) arrived while no request was waiting: a late reply or an echo`);
+        continue;
+      }
       throw new RackguardError(
         'E_MODBUS_LINE_DIRTY',
-        `${this.bus.path} unit ${unitId}: request not sent: ${n} unexpected bytes arrived while no request was waiting (${sample}${n > 16 ? '…' : ''}): a late reply, an echo or noise`,
+        `${this.bus.path} unit ${unitId}: request not sent: ${n} unexpected bytes arrived while no request was waiting (${shown}): a late reply, an echo or noise`,
         { retryable: true },
       );
+    }
+    const blamed = this.blame.get(unitId);
+    if (blamed !== undefined) {
+      this.blame.delete(unitId);
+      throw new RackguardError('E_MODBUS_LINE_DIRTY', blamed, { retryable: true });
     }
     const frame = withCrc(Buffer.concat([Buffer.from([unitId]), pdu]));
     const outcome = await new Promise<Outcome>((done) => {
@@ -290,8 +346,8 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     return Math.max(this.bus.recoveryGapMs, this.bus.interFrameGapMs);
   }
 
-  /** R4: the earliest time a read of `len` bytes for request `key` may be sent. */
-  private echoGuardUntil(u: UnitStep, len: number, key: string): number {
+  /** R4: the earliest time a read of `len` bytes may be sent. */
+  private echoGuardUntil(u: UnitStep, len: number): number {
     const seen = u.recent.get(len);
     if (!seen) return 0;
     const now = this.deps.clock.monoMs();
@@ -299,7 +355,7 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
     let until = 0;
     for (const [k, at] of seen) {
       if (at + gap <= now) seen.delete(k);
-      else if (k !== key) until = Math.max(until, at + gap);
+      else until = Math.max(until, at + gap);
     }
     return until;
   }
@@ -324,13 +380,28 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       // into our next request's reply, and fail that request instead of sending it.
       this.discardedBytes += chunk.length;
       this.dirtyBytes += chunk.length;
-      if (!this.dirtySample) this.dirtySample = Buffer.from(chunk.subarray(0, 16));
+      if ((this.dirtySample?.length ?? 0) < DIRTY_KEEP) {
+        const more = chunk.subarray(0, DIRTY_KEEP - (this.dirtySample?.length ?? 0));
+        this.dirtySample = this.dirtySample ? Buffer.concat([this.dirtySample, more]) : Buffer.from(more);
+      }
       this.quietUntil = Math.max(this.quietUntil, this.deps.clock.monoMs() + this.bus.interFrameGapMs);
       return;
     }
     req.buf = req.buf.length === 0 ? chunk : Buffer.concat([req.buf, chunk]);
     for (;;) {
       if (req.buf.length === 0) return;
+      // Another unit's reply (a late one, say) ahead of ours: skip it whole, as R5 does between
+      // requests, so a slow unit does not fail its neighbours' reads. It cannot pass for ours: the
+      // bytes after it are framed afresh, unit first.
+      const other = this.otherUnitFrame(req);
+      if (other === 'wait') return;
+      if (other !== undefined) {
+        const n = rtuResponseFrameLength(req.buf, req.buf[1]! & 0x7f)!;
+        this.discardedBytes += n;
+        this.blame.set(other, `${this.bus.path} unit ${other}: request not sent: a frame of this unit (${req.buf.subarray(0, Math.min(n, 16)).toString('hex')}${n > 16 ? '…' : ''}) came in during unit ${req.unitId}'s request: a late reply or an echo`);
+        req.buf = req.buf.subarray(n);
+        continue;
+      }
       // Leading junk or another unit's frame: no need to wait for the rest of it.
       if (req.buf[0] !== req.unitId || (req.buf.length > 1 && (req.buf[1]! & 0x7f) !== req.fc)) {
         const what = req.buf[0] !== req.unitId ? `a reply starting with byte ${req.buf[0]}` : `a reply with function ${req.buf[1]}`;
@@ -344,6 +415,22 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       if (!this.skipLateReply(req, need)) break;
     }
     this.verdict(req, rtuResponseFrameLength(req.buf, req.fc)!);
+  }
+
+  /**
+   * Whether the buffer starts with another unit's whole clean read reply or exception (its unit),
+   * may still (`'wait'`), or does not (undefined: judged as junk at once).
+   */
+  private otherUnitFrame(req: InFlight): number | 'wait' | undefined {
+    const b = req.buf;
+    const unit = b[0]!;
+    if (unit === req.unitId || unit < 1 || unit > 247) return undefined;
+    if (b.length < 2) return 'wait';
+    const fc = b[1]! & 0x7f;
+    if (fc < 1 || fc > 4) return undefined;
+    const need = rtuResponseFrameLength(b, fc);
+    if (need === undefined || b.length < need) return 'wait';
+    return crcOk(b.subarray(0, need)) ? unit : undefined;
   }
 
   /**
@@ -390,9 +477,14 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       return;
     }
     if (frame[1]! & 0x80) {
-      // R6: an exception is an error either way; while reads are outstanding it may be an earlier one's.
+      // R6: an exception is an error either way; while reads are outstanding it may be an earlier
+      // one's, and shortly after another exception it may be that one's echo.
       const err = new ModbusExceptionError(frame[2]!, where);
-      if (u.outstanding.length > 0) {
+      const maybeEcho = this.seenWithinGap(u, -req.fc);
+      this.noteFrame(fromUnit, -req.fc, req.key);
+      if (maybeEcho) {
+        fail(err);
+      } else if (u.outstanding.length > 0) {
         u.outstanding.shift();
         fail(err);
       } else {
@@ -406,13 +498,29 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply carries ${need - 5} data bytes, expected ${req.readLen - 5}`, { retryable: true }));
       return;
     }
+    if (req.readLen !== undefined && this.isOutstanding(u, req.readLen)) {
+      // R2: only a probe goes out while its length is outstanding. This frame answers it or an
+      // earlier request of that length: either way (A1) every entry up to the first of that length
+      // is done, unless the frame may be an echo (A2). Its own reply may still come (fail()).
+      if (!this.seenWithinGap(u, need)) u.outstanding.splice(0, u.outstanding.findIndex((o) => o.len === need) + 1);
+      this.noteFrame(fromUnit, need, '?');
+      fail(new RackguardError('E_MODBUS_LINE_DIRTY', `${where}: a reply that may be an earlier request's of the same length`, { retryable: true }));
+      return;
+    }
     const pdu = Buffer.from(frame.subarray(1, need - 2));
     if (req.readLen === undefined && !writeEchoOk(req.pdu, pdu)) {
       fail(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply ${pdu.toString('hex')} does not echo the write ${req.pdu.toString('hex')}`, { retryable: true }));
       return;
     }
-    // R3: a clean reply of a length nobody else can still send: ours, and everything before it is done.
-    u.outstanding.length = 0;
+    const maybeEcho = req.readLen !== undefined && this.seenWithinGap(u, need);
+    if (maybeEcho) {
+      // R4: the same request repeated inside the echo window: this frame carries its registers,
+      // but may be the echo of the last one, so its own reply is still owed.
+      this.addOutstanding(u, req.readLen!);
+    } else {
+      // R3: a clean reply of a length nobody else can still send: ours, and everything before it is done.
+      u.outstanding.length = 0;
+    }
     if (req.readLen !== undefined) this.noteFrame(fromUnit, need, req.key);
     const now = this.deps.clock.monoMs();
     this.lastExchangeMs = now - (req.writtenAt ?? req.sentAt);
@@ -473,6 +581,16 @@ export function probePdu(pdu: Buffer, taken: (len: number) => boolean): Buffer |
     if (!taken(expectedReadLength(probe)!)) return probe;
   }
   return undefined;
+}
+
+/** The unit of a whole clean reply frame at the start of `buf`, if there is one. */
+function frameSender(buf: Buffer): number | undefined {
+  const unit = buf[0];
+  const fc = buf[1];
+  if (unit === undefined || fc === undefined || unit < 1 || unit > 247) return undefined;
+  const need = rtuResponseFrameLength(buf, fc & 0x7f);
+  if (need === undefined || buf.length < need || !crcOk(buf.subarray(0, need))) return undefined;
+  return unit;
 }
 
 /** FC05/06 echo the request; FC15/16 echo its address and quantity. Others are not checked. */

@@ -33,10 +33,12 @@ interface Run {
   samples: Sample[];
   counters: DeviceCounters;
   requestsSeen: number;
+  firstRequestAt: number;
+  neighbour: DeviceCounters | undefined;
 }
 
 /** Polls the hostile slave for `runMs` of real time and returns every sample and the device's counters. */
-async function pollHostileSlave(opts: { slaveArgs: string[]; pollIntervalMs: number; timeoutMs: number; runMs: number }): Promise<Run> {
+async function pollHostileSlave(opts: { slaveArgs: string[]; pollIntervalMs: number; timeoutMs: number; runMs: number; backoffMs?: number; points?: string; neighbour?: boolean }): Promise<Run> {
   const pty: PtyPair = await startPtyPair();
   cleanups.push(() => pty.stop());
   const slave: SpawnedProcess = await spawnAndWait('/usr/bin/python3', [SLAVE, '--port', pty.b, ...opts.slaveArgs], { readyLine: /^ready$/, timeoutMs: 10_000 });
@@ -53,26 +55,39 @@ buses:
         pollIntervalMs: ${opts.pollIntervalMs}
         timeoutMs: ${opts.timeoutMs}
         maxReadRegisters: 1
+${opts.backoffMs ? `        backoffInitialMs: ${opts.backoffMs}\n        backoffMaxMs: ${opts.backoffMs}\n` : ''}        points:
+${opts.points ?? `          - { name: temperature, table: input, address: 1, type: int16, scale: 0.1, kind: temperature }
+          - { name: humidity, table: input, address: 2, type: int16, scale: 0.1, kind: humidity }`}
+${
+  opts.neighbour
+    ? `      - id: nb
+        unitId: 2
+        pollIntervalMs: ${opts.pollIntervalMs}
+        timeoutMs: ${opts.timeoutMs}
+        maxReadRegisters: 1
         points:
           - { name: temperature, table: input, address: 1, type: int16, scale: 0.1, kind: temperature }
           - { name: humidity, table: input, address: 2, type: int16, scale: 0.1, kind: humidity }
-`,
+`
+    : ''
+}`,
     'hostile.yaml',
   );
   const bus = config.buses[0] as SerialBusDef;
   const line = new RtuLine(bus, { clock: systemClock, logger: silentLogger });
   const samples: Sample[] = [];
   const poller = new BusPoller(bus.devices, line, { clock: systemClock, logger: silentLogger, onSamples: (batch) => samples.push(...batch) });
-  expect(poller.readsPerCycle).toBe(2);
+  expect(poller.readsPerCycle).toBe((opts.points ? 1 : 2) + (opts.neighbour ? 2 : 0));
   const opened = new Promise<void>((resolve) => line.once('open', () => resolve()));
   await line.start();
   await opened;
   await poller.start();
+  const firstRequestAt = systemClock.wallMs();
   await new Promise((r) => setTimeout(r, opts.runMs)); // the fault needs real time to play out
   await poller.stop();
   await line.stop();
   const requestsSeen = slave.lines.filter((l) => l.startsWith('request')).length;
-  return { samples, counters: poller.health()[0]!.counters, requestsSeen };
+  return { samples, counters: poller.health()[0]!.counters, neighbour: poller.health()[1]?.counters, requestsSeen, firstRequestAt };
 }
 
 function goodValues(run: Run, point: string): number[] {
@@ -114,5 +129,45 @@ describe.concurrent('RTU line against a hostile slave: a late or echoed reply is
     expect(goodValues(run, 'temperature').length).toBeGreaterThan(5);
     expect(run.counters.badFrames).toBeGreaterThan(0);
     expect(run.samples.some((s) => s.quality === 'comm_error' && /E_MODBUS_LINE_DIRTY/.test(s.reason ?? ''))).toBe(true);
+  });
+
+  it('a device off for 3 s (every read and probe times out) is read again as soon as it is back', async () => {
+    // Its only point is register 1; the probes around it (registers 1..2, 0..1, 1..3, …) time out
+    // while it is off, then get exceptions or values. Polled every 200 ms with no backoff growth,
+    // so that more probes time out than there are probe lengths. Before the fix the unit was then
+    // not asked at all until the 60 s late-reply horizon.
+    const run = await pollHostileSlave({
+      slaveArgs: ['--silent-first-ms', '3000', '--turnaround-ms', '5'],
+      pollIntervalMs: 200,
+      timeoutMs: 100,
+      backoffMs: 200,
+      runMs: 6_000,
+      points: '          - { name: temperature, table: input, address: 1, type: int16, scale: 0.1, kind: temperature }',
+    });
+    const good = run.samples.filter((s) => s.quality === 'good');
+    expect(good.length).toBeGreaterThan(0);
+    expect(run.counters.timeouts).toBeGreaterThan(5);
+    expect(good.every((s) => s.value === TEMPERATURE)).toBe(true);
+    // Back at 3 s: read within the next two seconds, long before any 60 s horizon.
+    expect(good[0]!.ts - run.firstRequestAt).toBeLessThan(5_000);
+  });
+
+  it("a slow unit's late replies neither fail nor feed its healthy neighbour on the same line", async () => {
+    // Unit 1 answers one request in two 400 ms late (timeout 150 ms); unit 2 answers at once with
+    // other values (77.7 and 88.8) from registers of the same numbers and lengths. Unit 1's late
+    // replies come in between requests or during unit 2's reads: they must be blamed on unit 1.
+    const run = await pollHostileSlave({
+      slaveArgs: ['--late-ms', '400', '--late-every', '2', '--one-at-a-time', '--healthy-unit', '2'],
+      pollIntervalMs: 250,
+      timeoutMs: 150,
+      runMs: 8_000,
+      neighbour: true,
+    });
+    expectNoSwappedValues(run);
+    const nb = run.samples.filter((s) => s.pointId.startsWith('nb.'));
+    expect(nb.filter((s) => s.quality === 'good' && s.value !== (s.pointId === 'nb.temperature' ? 77.7 : 88.8))).toEqual([]);
+    expect(run.counters.timeouts).toBeGreaterThan(0);
+    expect(nb.filter((s) => s.quality !== 'good').map((s) => s.reason)).toEqual([]);
+    expect(run.neighbour).toMatchObject({ timeouts: 0, badFrames: 0, crcErrors: 0 });
   });
 });

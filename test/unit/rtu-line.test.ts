@@ -9,7 +9,7 @@ import { VirtualClock } from '../../agent/clock.js';
 import { withCrc } from '../../agent/modbus/crc.js';
 import { readRequestPdu, readResponsePdu } from '../../agent/modbus/pdu.js';
 import { silentLogger } from '../helpers/agent.js';
-import { fakeOpener, settle } from '../helpers/fake-serial.js';
+import { fakeOpener, settle, type FakePort } from '../helpers/fake-serial.js';
 
 const RECOVERY = 100;
 const GAP = 4;
@@ -213,6 +213,58 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(next.value).toBeDefined();
   });
 
+  it("another unit's late reply arriving between requests fails that unit's next request, not this one's", async () => {
+    const { line, clock, port } = await setup();
+    await timeOut(line, clock, reg1); // unit 1 is slow
+    clock.advance(RECOVERY);
+    port().receive(replyFrame([231])); // its late reply, while nothing is in flight
+    const writes = port().writes().length;
+    const unit2 = track(line.request(2, reg1, TIMEOUT));
+    await settle();
+    clock.advance(GAP);
+    await settle();
+    clock.advance(RECOVERY);
+    await settle();
+    // Unit 2 is healthy: its read goes out (after a flush and a recovery gap) and is answered.
+    expect(port().writes().slice(writes)).toEqual([requestFrame(reg1, 2)]);
+    port().receive(replyFrame([777], 2));
+    await settle();
+    expect(unit2.value).toEqual(Buffer.from([4, 2, 3, 9]));
+    // Unit 1's next request carries the blame, so its error counter moves and says why.
+    const unit1 = track(line.request(1, regs12, TIMEOUT));
+    clock.advance(GAP);
+    await settle();
+    expect(unit1.code).toBe('E_MODBUS_LINE_DIRTY');
+    expect(port().writes().length).toBe(writes + 1);
+  });
+
+  it("another unit's late reply arriving during this read is skipped; this read still gets its own answer", async () => {
+    const { line, clock, port } = await setup();
+    const t = await send(line, reg1);
+    clock.advance(5);
+    port().receive(replyFrame([777], 2)); // unit 2's late reply: same length, another unit
+    await settle();
+    expect(t.settled).toBe(false);
+    port().receive(replyFrame([231]));
+    await settle();
+    expect(t.value).toEqual(Buffer.from([4, 2, 0, 231]));
+    // Unit 2's next request carries the blame instead.
+    const u2 = track(line.request(2, reg1, TIMEOUT));
+    clock.advance(GAP);
+    await settle();
+    expect(u2.code).toBe('E_MODBUS_LINE_DIRTY');
+  });
+
+  it('a frame of another unit with a bad CRC still fails this read at once', async () => {
+    const { line, port } = await setup();
+    const t = await send(line, reg1);
+    const bad = replyFrame([777], 2);
+    bad[bad.length - 1]! ^= 0xff;
+    port().receive(bad);
+    await settle();
+    expect(t.code).toBe('E_MODBUS_BAD_FRAME');
+  });
+
   it('a read of other registers with the same reply length waits out the echo window; the echo then fails it', async () => {
     const { line, clock, port } = await setup();
     const first = await send(line, reg1);
@@ -229,7 +281,7 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(t.code).toBe('E_MODBUS_LINE_DIRTY');
   });
 
-  it('the same read repeated goes out after the inter-frame gap only: an echo would carry the same registers', async () => {
+  it('the same read repeated waits out the echo window too: an echo it took would leave its own reply owed', async () => {
     const { line, clock, port } = await setup();
     const first = await send(line, reg1);
     port().receive(replyFrame([231]));
@@ -237,9 +289,68 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     expect(first.value).toBeDefined();
     const at = clock.monoMs();
     await send(line, reg1);
+    clock.advance(RECOVERY - 1);
+    await settle();
+    expect(port().writes().length).toBe(1);
+    clock.advance(1);
+    await settle();
+    expect(port().events.at(-1)).toMatchObject({ kind: 'write', at: at + RECOVERY });
+  });
+
+  it("an echoed exception taken by the next read does not let that read's own reply answer a later one", async () => {
+    // Found by a randomised run against a model slave: the echo of one read's exception lands in
+    // the next read (other registers, 3 registers), which then looks answered; its real reply
+    // comes after, into a third read of the same length.
+    const { line, clock, port } = await setup();
+    const bad = await send(line, readRequestPdu('input', 6, 3));
+    clock.advance(20);
+    port().receive(withCrc(Buffer.from([1, 0x84, 2])));
+    await settle();
+    expect(bad.code).toBe('E_MODBUS_EXCEPTION');
+    const y = await send(line, readRequestPdu('input', 2, 3));
     clock.advance(GAP);
     await settle();
-    expect(port().events.at(-1)).toMatchObject({ kind: 'write', at: at + GAP });
+    clock.advance(10);
+    port().receive(withCrc(Buffer.from([1, 0x84, 2]))); // the repeater's echo of the exception
+    await settle();
+    expect(y.code).toBe('E_MODBUS_EXCEPTION');
+    const z = track(line.request(1, readRequestPdu('input', 3, 3), TIMEOUT));
+    for (let i = 0; i < 2 * RECOVERY && !z.settled; i++) {
+      await settle();
+      // Registers 2..4: the reply to the read of register 2, whenever it comes.
+      if (i === 60) port().receive(replyFrame([1002, 1003, 1004]));
+      clock.advance(1);
+    }
+    clock.advance(TIMEOUT);
+    await settle();
+    expect(z.value?.toString('hex')).not.toBe(Buffer.from([4, 6, 3, 0xea, 3, 0xeb, 3, 0xec]).toString('hex'));
+  });
+
+  it("the same read repeated within the echo window: an echo it takes leaves its own reply owed", async () => {
+    const { line, clock, port } = await setup();
+    const first = await send(line, reg1);
+    port().receive(replyFrame([231]));
+    await settle();
+    expect(first.value).toBeDefined();
+    const again = await send(line, reg1);
+    clock.advance(GAP);
+    await settle();
+    clock.advance(6);
+    port().receive(replyFrame([231])); // the repeater's echo of the first reply
+    await settle();
+    // A value, if any, carries the right registers.
+    if (again.value) expect(again.value).toEqual(Buffer.from([4, 2, 0, 231]));
+    const againSent = port().writes().length === 2;
+    // The repeated read's own reply, if it went out, is slow; a read of register 2 must never take it.
+    const other = track(line.request(1, reg2, TIMEOUT));
+    for (let i = 0; i < 3 * RECOVERY && !other.settled; i++) {
+      await settle();
+      if (i === 150 && againSent) port().receive(replyFrame([231]));
+      clock.advance(1);
+    }
+    clock.advance(2 * TIMEOUT);
+    await settle();
+    expect(other.value).not.toEqual(Buffer.from([4, 2, 0, 231]));
   });
 
   it('bytes after a complete reply in the same exchange make it untrusted', async () => {
@@ -256,6 +367,57 @@ describe('RtuLine: a late reply or an echo is never another request\'s answer', 
     port().receive(withCrc(Buffer.from([1, 0x84, 2])));
     await settle();
     expect(t.code).toBe('E_MODBUS_EXCEPTION');
+  });
+});
+
+describe('RtuLine: a unit that fell out of step always gets back in (liveness)', () => {
+  /**
+   * A one-register device (register 1 = 231; every other address gets exception 2) that answers
+   * in 10 ms, or not at all while `silent` is set: powered off, then back.
+   */
+  function oneRegisterSlave(clock: VirtualClock, port: () => FakePort, state: { silent: boolean }) {
+    const p = port();
+    const write = p.write.bind(p);
+    p.write = (data: Buffer, cb: (err?: Error | null) => void) => {
+      write(data, cb);
+      if (state.silent) return;
+      const addr = data.readUInt16BE(2);
+      const qty = data.readUInt16BE(4);
+      const reply = addr === 1 && qty === 1 ? replyFrame([231]) : withCrc(Buffer.from([1, data[1]! | 0x80, 2]));
+      clock.setTimeout(() => p.receive(reply), 10);
+    };
+  }
+
+  /** Runs one request to its end on virtual time. */
+  async function complete(line: RtuLine, clock: VirtualClock, pdu: Buffer) {
+    const t = track(line.request(1, pdu, TIMEOUT));
+    for (let i = 0; i < 10 * (TIMEOUT + RECOVERY) && !t.settled; i++) {
+      await settle();
+      if (!t.settled) clock.advance(1);
+    }
+    return t;
+  }
+
+  it('after an outage long enough to time out every probe, the first polls after the device is back read it', async () => {
+    const { line, clock, port } = await setup();
+    const state = { silent: true };
+    oneRegisterSlave(clock, port, state);
+    // Ten polls, one a second, while the device is off: the read and then each probe time out.
+    for (let i = 0; i < 10; i++) {
+      const t = await complete(line, clock, reg1);
+      expect(t.value).toBeUndefined();
+      clock.advance(1000);
+    }
+    state.silent = false;
+    // Back well inside the late-reply horizon: a probe proves the unit in step and the read goes out.
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = await complete(line, clock, reg1);
+      outcomes.push(t.value ? t.value.toString('hex') : t.code!);
+      clock.advance(1000);
+    }
+    expect(outcomes.at(-1)).toBe('040200e7');
+    expect(clock.monoMs()).toBeLessThan(30_000);
   });
 });
 

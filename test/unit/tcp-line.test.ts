@@ -115,6 +115,18 @@ describe('TcpLine on VirtualClock', () => {
     await line.stop();
   });
 
+  it('an exception reply without its code is a bad frame, not a device exception', async () => {
+    const { sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    const r = outcome(line.request(1, READ, 300));
+    await flush();
+    s.send(mbap(s.tidOf(0), 1, [0x83])); // MBAP length 2: unit and function, no exception code
+    expect((await r as RackguardError).code).toBe('E_MODBUS_BAD_FRAME');
+    await line.stop();
+  });
+
   it('latency leaves out the time a request waited in the queue', async () => {
     const { clock, sockets, line } = setup();
     await line.start();
