@@ -105,7 +105,11 @@ class RedfishClient {
     private readonly signal: AbortSignal,
   ) {
     this.base = new URL(host.url);
-    this.ca = host.ca !== undefined ? readRegularFile(host.ca, 1024 * 1024) : undefined;
+    try {
+      this.ca = host.ca !== undefined ? readRegularFile(host.ca, 1024 * 1024) : undefined;
+    } catch (err) {
+      throw new RedfishError('failed', `${this.where}: cannot read the ca file ${host.ca}: ${(err as Error).message}`);
+    }
   }
 
   get where(): string {

@@ -3,7 +3,8 @@
  * real HTTP on loopback: sessions are always deleted (errors included), 401/404/501 and timeouts are
  * clear outcomes, GracefulShutdown must be allowed, ForceOff goes out only when the host allows it.
  */
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { createRedfishTransport } from '../../agent/actions/bmc-redfish.js';
@@ -178,6 +179,21 @@ describe('Redfish transport', () => {
     expectSessionsDeleted(s);
     const bad = await shutdown(host(s.url, { passwordFile: join(tmp.path, 'wrong') }), { test: true });
     expect(bad.now.status).toBe('failed');
+  });
+
+  it('https: a self-signed BMC certificate is refused without `ca`, and works with it', async () => {
+    // A self-signed certificate for 127.0.0.1, as BMCs ship them.
+    execFileSync('/usr/bin/openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(tmp.path, 'bmc.key'), '-out', join(tmp.path, 'bmc.pem'), '-days', '1', '-subj', '/CN=bmc', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const s = await server({ tls: { key: readFileSync(join(tmp.path, 'bmc.key'), 'utf8'), cert: readFileSync(join(tmp.path, 'bmc.pem'), 'utf8') } });
+    const refused = await shutdown(host(s.url), { test: true });
+    expect(refused.now.status).toBe('failed');
+    expect(refused.now.message).toMatch(/node-r.*GET \/redfish\/v1: .*self.signed.*needs `ca:`/);
+    const ok = await shutdown(host(s.url, { ca: join(tmp.path, 'bmc.pem') }), { test: true });
+    expect(ok.now.status).toBe('would-act');
+    expectSessionsDeleted(s);
+    const missing = await shutdown(host(s.url, { ca: join(tmp.path, 'no-such.pem') }), { test: true });
+    expect(missing.now.status).toBe('failed');
+    expect(missing.now.message).toContain(`cannot read the ca file ${join(tmp.path, 'no-such.pem')}`);
   });
 
   it('systemId picks the system; an unknown one fails listing the members', async () => {
