@@ -145,25 +145,31 @@ class RedfishClient {
     }
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise<Answer>((resolve, reject) => {
+      // Settles exactly once, whichever comes first: the whole answer, an error, the deadline, an
+      // abort, or the connection closing mid-answer (then neither 'end' nor a request error may come).
+      let settled = false;
       let verdict: RedfishError | undefined;
       const req = send(url, { method, headers, ...(url.protocol === 'https:' && this.ca !== undefined ? { ca: this.ca } : {}) });
+      const settle = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        clock.clearTimeout(timer);
+        this.signal.removeEventListener('abort', onAbort);
+        fn();
+      };
       const fail = (e: RedfishError): void => {
         verdict ??= e;
         req.destroy(e);
+        settle(() => reject(verdict));
       };
       const timer = clock.setTimeout(() => fail(new RedfishError('timeout', `${this.where}: no answer to ${what} within ${Math.round(deadlineMs / 100) / 10} s`, { method, path })), deadlineMs);
       const onAbort = (): void => fail(new RedfishError('failed', `${this.where}: ${what} aborted (the agent is stopping)`, { method, path }));
       if (!opts.ignoreDeadline) this.signal.addEventListener('abort', onAbort, { once: true });
-      const done = (): void => {
-        clock.clearTimeout(timer);
-        this.signal.removeEventListener('abort', onAbort);
-      };
-      req.once('error', (err: NodeJS.ErrnoException) => {
-        done();
-        if (verdict) return reject(verdict);
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (settled) return;
         const unreachable = ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET'].includes(err.code ?? '');
         const hint = /certificate|self.signed/i.test(err.message) ? ' (a self-signed BMC certificate needs `ca:`)' : '';
-        reject(new RedfishError(unreachable ? 'unreachable' : 'failed', `${this.where}: ${what}: ${err.code ?? err.message}${err.code && err.message !== err.code ? ` (${err.message})` : ''}${hint}`, { method, path }));
+        settle(() => reject(new RedfishError(unreachable ? 'unreachable' : 'failed', `${this.where}: ${what}: ${err.code ?? err.message}${err.code && err.message !== err.code ? ` (${err.message})` : ''}${hint}`, { method, path })));
       });
       req.once('response', (res) => {
         const chunks: Buffer[] = [];
@@ -173,10 +179,11 @@ class RedfishClient {
           if (size > MAX_BODY_BYTES) fail(new RedfishError('failed', `${this.where}: ${what}: answer larger than ${MAX_BODY_BYTES} bytes`, { method, path }));
           else chunks.push(c);
         });
-        res.once('error', () => undefined); // reported through req's 'error'
+        res.on('error', () => undefined); // settled by 'close' below or by the verdict
+        res.once('close', () => {
+          if (!res.complete) settle(() => reject(verdict ?? new RedfishError('failed', `${this.where}: ${what}: the connection closed in the middle of the answer`, { method, path })));
+        });
         res.once('end', () => {
-          done();
-          if (verdict) return reject(verdict);
           const text = Buffer.concat(chunks).toString('utf8');
           let parsed: unknown;
           try {
@@ -184,7 +191,7 @@ class RedfishClient {
           } catch {
             parsed = undefined; // a non-JSON error page: the status code says enough
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed });
+          settle(() => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed }));
         });
       });
       req.end(payload);

@@ -128,6 +128,25 @@ describe('Redfish transport', () => {
     expectSessionsDeleted(s);
   });
 
+  it('a BMC that stalls in the middle of an answer is a timeout too, and the session is still deleted', async () => {
+    const s = await server();
+    s.override = (q) => (q.method === 'GET' && q.path === '/redfish/v1/Systems/node1' ? 'stall' : undefined);
+    const r = await shutdown(host(s.url, { timeoutS: 0.5 }));
+    expect(r.now.status).toBe('timeout');
+    expect(r.now.message).toMatch(/no answer to GET \/redfish\/v1\/Systems\/node1 within 0\.5 s/);
+    expect(s.sessionsCreated).toBe(1);
+    expectSessionsDeleted(s);
+  });
+
+  it('a BMC that closes the connection in the middle of an answer is a clear failure at once', async () => {
+    const s = await server();
+    s.override = (q) => (q.method === 'GET' && q.path === '/redfish/v1/Systems/node1' ? 'cut' : undefined);
+    const r = await shutdown(host(s.url, { timeoutS: 30 }));
+    expect(r.now.status).toBe('failed');
+    expect(r.now.message).toMatch(/node-r.*GET \/redfish\/v1\/Systems\/node1: the connection closed in the middle of the answer/);
+    expectSessionsDeleted(s);
+  });
+
   it('a BMC that is not there is unreachable', async () => {
     const port = await freePort();
     const r = await shutdown(host(`http://127.0.0.1:${port}`));
