@@ -6,6 +6,8 @@
 #   python3-jinja2 (renders the Home Assistant discovery templates in a test),
 #   prometheus (promtool checks /metrics; a real server scrapes the agent), chromium (headless: the
 #   status page renders and updates live),
+#   openipmi (ipmi_sim: a real IPMI BMC on a loopback UDP port) and ipmitool (the IPMI BMC transport
+#   itself, and its tests against ipmi_sim), openssl (a self-signed BMC certificate for the Redfish https test),
 #   mount (util-linux: the outbox fault tests mount their own tmpfs, as root), and make + g++ (npm ci
 #   compiles better-sqlite3 with node-gyp when its prebuilt binary cannot be downloaded, as on a Pi).
 # Installs what is missing when root (or via passwordless sudo); otherwise prints what to install and
@@ -37,6 +39,9 @@ check_all() {
   check_command promtool prometheus
   check_command chromium chromium
   check_command mount mount
+  check_command ipmi_sim openipmi
+  check_command ipmitool ipmitool
+  check_command openssl openssl
   check_command mkfifo coreutils
   check_command make make
   check_command g++ g++
