@@ -86,7 +86,7 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
       const test = opts.test || ctx.dryRun;
       if (opts.signal.aborted) return outcome(host, 'failed', 'not asked: cancelled (the agent is stopping)', 0);
       const client = deps.mqtt;
-      if (!client) return outcome(host, 'unreachable', 'no MQTT connection for host agents (outputs.mqtt is not configured)', 0);
+      if (!client) return outcome(host, 'unreachable', 'no MQTT connection to the host agents\' broker (outputs.mqtt missing or unreachable)', 0);
       let secret: Buffer;
       try {
         secret = readHostSecret(host.secretFile, deps.logger);
@@ -117,8 +117,10 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
         return outcome(host, status, `not asked: ${e.message}`, since(), { code: codeOf(err) });
       }
       const seq = handle.command.seq;
-      const first = fromAck(host, handle.ack, seq, test);
       const finalPending = handle.ack.kind === 'reply' && !handle.ack.reply.final;
+      const first = fromAck(host, handle.ack, seq, test);
+      // Tells the caller a report follows through onLater (a started command, or a host's test check).
+      if (finalPending) first.detail = { ...first.detail, finalPending: true };
       if (finalPending && opts.onLater) {
         const onLater = opts.onLater;
         void handle.final.then((o) => onLater(fromFinal(host, o, seq, test)));
