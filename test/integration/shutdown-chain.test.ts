@@ -60,7 +60,11 @@ function runHook(hook: HookDef, ctx: ActionContext): Promise<ActionResult> {
 
 const ctx = (incident: string): ActionContext => ({ incident, zone: 'z1', level: 'critical', etaS: 60, reason: 'chain test', ts: Date.now(), dryRun: false });
 
-const agentHost = (name: string) => ({ via: 'agent' as const, name, secretFile: secretFile(name) });
+/** `name:secret` picks another secret file for that host (a gateway with the wrong key). */
+const agentHost = (spec: string) => {
+  const [name, secret] = spec.split(':') as [string, string | undefined];
+  return { via: 'agent' as const, name, secretFile: secret ? join(tmp.path, secret) : secretFile(name) };
+};
 
 /** Runs a sequence, and waits for every running host's final report (its local command has exited). */
 async function runSequence(incident: string, groups: Array<{ name: string; hosts: string[] }>, hostSyncS: number) {
@@ -77,9 +81,25 @@ async function runSequence(incident: string, groups: Array<{ name: string; hosts
     { config, transports: registry, runHook, record: (e) => (records.push(e), events.emit('record')), clock: systemClock, logger },
     new AbortController().signal,
   );
-  const running = groups.flatMap((g) => g.hosts).filter((h) => (RUNNING as readonly string[]).includes(h));
+  const running = groups.flatMap((g) => g.hosts).filter((h) => (RUNNING as readonly string[]).includes(h) && report.groups.some((g) => g.hosts.some((o) => o.host === h && o.status === 'acknowledged')));
   await waitFor(events, 'record', () => running.every((h) => records.some((r) => r.detail?.step === 'host-later' && r.detail.host === h)), 20_000, 'the final reports of every running host', () => JSON.stringify(records.map((r) => r.message)));
   return { report, records };
+}
+
+function startHostAgent(host: string): Promise<SpawnedProcess> {
+  const file = join(tmp.path, `${host}.yaml`);
+  writeFileSync(
+    file,
+    `version: 1
+host: ${host}
+mqtt: { url: "${broker.url}", reconnectMs: 200 }
+baseTopic: ${BASE}
+secretFile: ${secretFile(host)}
+stateDir: ${join(tmp.path, `${host}-state`)}
+commands: { shutdown: [${join(tmp.path, 'host-shutdown.sh')}] }
+`,
+  );
+  return spawnAndWait(process.execPath, [MAIN, 'host', '--config', file], { readyLine: /host agent ready/, timeoutMs: 20_000, cwd: tmp.path });
 }
 
 beforeAll(async () => {
@@ -90,24 +110,9 @@ beforeAll(async () => {
   const m = markers();
   // The failover hook takes a moment on purpose: every host must wait for its end.
   script('failover.sh', `date +%s%N > "${m}/$RACKGUARD_INCIDENT-failover-start"\nsleep 0.3\ndate +%s%N > "${m}/$RACKGUARD_INCIDENT-failover-end"`);
-  const shutdown = script('host-shutdown.sh', `date +%s%N > "${m}/$RACKGUARD_INCIDENT-$RACKGUARD_HOST"\necho "$RACKGUARD_ACTION $RACKGUARD_DRY_RUN" >> "${m}/$RACKGUARD_INCIDENT-$RACKGUARD_HOST"`);
+  script('host-shutdown.sh', `date +%s%N > "${m}/$RACKGUARD_INCIDENT-$RACKGUARD_HOST"\necho "$RACKGUARD_ACTION $RACKGUARD_DRY_RUN" >> "${m}/$RACKGUARD_INCIDENT-$RACKGUARD_HOST"`);
   for (const host of [...RUNNING, 'ghost-01']) writeFileSync(secretFile(host), `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-  const started = RUNNING.map((host) => {
-    const file = join(tmp.path, `${host}.yaml`);
-    writeFileSync(
-      file,
-      `version: 1
-host: ${host}
-mqtt: { url: "${broker.url}", reconnectMs: 200 }
-baseTopic: ${BASE}
-secretFile: ${secretFile(host)}
-stateDir: ${join(tmp.path, `${host}-state`)}
-commands: { shutdown: [${shutdown}] }
-`,
-    );
-    return spawnAndWait(process.execPath, [MAIN, 'host', '--config', file], { readyLine: /host agent ready/, timeoutMs: 20_000, cwd: tmp.path });
-  });
-  hosts.push(...(await Promise.all(started)));
+  hosts.push(...(await Promise.all(RUNNING.map(startHostAgent))));
   gw = mqtt.connect(broker.url, { clientId: 'chain-gateway', protocolVersion: 5, clean: true, reconnectPeriod: 200 });
   await new Promise<void>((r) => gw.once('connect', () => r()));
   registry = new TransportRegistry({ logger, clock: systemClock, gateway: 'gw-1', stateDir: join(tmp.path, 'gateway-state'), hostsBaseTopic: BASE, mqtt: gw }, { commandTtlS: 30 });
@@ -170,5 +175,36 @@ describe('coordinated shutdown through real host agents', () => {
     expect(existsSync(join(markers(), 'inc-ghost-ghost-01'))).toBe(false);
     expect(records.find((r) => r.status === 'timeout' && r.detail?.host === 'ghost-01')?.message).toContain(`hostSyncS (${hostSyncS} s)`);
     expect(records.at(-1)).toMatchObject({ status: 'failed', detail: { step: 'sequence' } });
+  });
+
+  it('a host that rejects the command (its seq state is ahead: replayed) or cannot be asked (no secret file) does not hold its group beyond its verdict', async () => {
+    // A host whose accepted seq is far ahead of this gateway's counter (say, a gateway replaced
+    // with a wrong clock): it refuses every command as a replay, with a signed, verifiable reply.
+    writeFileSync(secretFile('stale-01'), `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    mkdirSync(join(tmp.path, 'stale-01-state'));
+    writeFileSync(join(tmp.path, 'stale-01-state', 'last-seq.json'), `${JSON.stringify({ v: 1, lastSeq: 9e15 })}\n`);
+    hosts.push(await startHostAgent('stale-01'));
+    const { report, records } = await runSequence('inc-reject', [
+      { name: 'web', hosts: ['stale-01', 'web-02:missing.secret'] },
+      { name: 'storage', hosts: ['db-01'] },
+    ], 20);
+    const [rejected, unasked] = report.groups[0]!.hosts;
+    expect(rejected).toMatchObject({ host: 'stale-01', status: 'rejected', detail: { reason: 'replayed' } });
+    expect(unasked).toMatchObject({ host: 'web-02', status: 'failed' });
+    expect(unasked!.message).toContain('missing.secret');
+    expect(report.groups[1]!.hosts[0]).toMatchObject({ host: 'db-01', status: 'acknowledged' });
+    // Moved on at the verdicts, long before hostSyncS (20 s).
+    expect(report.groups[0]!.endedAtMs - report.groups[0]!.startedAtMs).toBeLessThan(10_000);
+    expect(existsSync(join(markers(), 'inc-reject-stale-01'))).toBe(false);
+    expect(existsSync(join(markers(), 'inc-reject-web-02'))).toBe(false);
+    expect(existsSync(join(markers(), 'inc-reject-db-01'))).toBe(true);
+    expect(records.find((r) => r.status === 'rejected')?.message).toContain('rejected: replayed');
+  });
+
+  it('a reply that does not verify with the gateway\'s key for that host is not believed: the host times out', async () => {
+    writeFileSync(join(tmp.path, 'wrong.secret'), `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    const { report } = await runSequence('inc-wrongkey', [{ name: 'web', hosts: ['web-01:wrong.secret'] }], 1);
+    expect(report.groups[0]!.hosts[0]).toMatchObject({ host: 'web-01', status: 'timeout' });
+    expect(existsSync(join(markers(), 'inc-wrongkey-web-01'))).toBe(false);
   });
 });
