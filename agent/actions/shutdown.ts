@@ -97,6 +97,8 @@ export async function runShutdown(ctx: ActionContext, deps: ShutdownDeps, signal
   });
 
   // 1. Failover: each hook to its end (or its deadline) before the next, and all before any host.
+  // A failed or timed-out failover is recorded but does not stop the shutdown: the heat does not
+  // wait for the other site, and hosts powered off late are the outage this exists to prevent.
   for (const hook of config.failover) {
     if (signal.aborted) break;
     report.failover.push(await runOneHook('failover', hook, ctx, deps, signal, record));
