@@ -33,11 +33,15 @@ const USAGE = `Usage:
   rackguard host --config HOST.yaml [--dry-run]
         the host agent: runs this server's configured shutdown command on a signed,
         unexpired, never-replayed command from the gateway (docs/host-agent.md)
+  rackguard actions test --config FILE [--zone Z]
+        ask every host agent and BMC of the shutdown sequence to confirm it would act,
+        without shutting anything down (hooks are listed, not run); prints a table;
+        exit 0 when every host confirmed, 1 otherwise
   rackguard --version | --help
 
 Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.`;
 
-const COMMANDS = new Set(['run', 'check-config', 'replay', 'drill', 'host', 'help']);
+const COMMANDS = new Set(['run', 'check-config', 'replay', 'drill', 'host', 'actions', 'help']);
 
 function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
@@ -187,6 +191,7 @@ async function main(argv: string[]): Promise<void> {
       report: { type: 'string' },
       duration: { type: 'string' },
       'dry-run': { type: 'boolean' },
+      zone: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -211,6 +216,24 @@ async function main(argv: string[]): Promise<void> {
       const { runHostCommand } = await import('./actions/host-main.js');
       await runHostCommand(values.config ?? arg, Boolean(values['dry-run']));
       return;
+    }
+    case 'actions': {
+      if (arg !== 'test') usageError(`unknown actions subcommand "${arg ?? ''}" (expected: actions test)`);
+      const config = loadOrExit(values.config);
+      // Loaded lazily: `rackguard run` never needs it.
+      const { actionsTestCommand, ActionsTestUsageError } = await import('./actions/test-command.js');
+      let code: number;
+      try {
+        code = await actionsTestCommand(config, { zone: values.zone, out: (text) => process.stdout.write(text) });
+      } catch (err) {
+        if (err instanceof ActionsTestUsageError) {
+          process.stderr.write(`rackguard: ${values.config ?? ''}: ${err.message}\n`);
+          process.exit(2);
+        }
+        throw err;
+      }
+      // Pending deadlines of commands nobody answered must not keep the process alive.
+      process.exit(code);
     }
     case 'replay': {
       const config = loadOrExit(values.config);

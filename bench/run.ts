@@ -15,6 +15,7 @@ type Suite = () => Promise<Figures>;
 
 const SUITES: Record<string, () => Promise<Suite>> = {
   acquisition: async () => (await import('./suites/acquisition.js')).run,
+  actions: async () => (await import('./suites/actions.js')).run,
   'actions-bmc': async () => (await import('./suites/actions-bmc.js')).run,
   agent: async () => (await import('./suites/agent.js')).run,
   detection: async () => (await import('./suites/detection.js')).run,
