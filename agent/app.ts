@@ -21,6 +21,7 @@ import { consumerFactories, type ConsumerDeps, type OutboxConsumer } from './out
 import { outputContextFromConfig } from './outputs/context.js';
 import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
 import type { AgentView, OutputsStats, Readiness, SinkFigures } from './observe/state.js';
+import { stallBoundMs, type SourceProgress } from './service/progress.js';
 
 
 export interface AgentDeps {
@@ -60,6 +61,8 @@ export interface Agent extends EventEmitter<AgentEvents> {
   outputsStats(): OutputsStats;
   /** Ready when acquisition is started and the outbox is open (or there is no outbox); else why not. */
   readiness(): Readiness;
+  /** Each acquisition source's completed poll cycles and the time of its last one (the watchdog's measure). */
+  progress(): SourceProgress[];
   /** Names of the parts in start order (after the first start). */
   readonly parts: readonly string[];
   /** Read requests per full poll cycle, after batching. */
@@ -97,6 +100,27 @@ class BusPart implements Component {
   }
 }
 
+/** An acquisition part whose progress clock starts when it starts (not when it was built). */
+class TrackedPart implements Component {
+  readonly name: string;
+  constructor(
+    private readonly inner: Component,
+    private readonly progress: SourceProgress,
+    private readonly clock: Clock,
+  ) {
+    this.name = inner.name;
+  }
+
+  async start(): Promise<void> {
+    this.progress.lastMono = this.clock.monoMs();
+    await this.inner.start();
+  }
+
+  stop(): Promise<void> {
+    return this.inner.stop();
+  }
+}
+
 /** Races `p` against the time left; true when it settled in time. */
 function within(p: Promise<void>, ms: number, clock: Clock): Promise<boolean> {
   let timer: TimerHandle | undefined;
@@ -109,8 +133,9 @@ function within(p: Promise<void>, ms: number, clock: Clock): Promise<boolean> {
 class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly pollers: BusPoller[] = [];
-  private readonly acquisition: Component[] = [];
+  private pollers: BusPoller[] = [];
+  private acquisition: Component[] = [];
+  private sources: SourceProgress[] = [];
   private readonly detector: Detector;
   private recorder: TraceRecorder | undefined;
   private outbox: Outbox | undefined;
@@ -123,21 +148,36 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private stopRequested = false;
 
   constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly deps: AgentDeps,
   ) {
     super();
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
     this.detector = new Detector(config);
-    const onSamples = (samples: Sample[]): void => this.onSamples(samples);
+    this.buildAcquisition(config);
+  }
+
+  /** Lines, pollers and stream sources for `config`, each counting its completed cycles. Starts nothing. */
+  private buildAcquisition(config: Config): void {
+    this.pollers = [];
+    this.acquisition = [];
+    this.sources = [];
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
+      const progress: SourceProgress = { name: `${bus.type === 'serial-stream' ? 'stream' : 'bus'}:${bus.id}`, cycles: 0, lastMono: this.clock.monoMs(), stallAfterMs: 0 };
+      const onSamples = (samples: Sample[]): void => {
+        progress.cycles++;
+        progress.lastMono = this.clock.monoMs();
+        this.onSamples(samples);
+      };
+      this.sources.push(progress);
       if (bus.type === 'serial-stream') {
-        this.acquisition.push(new StreamSource(bus, { clock: this.clock, logger, opener: deps.opener, onSamples }));
+        progress.stallAfterMs = stallBoundMs(bus, 0);
+        this.acquisition.push(new TrackedPart(new StreamSource(bus, { clock: this.clock, logger, opener: this.deps.opener, onSamples }), progress, this.clock));
         continue;
       }
-      const line: ModbusLine = bus.type === 'serial' ? new RtuLine(bus, { clock: this.clock, logger, opener: deps.opener }) : new TcpLine(bus, { clock: this.clock, logger });
+      const line: ModbusLine = bus.type === 'serial' ? new RtuLine(bus, { clock: this.clock, logger, opener: this.deps.opener }) : new TcpLine(bus, { clock: this.clock, logger });
       const poller = new BusPoller(bus.devices, line, {
         clock: this.clock,
         logger,
@@ -148,9 +188,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         },
         onResponse: (dev, ms) => this.emit('response', dev.id, dev.busId, ms),
       });
+      progress.stallAfterMs = stallBoundMs(bus, poller.readsPerCycle);
       this.pollers.push(poller);
-      this.acquisition.push(new BusPart(line, poller));
+      this.acquisition.push(new TrackedPart(new BusPart(line, poller), progress, this.clock));
     }
+  }
+
+  progress(): SourceProgress[] {
+    return this.sources.map((s) => ({ ...s }));
   }
 
   get readsPerCycle(): number {

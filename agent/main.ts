@@ -18,6 +18,9 @@ import { replay, eventJson, eventLine } from './detection/replay.js';
 import { parseTrace } from './detection/trace.js';
 import type { DrillCommandOptions } from '../drill/command.js';
 import { packageRoot } from './paths.js';
+import { systemClock } from './clock.js';
+import { Notifier } from './service/notify.js';
+import { agentStatusLine } from './service/status-line.js';
 
 const USAGE = `Usage:
   rackguard run --config FILE [--record TRACE.csv]
@@ -131,6 +134,7 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   let logger: ReturnType<typeof createLogger> | undefined;
   let stopTimeoutS = 10;
   let stopping = false;
+  let notifier: Notifier | undefined;
   const say = (level: 'info' | 'error', obj: object, msg: string): void => {
     if (logger) logger[level](obj, msg);
     else process.stderr.write(`rackguard: ${msg}\n`);
@@ -141,6 +145,7 @@ async function run(configFile: string | undefined, recordFile: string | undefine
       process.exit(1);
     }
     stopping = true;
+    const told = notifier?.stopping();
     if (!agent) process.exit(0);
     say('info', { signal }, 'stopping');
     setTimeout(() => {
@@ -148,8 +153,10 @@ async function run(configFile: string | undefined, recordFile: string | undefine
       process.exit(1);
     }, stopTimeoutS * 1000 + STOP_BACKSTOP_GRACE_MS);
     agent.stop().then(
-      () => {
+      async () => {
         say('info', {}, 'stopped');
+        // Let STOPPING=1 reach systemd before the exit (bounded: systemd-notify times out by itself).
+        await told;
         process.exit(0);
       },
       (err: unknown) => {
@@ -166,7 +173,10 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   const config = loadOrExit(configFile);
   stopTimeoutS = config.stopTimeoutS;
   logger = createLogger({ level: config.logging.level });
-  agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}) });
+  // sd_notify is the process's business (STYLE.md): the notifier is a part main adds, started last.
+  notifier = new Notifier({ env: process.env, pid: process.pid, clock: systemClock, logger: logger.child({ component: 'notify' }), view: { progress: () => agent?.progress() ?? [], status: () => (agent ? agentStatusLine(agent) : 'starting') } });
+  agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}) });
+  agent.on('detection', () => notifier?.refreshStatus());
   await agent.start();
 }
 
