@@ -22,6 +22,12 @@ import { outputContextFromConfig } from './outputs/context.js';
 import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
 import type { AgentView, OutputsStats, Readiness, SinkFigures } from './observe/state.js';
 import { stallBoundMs, type SourceProgress } from './service/progress.js';
+import { RackguardError } from './errors.js';
+
+/** Stable text of a part of the config, for "did it change?" (Maps as entry lists). */
+function configKey(value: unknown): string {
+  return JSON.stringify(value ?? null, (_k, v: unknown) => (v instanceof Map ? [...v] : v));
+}
 
 
 export interface AgentDeps {
@@ -63,6 +69,16 @@ export interface Agent extends EventEmitter<AgentEvents> {
   readiness(): Readiness;
   /** Each acquisition source's completed poll cycles and the time of its last one (the watchdog's measure). */
   progress(): SourceProgress[];
+  /**
+   * Applies a new, valid configuration to the running agent (SIGHUP) without losing buffered data or
+   * detector state: the outbox stays open, sinks restart only when their section or the output context
+   * changed, the detector adopts the config keeping unchanged zones and sensors, and acquisition is
+   * rebuilt. Rejects with E_RELOAD_NEEDS_RESTART, changing nothing, for what a reload cannot apply.
+   * Resolves with a summary of the changes, one phrase each.
+   */
+  reload(config: Config): Promise<string[]>;
+  /** Records that a reload was refused (log lines are the caller's): an event in the outbox for the sinks. */
+  reportReloadFailure(source: string, problems: string[]): void;
   /** Names of the parts in start order (after the first start). */
   readonly parts: readonly string[];
   /** Read requests per full poll cycle, after batching. */
@@ -140,6 +156,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private recorder: TraceRecorder | undefined;
   private outbox: Outbox | undefined;
   private readonly consumers: Array<{ name: string; consumer: OutboxConsumer }> = [];
+  /** Consumer deps kept for a reload that restarts a sink. */
+  private consumerDeps: ConsumerDeps | undefined;
   /** Every part, in start order; built once (outputs load lazily), reused by every start(). */
   private list: Component[] | undefined;
   private readonly running: Component[] = [];
@@ -234,6 +252,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       this.outbox = outbox;
       list.push(outbox);
       const deps: ConsumerDeps = { outbox, context: outputContextFromConfig(this.config), logger, clock: this.clock };
+      this.consumerDeps = deps;
       for (const factory of consumerFactories) {
         const consumer = await factory.create(this.config, deps);
         if (consumer) {
@@ -336,6 +355,112 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     } catch (err) {
       this.log.error({ err, records: entries.length }, 'outbox append failed');
     }
+  }
+
+  async reload(config: Config): Promise<string[]> {
+    const old = this.config;
+    const refused: string[] = [];
+    if (Boolean(old.outputs) !== Boolean(config.outputs)) refused.push(`outputs: ${config.outputs ? 'added' : 'removed'}`);
+    else if (configKey(old.outputs?.outbox) !== configKey(config.outputs?.outbox)) refused.push('outputs.outbox changed (a reload never closes the outbox)');
+    if (configKey(old.http) !== configKey(config.http)) refused.push('http changed');
+    if (refused.length > 0) {
+      throw new RackguardError('E_RELOAD_NEEDS_RESTART', `cannot apply by a reload, restart the agent instead: ${refused.join('; ')}`);
+    }
+    if (!this.running_ || this.stopRequested) throw new RackguardError('E_RELOAD_NEEDS_RESTART', 'the agent is not running');
+    await this.starting;
+    const changes: string[] = [];
+    const acqChanged = configKey(old.buses) !== configKey(config.buses);
+
+    // Acquisition: stop the old lines, pollers and stream sources, then build and start the new ones
+    // in their place in the list, so stop() later finds them in order.
+    const oldParts = this.acquisition;
+    for (const part of [...oldParts].reverse()) {
+      try {
+        await part.stop();
+      } catch (err) {
+        this.log.error({ err, part: part.name }, `error while stopping ${part.name} for a reload`);
+      }
+    }
+    const list = this.list ?? [];
+    const at = list.indexOf(oldParts[0]!);
+    const runAt = this.running.indexOf(oldParts[0]!);
+    this.config = config;
+    const detection = this.detector.adopt(config);
+    this.buildAcquisition(config);
+    if (oldParts.length > 0 && at >= 0) list.splice(at, oldParts.length, ...this.acquisition);
+    else list.splice(list.findIndex((p) => p.name === 'timers'), 0, ...this.acquisition);
+    const running = this.running.filter((p) => !oldParts.includes(p));
+    const started: Component[] = [];
+    for (const part of this.acquisition) {
+      try {
+        await part.start();
+        started.push(part);
+      } catch (err) {
+        // A port that cannot open is retried in the background by the line; a throw here is a bug.
+        this.log.error({ err, part: part.name }, `${part.name} failed to start after a reload`);
+      }
+    }
+    running.splice(runAt >= 0 ? runAt : running.findIndex((p) => p.name === 'timers'), 0, ...started);
+    this.running.splice(0, this.running.length, ...running);
+    if (acqChanged) changes.push(`acquisition rebuilt (${config.buses.length} buses, ${this.readsPerCycle} reads per cycle)`);
+    else changes.push('acquisition restarted (buses unchanged)');
+    changes.push(`detector: ${detection.keptZones.length} zones kept${detection.keptZones.length ? ` (${detection.keptZones.join(', ')})` : ''}, ${detection.newZones.length} new or changed${detection.newZones.length ? ` (${detection.newZones.join(', ')})` : ''}`);
+
+    // Sinks: restart only those whose section, or the context they publish with, changed. Their cursors
+    // live in the outbox, so a restarted sink resumes where it was.
+    if (this.consumerDeps) {
+      const contextChanged = configKey(outputContextFromConfig(old)) !== configKey(outputContextFromConfig(config)) || old.stopTimeoutS !== config.stopTimeoutS;
+      const deps: ConsumerDeps = { ...this.consumerDeps, context: outputContextFromConfig(config) };
+      this.consumerDeps = deps;
+      for (const factory of consumerFactories) {
+        const section = factory.section.split('.')[1] as 'mqtt' | 'influx';
+        const changed = contextChanged || configKey(old.outputs?.[section]) !== configKey(config.outputs?.[section]);
+        if (!changed) continue;
+        const name = factory.section.replace(/^outputs\./, '');
+        const i = this.consumers.findIndex((c) => c.name === name);
+        const prev = i >= 0 ? this.consumers[i]!.consumer : undefined;
+        if (prev) {
+          try {
+            await prev.stop();
+          } catch (err) {
+            this.log.error({ err, part: prev.name }, `error while stopping ${prev.name} for a reload`);
+          }
+        }
+        const next = await factory.create(config, deps);
+        const replace = (arr: Component[]): void => {
+          const j = prev ? arr.indexOf(prev) : -1;
+          if (j >= 0) {
+            if (next) arr.splice(j, 1, next);
+            else arr.splice(j, 1);
+          } else if (next) arr.splice(arr.findIndex((p) => p.name === 'announce'), 0, next);
+        };
+        replace(list);
+        if (next) {
+          await next.start();
+          replace(this.running);
+          if (i >= 0) this.consumers.splice(i, 1, { name, consumer: next });
+          else this.consumers.push({ name, consumer: next });
+        } else {
+          const j = prev ? this.running.indexOf(prev) : -1;
+          if (j >= 0) this.running.splice(j, 1);
+          if (i >= 0) this.consumers.splice(i, 1);
+        }
+        changes.push(`sink ${name} ${!prev ? 'added' : next ? 'restarted' : 'removed'}`);
+      }
+    }
+    for (const key of ['logging', 'stopTimeoutS', 'site', 'gateway'] as const) {
+      if (configKey(old[key]) !== configKey(config[key])) changes.push(`${key} changed`);
+    }
+    return changes;
+  }
+
+  reportReloadFailure(source: string, problems: string[]): void {
+    this.append([
+      {
+        type: 'event',
+        event: { kind: 'output', code: 'config_reload_failed', severity: 'error', message: `${source}: configuration reload refused (${problems.length} problem${problems.length === 1 ? '' : 's'}); running on the previous configuration`, ts: this.clock.wallMs(), detail: { source, problems } },
+      },
+    ]);
   }
 
   outboxStats(): OutboxStats | undefined {

@@ -20,6 +20,7 @@ import type { DrillCommandOptions } from '../drill/command.js';
 import { packageRoot } from './paths.js';
 import { systemClock } from './clock.js';
 import { Notifier } from './service/notify.js';
+import { Reloader } from './service/reload.js';
 import { agentStatusLine } from './service/status-line.js';
 
 const USAGE = `Usage:
@@ -135,6 +136,7 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   let stopTimeoutS = 10;
   let stopping = false;
   let notifier: Notifier | undefined;
+  let reloader: Reloader | undefined;
   const say = (level: 'info' | 'error', obj: object, msg: string): void => {
     if (logger) logger[level](obj, msg);
     else process.stderr.write(`rackguard: ${msg}\n`);
@@ -167,9 +169,12 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
-  // Node's default for SIGHUP ends the process without a word (a closed terminal, or a habitual
-  // `systemctl reload` / `kill -HUP`). A reload is not implemented: say so and keep monitoring.
-  process.on('SIGHUP', () => say('info', { signal: 'SIGHUP' }, 'SIGHUP ignored: configuration reload is not supported; restart the agent to apply a new configuration'));
+  // SIGHUP (`systemctl reload`): re-read the configuration; Node's default would end the process.
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    if (!reloader) say('info', { signal: 'SIGHUP' }, 'SIGHUP ignored: the agent is still starting');
+    else void reloader.request();
+  });
   const config = loadOrExit(configFile);
   stopTimeoutS = config.stopTimeoutS;
   logger = createLogger({ level: config.logging.level });
@@ -178,6 +183,16 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}) });
   agent.on('detection', () => notifier?.refreshStatus());
   await agent.start();
+  reloader = new Reloader({
+    file: configFile!,
+    agent,
+    logger,
+    onApplied: (c) => {
+      stopTimeoutS = c.stopTimeoutS;
+      logger!.level = c.logging.level;
+    },
+    onOutcome: (ok, summary) => notifier?.refreshStatus(ok ? undefined : summary),
+  });
 }
 
 function count(n: number, one: string, many = `${one}s`): string {
