@@ -127,6 +127,9 @@ async function drillCommand(config: Config, o: DrillCommandOptions): Promise<voi
 /** Extra time main gives agent.stop() beyond the configured stop deadline before it exits anyway. */
 const STOP_BACKSTOP_GRACE_MS = 2000;
 
+/** How long a clean exit waits for STOPPING=1 to be sent (well inside the backstop grace). */
+const STOPPING_WAIT_MS = 1000;
+
 async function run(configFile: string | undefined, recordFile: string | undefined): Promise<void> {
   // Signal handlers first, before anything that could block or take long: a signal must stop the
   // agent at any stage (issue 7: a start-up blocked on a FIFO ignored two SIGTERMs). The first
@@ -157,8 +160,8 @@ async function run(configFile: string | undefined, recordFile: string | undefine
     agent.stop().then(
       async () => {
         say('info', {}, 'stopped');
-        // Let STOPPING=1 reach systemd before the exit (bounded: systemd-notify times out by itself).
-        await told;
+        // Let STOPPING=1 reach systemd before the exit, but never wait on a manager that does not answer.
+        await Promise.race([told, new Promise((r) => setTimeout(r, STOPPING_WAIT_MS))]);
         process.exit(0);
       },
       (err: unknown) => {
