@@ -371,51 +371,24 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     const changes: string[] = [];
     const acqChanged = configKey(old.buses) !== configKey(config.buses);
 
-    // Acquisition: stop the old lines, pollers and stream sources, then build and start the new ones
-    // in their place in the list, so stop() later finds them in order.
-    const oldParts = this.acquisition;
-    for (const part of [...oldParts].reverse()) {
-      try {
-        await part.stop();
-      } catch (err) {
-        this.log.error({ err, part: part.name }, `error while stopping ${part.name} for a reload`);
-      }
-    }
-    const list = this.list ?? [];
-    const at = list.indexOf(oldParts[0]!);
-    const runAt = this.running.indexOf(oldParts[0]!);
     this.config = config;
     const detection = this.detector.adopt(config);
-    this.buildAcquisition(config);
-    if (oldParts.length > 0 && at >= 0) list.splice(at, oldParts.length, ...this.acquisition);
-    else list.splice(list.findIndex((p) => p.name === 'timers'), 0, ...this.acquisition);
-    const running = this.running.filter((p) => !oldParts.includes(p));
-    const started: Component[] = [];
-    for (const part of this.acquisition) {
-      try {
-        await part.start();
-        started.push(part);
-      } catch (err) {
-        // A port that cannot open is retried in the background by the line; a throw here is a bug.
-        this.log.error({ err, part: part.name }, `${part.name} failed to start after a reload`);
-      }
-    }
-    running.splice(runAt >= 0 ? runAt : running.findIndex((p) => p.name === 'timers'), 0, ...started);
-    this.running.splice(0, this.running.length, ...running);
-    if (acqChanged) changes.push(`acquisition rebuilt (${config.buses.length} buses, ${this.readsPerCycle} reads per cycle)`);
-    else changes.push('acquisition restarted (buses unchanged)');
+    if (acqChanged) await this.rebuildAcquisition(config);
+    if (this.stopRequested) throw new RackguardError('E_RELOAD_NEEDS_RESTART', 'the agent stopped during the reload');
+    changes.push(acqChanged ? `acquisition rebuilt (${config.buses.length} buses, ${this.readsPerCycle} reads per cycle)` : 'acquisition unchanged (buses as before: not restarted)');
     changes.push(`detector: ${detection.keptZones.length} zones kept${detection.keptZones.length ? ` (${detection.keptZones.join(', ')})` : ''}, ${detection.newZones.length} new or changed${detection.newZones.length ? ` (${detection.newZones.join(', ')})` : ''}`);
 
     // Sinks: restart only those whose section, or the context they publish with, changed. Their cursors
     // live in the outbox, so a restarted sink resumes where it was.
     if (this.consumerDeps) {
+      const list = this.list ?? [];
       const contextChanged = configKey(outputContextFromConfig(old)) !== configKey(outputContextFromConfig(config)) || old.stopTimeoutS !== config.stopTimeoutS;
       const deps: ConsumerDeps = { ...this.consumerDeps, context: outputContextFromConfig(config) };
       this.consumerDeps = deps;
       for (const factory of consumerFactories) {
         const section = factory.section.split('.')[1] as 'mqtt' | 'influx';
         const changed = contextChanged || configKey(old.outputs?.[section]) !== configKey(config.outputs?.[section]);
-        if (!changed) continue;
+        if (!changed || this.stopRequested) continue;
         const name = factory.section.replace(/^outputs\./, '');
         const i = this.consumers.findIndex((c) => c.name === name);
         const prev = i >= 0 ? this.consumers[i]!.consumer : undefined;
@@ -452,6 +425,47 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       if (configKey(old[key]) !== configKey(config[key])) changes.push(`${key} changed`);
     }
     return changes;
+  }
+
+  /**
+   * Stops the old lines, pollers and stream sources, then builds and starts the new ones in their place
+   * in the list (so stop() later finds them in order). Samples pause for the time this takes; the
+   * devices' health starts afresh (state unknown until their first poll).
+   */
+  private async rebuildAcquisition(config: Config): Promise<void> {
+    const oldParts = this.acquisition;
+    for (const part of [...oldParts].reverse()) {
+      try {
+        await part.stop();
+      } catch (err) {
+        this.log.error({ err, part: part.name }, `error while stopping ${part.name} for a reload`);
+      }
+    }
+    const list = this.list ?? [];
+    const at = list.indexOf(oldParts[0]!);
+    const runAt = this.running.indexOf(oldParts[0]!);
+    this.buildAcquisition(config);
+    if (oldParts.length > 0 && at >= 0) list.splice(at, oldParts.length, ...this.acquisition);
+    else list.splice(list.findIndex((p) => p.name === 'timers'), 0, ...this.acquisition);
+    const running = this.running.filter((p) => !oldParts.includes(p));
+    const started: Component[] = [];
+    for (const part of this.acquisition) {
+      if (this.stopRequested) break;
+      try {
+        await part.start();
+        started.push(part);
+      } catch (err) {
+        // A port that cannot open is retried in the background by the line; a throw here is a bug.
+        this.log.error({ err, part: part.name }, `${part.name} failed to start after a reload`);
+      }
+    }
+    if (this.stopRequested) {
+      // A stop() came during the reload and has stopped what it found: these too.
+      for (const part of started.reverse()) await part.stop().catch((err: unknown) => this.log.error({ err, part: part.name }, `error while stopping ${part.name}`));
+      return;
+    }
+    running.splice(runAt >= 0 ? runAt : running.findIndex((p) => p.name === 'timers'), 0, ...started);
+    this.running.splice(0, this.running.length, ...running);
   }
 
   reportReloadFailure(source: string, problems: string[]): void {

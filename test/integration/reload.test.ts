@@ -4,7 +4,7 @@
  * A good one, applied while the broker is down: the new poll interval takes effect, the outbox backlog
  * survives and is delivered when the broker is back, and the zone held in warning by the simulator
  * keeps its level and its sensors' rate estimators (no fresh start: no new zone event, rates known at
- * once).
+ * once). The MQTT sink, whose section changed, restarts and resumes from its cursor.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -30,7 +30,7 @@ let agent: SpawnedProcess;
 let file: string;
 let url: string;
 
-function config(o: { pollMs: number; bad?: boolean }): string {
+function config(o: { pollMs: number; bad?: boolean; reconnectMaxMs?: number; outbox?: string }): string {
   return `version: 1
 site: lab
 gateway: gw1
@@ -46,8 +46,8 @@ buses:
 zones:
   - { id: z1, sensors: [r1.temperature, r2.temperature] }
 outputs:
-  outbox: { path: ${join(tmp.path, 'outbox.db')} }
-  mqtt: { url: '${broker.url}', clientId: rg-reload, reconnectInitialMs: 200, reconnectMaxMs: 1000 }
+  outbox: { path: ${join(tmp.path, o.outbox ?? 'outbox.db')} }
+  mqtt: { url: '${broker.url}', clientId: rg-reload, reconnectInitialMs: 200, reconnectMaxMs: ${o.reconnectMaxMs ?? 1000} }
 http: { port: 0 }
 `;
 }
@@ -116,13 +116,16 @@ describe('SIGHUP reload', () => {
     const outageFrom = Date.now();
     await expect.poll(async () => (await state()).outputs.sinks.mqtt!.depth, { timeout: 15_000, interval: 500 }).toBeGreaterThan(10);
 
-    writeFileSync(file, config({ pollMs: 250 }));
+    // A new poll interval, and an MQTT setting: that sink restarts (its cursor is in the outbox).
+    writeFileSync(file, config({ pollMs: 250, reconnectMaxMs: 1500 }));
     const depthBefore = (await state()).outputs.sinks.mqtt!.depth;
     const from = agent.lines.length;
     const reloadAt = Date.now();
     agent.proc.kill('SIGHUP');
     const done = await agent.waitForLine(/configuration reloaded/, 10_000, from);
     expect(done).toMatch(/1 zones kept \(z1\)/);
+    expect(done).toMatch(/acquisition rebuilt/);
+    expect(done).toMatch(/sink mqtt restarted/);
 
     // At once, before the new pollers could have rebuilt anything: same level, rates already known.
     const after = await state();
@@ -154,5 +157,15 @@ describe('SIGHUP reload', () => {
 
     // No zone event since the reload: the zone did not start over from normal.
     expect(agent.lines.slice(from).some((l) => /zone z1:/.test(l))).toBe(false);
+  });
+
+  it('refuses a valid configuration a reload cannot apply (another outbox), naming it, and goes on', async () => {
+    writeFileSync(file, config({ pollMs: 250, reconnectMaxMs: 1500, outbox: 'other.db' }));
+    const from = agent.lines.length;
+    agent.proc.kill('SIGHUP');
+    const line = await agent.waitForLine(/configuration reload refused:/, 10_000, from);
+    expect(line).toMatch(/outputs\.outbox changed.*restart the agent/);
+    expect(agent.proc.exitCode).toBeNull();
+    expect((await state()).outputs.outbox!.state).toBe('open');
   });
 });
