@@ -182,7 +182,9 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   stopTimeoutS = config.stopTimeoutS;
   logger = createLogger({ level: config.logging.level });
   // sd_notify is the process's business (STYLE.md): the notifier is a part main adds, started last.
-  notifier = new Notifier({ env: process.env, pid: process.pid, clock: systemClock, logger: logger.child({ component: 'notify' }), view: { progress: () => agent?.progress() ?? [], status: () => (agent ? agentStatusLine(agent) : 'starting') } });
+  notifier = new Notifier({ env: { ...process.env }, pid: process.pid, clock: systemClock, logger: logger.child({ component: 'notify' }), view: { progress: () => agent?.progress() ?? [], status: () => (agent ? agentStatusLine(agent) : 'starting') } });
+  // As sd_notify(3)'s unset_environment: the commands the agent runs (action hooks) must not talk to systemd as us.
+  for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[k];
   agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}) });
   agent.on('detection', () => notifier?.refreshStatus());
   await agent.start();

@@ -30,11 +30,11 @@ const SEND_TIMEOUT_MS = 10_000;
 /** How often the STATUS line is refreshed besides zone changes. */
 const STATUS_INTERVAL_MS = 10_000;
 
-/** The default sender: `systemd-notify VAR=VALUE…`, no shell, NOTIFY_SOCKET inherited. */
-export function systemdNotifySender(binary = 'systemd-notify'): NotifySender {
+/** The default sender: `systemd-notify VAR=VALUE…`, no shell, NOTIFY_SOCKET given to it alone. */
+export function systemdNotifySender(socket: string, binary = 'systemd-notify'): NotifySender {
   return (assignments) =>
     new Promise((resolve, reject) => {
-      execFile(binary, assignments, { timeout: SEND_TIMEOUT_MS }, (err, _stdout, stderr) => {
+      execFile(binary, assignments, { timeout: SEND_TIMEOUT_MS, env: { ...process.env, NOTIFY_SOCKET: socket } }, (err, _stdout, stderr) => {
         if (err) reject(new Error(`${binary} ${assignments.map((a) => a.split('=')[0]).join(' ')}: ${stderr.trim() || err.message}`));
         else resolve();
       });
@@ -88,7 +88,7 @@ export class Notifier implements Component {
   pings = 0;
 
   constructor(private readonly deps: NotifierDeps) {
-    this.send = deps.send ?? systemdNotifySender();
+    this.send = deps.send ?? systemdNotifySender(deps.env.NOTIFY_SOCKET ?? '');
     this.enabled = Boolean(deps.env.NOTIFY_SOCKET);
     this.intervalMs = this.enabled ? watchdogIntervalMs(deps.env, deps.pid) : undefined;
   }
