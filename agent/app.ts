@@ -21,6 +21,13 @@ import { consumerFactories, type ConsumerDeps, type OutboxConsumer } from './out
 import { outputContextFromConfig } from './outputs/context.js';
 import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
 import type { AgentView, OutputsStats, Readiness, SinkFigures } from './observe/state.js';
+import { stallBoundMs, type SourceProgress } from './service/progress.js';
+import { RackguardError } from './errors.js';
+
+/** Stable text of a part of the config, for "did it change?" (Maps as entry lists). */
+function configKey(value: unknown): string {
+  return JSON.stringify(value ?? null, (_k, v: unknown) => (v instanceof Map ? [...v] : v));
+}
 
 
 export interface AgentDeps {
@@ -60,6 +67,18 @@ export interface Agent extends EventEmitter<AgentEvents> {
   outputsStats(): OutputsStats;
   /** Ready when acquisition is started and the outbox is open (or there is no outbox); else why not. */
   readiness(): Readiness;
+  /** Each acquisition source's completed poll cycles and the time of its last one (the watchdog's measure). */
+  progress(): SourceProgress[];
+  /**
+   * Applies a new, valid configuration to the running agent (SIGHUP) without losing buffered data or
+   * detector state: the outbox stays open, sinks restart only when their section or the output context
+   * changed, the detector adopts the config keeping unchanged zones and sensors, and acquisition is
+   * rebuilt. Rejects with E_RELOAD_NEEDS_RESTART, changing nothing, for what a reload cannot apply.
+   * Resolves with a summary of the changes, one phrase each.
+   */
+  reload(config: Config): Promise<string[]>;
+  /** Records that a reload was refused (log lines are the caller's): an event in the outbox for the sinks. */
+  reportReloadFailure(source: string, problems: string[]): void;
   /** Names of the parts in start order (after the first start). */
   readonly parts: readonly string[];
   /** Read requests per full poll cycle, after batching. */
@@ -97,6 +116,27 @@ class BusPart implements Component {
   }
 }
 
+/** An acquisition part whose progress clock starts when it starts (not when it was built). */
+class TrackedPart implements Component {
+  readonly name: string;
+  constructor(
+    private readonly inner: Component,
+    private readonly progress: SourceProgress,
+    private readonly clock: Clock,
+  ) {
+    this.name = inner.name;
+  }
+
+  async start(): Promise<void> {
+    this.progress.lastMono = this.clock.monoMs();
+    await this.inner.start();
+  }
+
+  stop(): Promise<void> {
+    return this.inner.stop();
+  }
+}
+
 /** Races `p` against the time left; true when it settled in time. */
 function within(p: Promise<void>, ms: number, clock: Clock): Promise<boolean> {
   let timer: TimerHandle | undefined;
@@ -109,12 +149,15 @@ function within(p: Promise<void>, ms: number, clock: Clock): Promise<boolean> {
 class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly pollers: BusPoller[] = [];
-  private readonly acquisition: Component[] = [];
+  private pollers: BusPoller[] = [];
+  private acquisition: Component[] = [];
+  private sources: SourceProgress[] = [];
   private readonly detector: Detector;
   private recorder: TraceRecorder | undefined;
   private outbox: Outbox | undefined;
   private readonly consumers: Array<{ name: string; consumer: OutboxConsumer }> = [];
+  /** Consumer deps kept for a reload that restarts a sink. */
+  private consumerDeps: ConsumerDeps | undefined;
   /** Every part, in start order; built once (outputs load lazily), reused by every start(). */
   private list: Component[] | undefined;
   private readonly running: Component[] = [];
@@ -123,21 +166,36 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private stopRequested = false;
 
   constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly deps: AgentDeps,
   ) {
     super();
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
     this.detector = new Detector(config);
-    const onSamples = (samples: Sample[]): void => this.onSamples(samples);
+    this.buildAcquisition(config);
+  }
+
+  /** Lines, pollers and stream sources for `config`, each counting its completed cycles. Starts nothing. */
+  private buildAcquisition(config: Config): void {
+    this.pollers = [];
+    this.acquisition = [];
+    this.sources = [];
     for (const bus of config.buses) {
       const logger = this.log.child({ bus: bus.id });
+      const progress: SourceProgress = { name: `${bus.type === 'serial-stream' ? 'stream' : 'bus'}:${bus.id}`, cycles: 0, lastMono: this.clock.monoMs(), stallAfterMs: 0 };
+      const onSamples = (samples: Sample[]): void => {
+        progress.cycles++;
+        progress.lastMono = this.clock.monoMs();
+        this.onSamples(samples);
+      };
+      this.sources.push(progress);
       if (bus.type === 'serial-stream') {
-        this.acquisition.push(new StreamSource(bus, { clock: this.clock, logger, opener: deps.opener, onSamples }));
+        progress.stallAfterMs = stallBoundMs(bus, 0);
+        this.acquisition.push(new TrackedPart(new StreamSource(bus, { clock: this.clock, logger, opener: this.deps.opener, onSamples }), progress, this.clock));
         continue;
       }
-      const line: ModbusLine = bus.type === 'serial' ? new RtuLine(bus, { clock: this.clock, logger, opener: deps.opener }) : new TcpLine(bus, { clock: this.clock, logger });
+      const line: ModbusLine = bus.type === 'serial' ? new RtuLine(bus, { clock: this.clock, logger, opener: this.deps.opener }) : new TcpLine(bus, { clock: this.clock, logger });
       const poller = new BusPoller(bus.devices, line, {
         clock: this.clock,
         logger,
@@ -148,9 +206,14 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         },
         onResponse: (dev, ms) => this.emit('response', dev.id, dev.busId, ms),
       });
+      progress.stallAfterMs = stallBoundMs(bus, poller.readsPerCycle);
       this.pollers.push(poller);
-      this.acquisition.push(new BusPart(line, poller));
+      this.acquisition.push(new TrackedPart(new BusPart(line, poller), progress, this.clock));
     }
+  }
+
+  progress(): SourceProgress[] {
+    return this.sources.map((s) => ({ ...s }));
   }
 
   get readsPerCycle(): number {
@@ -189,6 +252,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       this.outbox = outbox;
       list.push(outbox);
       const deps: ConsumerDeps = { outbox, context: outputContextFromConfig(this.config), logger, clock: this.clock };
+      this.consumerDeps = deps;
       for (const factory of consumerFactories) {
         const consumer = await factory.create(this.config, deps);
         if (consumer) {
@@ -291,6 +355,126 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     } catch (err) {
       this.log.error({ err, records: entries.length }, 'outbox append failed');
     }
+  }
+
+  async reload(config: Config): Promise<string[]> {
+    const old = this.config;
+    const refused: string[] = [];
+    if (Boolean(old.outputs) !== Boolean(config.outputs)) refused.push(`outputs: ${config.outputs ? 'added' : 'removed'}`);
+    else if (configKey(old.outputs?.outbox) !== configKey(config.outputs?.outbox)) refused.push('outputs.outbox changed (a reload never closes the outbox)');
+    if (configKey(old.http) !== configKey(config.http)) refused.push('http changed');
+    if (refused.length > 0) {
+      throw new RackguardError('E_RELOAD_NEEDS_RESTART', `cannot apply by a reload, restart the agent instead: ${refused.join('; ')}`);
+    }
+    if (!this.running_ || this.stopRequested) throw new RackguardError('E_RELOAD_NEEDS_RESTART', 'the agent is not running');
+    await this.starting;
+    const changes: string[] = [];
+    const acqChanged = configKey(old.buses) !== configKey(config.buses);
+
+    this.config = config;
+    const detection = this.detector.adopt(config);
+    if (acqChanged) await this.rebuildAcquisition(config);
+    if (this.stopRequested) throw new RackguardError('E_RELOAD_NEEDS_RESTART', 'the agent stopped during the reload');
+    changes.push(acqChanged ? `acquisition rebuilt (${config.buses.length} buses, ${this.readsPerCycle} reads per cycle)` : 'acquisition unchanged (buses as before: not restarted)');
+    changes.push(`detector: ${detection.keptZones.length} zones kept${detection.keptZones.length ? ` (${detection.keptZones.join(', ')})` : ''}, ${detection.newZones.length} new or changed${detection.newZones.length ? ` (${detection.newZones.join(', ')})` : ''}`);
+
+    // Sinks: restart only those whose section, or the context they publish with, changed. Their cursors
+    // live in the outbox, so a restarted sink resumes where it was.
+    if (this.consumerDeps) {
+      const list = this.list ?? [];
+      const contextChanged = configKey(outputContextFromConfig(old)) !== configKey(outputContextFromConfig(config)) || old.stopTimeoutS !== config.stopTimeoutS;
+      const deps: ConsumerDeps = { ...this.consumerDeps, context: outputContextFromConfig(config) };
+      this.consumerDeps = deps;
+      for (const factory of consumerFactories) {
+        const section = factory.section.split('.')[1] as 'mqtt' | 'influx';
+        const changed = contextChanged || configKey(old.outputs?.[section]) !== configKey(config.outputs?.[section]);
+        if (!changed || this.stopRequested) continue;
+        const name = factory.section.replace(/^outputs\./, '');
+        const i = this.consumers.findIndex((c) => c.name === name);
+        const prev = i >= 0 ? this.consumers[i]!.consumer : undefined;
+        if (prev) {
+          try {
+            await prev.stop();
+          } catch (err) {
+            this.log.error({ err, part: prev.name }, `error while stopping ${prev.name} for a reload`);
+          }
+        }
+        const next = await factory.create(config, deps);
+        const replace = (arr: Component[]): void => {
+          const j = prev ? arr.indexOf(prev) : -1;
+          if (j >= 0) {
+            if (next) arr.splice(j, 1, next);
+            else arr.splice(j, 1);
+          } else if (next) arr.splice(arr.findIndex((p) => p.name === 'announce'), 0, next);
+        };
+        replace(list);
+        if (next) {
+          await next.start();
+          replace(this.running);
+          if (i >= 0) this.consumers.splice(i, 1, { name, consumer: next });
+          else this.consumers.push({ name, consumer: next });
+        } else {
+          const j = prev ? this.running.indexOf(prev) : -1;
+          if (j >= 0) this.running.splice(j, 1);
+          if (i >= 0) this.consumers.splice(i, 1);
+        }
+        changes.push(`sink ${name} ${!prev ? 'added' : next ? 'restarted' : 'removed'}`);
+      }
+    }
+    for (const key of ['logging', 'stopTimeoutS', 'site', 'gateway'] as const) {
+      if (configKey(old[key]) !== configKey(config[key])) changes.push(`${key} changed`);
+    }
+    return changes;
+  }
+
+  /**
+   * Stops the old lines, pollers and stream sources, then builds and starts the new ones in their place
+   * in the list (so stop() later finds them in order). Samples pause for the time this takes; the
+   * devices' health starts afresh (state unknown until their first poll).
+   */
+  private async rebuildAcquisition(config: Config): Promise<void> {
+    const oldParts = this.acquisition;
+    for (const part of [...oldParts].reverse()) {
+      try {
+        await part.stop();
+      } catch (err) {
+        this.log.error({ err, part: part.name }, `error while stopping ${part.name} for a reload`);
+      }
+    }
+    const list = this.list ?? [];
+    const at = list.indexOf(oldParts[0]!);
+    const runAt = this.running.indexOf(oldParts[0]!);
+    this.buildAcquisition(config);
+    if (oldParts.length > 0 && at >= 0) list.splice(at, oldParts.length, ...this.acquisition);
+    else list.splice(list.findIndex((p) => p.name === 'timers'), 0, ...this.acquisition);
+    const running = this.running.filter((p) => !oldParts.includes(p));
+    const started: Component[] = [];
+    for (const part of this.acquisition) {
+      if (this.stopRequested) break;
+      try {
+        await part.start();
+        started.push(part);
+      } catch (err) {
+        // A port that cannot open is retried in the background by the line; a throw here is a bug.
+        this.log.error({ err, part: part.name }, `${part.name} failed to start after a reload`);
+      }
+    }
+    if (this.stopRequested) {
+      // A stop() came during the reload and has stopped what it found: these too.
+      for (const part of started.reverse()) await part.stop().catch((err: unknown) => this.log.error({ err, part: part.name }, `error while stopping ${part.name}`));
+      return;
+    }
+    running.splice(runAt >= 0 ? runAt : running.findIndex((p) => p.name === 'timers'), 0, ...started);
+    this.running.splice(0, this.running.length, ...running);
+  }
+
+  reportReloadFailure(source: string, problems: string[]): void {
+    this.append([
+      {
+        type: 'event',
+        event: { kind: 'output', code: 'config_reload_failed', severity: 'error', message: `${source}: configuration reload refused (${problems.length} problem${problems.length === 1 ? '' : 's'}); running on the previous configuration`, ts: this.clock.wallMs(), detail: { source, problems } },
+      },
+    ]);
   }
 
   outboxStats(): OutboxStats | undefined {

@@ -5,6 +5,8 @@
  */
 export type ErrorCode =
   | 'E_CONFIG_INVALID'
+  /** A valid configuration that a SIGHUP reload cannot apply (the outbox, the HTTP listener): restart instead. */
+  | 'E_RELOAD_NEEDS_RESTART'
   | 'E_CONFIG_READ'
   | 'E_MODBUS_TIMEOUT'
   | 'E_MODBUS_CRC'

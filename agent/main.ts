@@ -18,6 +18,10 @@ import { replay, eventJson, eventLine } from './detection/replay.js';
 import { parseTrace } from './detection/trace.js';
 import type { DrillCommandOptions } from '../drill/command.js';
 import { packageRoot } from './paths.js';
+import { systemClock } from './clock.js';
+import { Notifier } from './service/notify.js';
+import { Reloader } from './service/reload.js';
+import { agentStatusLine } from './service/status-line.js';
 
 const USAGE = `Usage:
   rackguard run --config FILE [--record TRACE.csv]
@@ -127,6 +131,9 @@ async function drillCommand(config: Config, o: DrillCommandOptions): Promise<voi
 /** Extra time main gives agent.stop() beyond the configured stop deadline before it exits anyway. */
 const STOP_BACKSTOP_GRACE_MS = 2000;
 
+/** How long a clean exit waits for STOPPING=1 to be sent (well inside the backstop grace). */
+const STOPPING_WAIT_MS = 1000;
+
 async function run(configFile: string | undefined, recordFile: string | undefined): Promise<void> {
   // Signal handlers first, before anything that could block or take long: a signal must stop the
   // agent at any stage (issue 7: a start-up blocked on a FIFO ignored two SIGTERMs). The first
@@ -135,6 +142,8 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   let logger: ReturnType<typeof createLogger> | undefined;
   let stopTimeoutS = 10;
   let stopping = false;
+  let notifier: Notifier | undefined;
+  let reloader: Reloader | undefined;
   const say = (level: 'info' | 'error', obj: object, msg: string): void => {
     if (logger) logger[level](obj, msg);
     else process.stderr.write(`rackguard: ${msg}\n`);
@@ -145,6 +154,7 @@ async function run(configFile: string | undefined, recordFile: string | undefine
       process.exit(1);
     }
     stopping = true;
+    const told = notifier?.stopping();
     if (!agent) process.exit(0);
     say('info', { signal }, 'stopping');
     setTimeout(() => {
@@ -152,8 +162,10 @@ async function run(configFile: string | undefined, recordFile: string | undefine
       process.exit(1);
     }, stopTimeoutS * 1000 + STOP_BACKSTOP_GRACE_MS);
     agent.stop().then(
-      () => {
+      async () => {
         say('info', {}, 'stopped');
+        // Let STOPPING=1 reach systemd before the exit, but never wait on a manager that does not answer.
+        await Promise.race([told, new Promise((r) => setTimeout(r, STOPPING_WAIT_MS))]);
         process.exit(0);
       },
       (err: unknown) => {
@@ -164,14 +176,32 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
-  // Node's default for SIGHUP ends the process without a word (a closed terminal, or a habitual
-  // `systemctl reload` / `kill -HUP`). A reload is not implemented: say so and keep monitoring.
-  process.on('SIGHUP', () => say('info', { signal: 'SIGHUP' }, 'SIGHUP ignored: configuration reload is not supported; restart the agent to apply a new configuration'));
+  // SIGHUP (`systemctl reload`): re-read the configuration; Node's default would end the process.
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    if (!reloader) say('info', { signal: 'SIGHUP' }, 'SIGHUP ignored: the agent is still starting');
+    else void reloader.request();
+  });
   const config = loadOrExit(configFile);
   stopTimeoutS = config.stopTimeoutS;
   logger = createLogger({ level: config.logging.level });
-  agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}) });
+  // sd_notify is the process's business (STYLE.md): the notifier is a part main adds, started last.
+  notifier = new Notifier({ env: { ...process.env }, pid: process.pid, clock: systemClock, logger: logger.child({ component: 'notify' }), view: { progress: () => agent?.progress() ?? [], status: () => (agent ? agentStatusLine(agent) : 'starting') } });
+  // As sd_notify(3)'s unset_environment: the commands the agent runs (action hooks) must not talk to systemd as us.
+  for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[k];
+  agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}) });
+  agent.on('detection', () => notifier?.refreshStatus());
   await agent.start();
+  reloader = new Reloader({
+    file: configFile!,
+    agent,
+    logger,
+    onApplied: (c) => {
+      stopTimeoutS = c.stopTimeoutS;
+      logger!.level = c.logging.level;
+    },
+    onOutcome: (ok, summary) => notifier?.refreshStatus(ok ? undefined : summary),
+  });
 }
 
 function count(n: number, one: string, many = `${one}s`): string {

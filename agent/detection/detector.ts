@@ -27,16 +27,57 @@ interface Route {
   chillerSupply: ChillerTrack[];
 }
 
+/** Stable text of a part of the config, for "unchanged?" (Maps as entry lists). */
+function keyOf(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (v instanceof Map ? [...v] : v));
+}
+
+/** The tracks and zones of one wiring, by what defines them, so a reload can keep those unchanged. */
+interface Kept {
+  sensors: Map<string, SensorTrack>;
+  chillers: Map<string, ChillerTrack>;
+  zones: Map<string, ZoneMachine>;
+}
+
 export class Detector {
-  private readonly zones: ZoneMachine[] = [];
-  private readonly zoneById = new Map<string, ZoneMachine>();
-  private readonly routes = new Map<string, Route>();
+  private zones: ZoneMachine[] = [];
+  private zoneById = new Map<string, ZoneMachine>();
+  private routes = new Map<string, Route>();
+  private kept: Kept = { sensors: new Map(), chillers: new Map(), zones: new Map() };
   /** Zones touched by the current batch; a stamp per zone (by index) avoids a Set per batch. */
   private readonly dirty: number[] = [];
   private dirtyStamp = new Float64Array(0);
   private batch = 0;
 
   constructor(config: Config) {
+    this.wire(config, this.kept);
+  }
+
+  /**
+   * Adopts a new configuration (a reload) keeping the state of what did not change: a zone whose id,
+   * sensors, parameters and chillers are the same keeps its machine (level, dwell and clear timers,
+   * latch) and its tracks; a sensor track whose zone, point and parameters are the same keeps its rate
+   * estimators and history even when its zone changed otherwise; an unchanged chiller keeps its
+   * readings. Everything else starts fresh. Returns the ids of the zones kept and of those (re)built.
+   */
+  adopt(config: Config): { keptZones: string[]; newZones: string[] } {
+    const previous = this.kept;
+    this.zones = [];
+    this.zoneById = new Map();
+    this.routes = new Map();
+    this.kept = { sensors: new Map(), chillers: new Map(), zones: new Map() };
+    this.wire(config, previous);
+    const keptZones = this.zones.filter((z) => [...previous.zones.values()].includes(z)).map((z) => z.id);
+    return { keptZones, newZones: this.zones.map((z) => z.id).filter((id) => !keptZones.includes(id)) };
+  }
+
+  private wire(config: Config, reuse: Kept): void {
+    // The previous wiring's part with the same defining key, else a new one; recorded for the next reload.
+    const take = <K extends keyof Kept>(kind: K, key: string, make: () => Kept[K] extends Map<string, infer T> ? T : never): Kept[K] extends Map<string, infer T> ? T : never => {
+      const v = (reuse[kind].get(key) as ReturnType<typeof make> | undefined) ?? make();
+      (this.kept[kind] as Map<string, unknown>).set(key, v);
+      return v;
+    };
     const route = (pointId: string): Route => {
       let r = this.routes.get(pointId);
       if (!r) {
@@ -50,18 +91,22 @@ export class Detector {
       if (!r.zones.includes(i)) r.zones.push(i);
     };
 
+    const chillerKeys: string[] = [];
     const chillers = config.chillers.map((def) => {
       // A chiller may serve zones with different parameters; its supply track uses the first zone's.
       const firstZone = config.zones.find((z) => def.zones.includes(z.id));
       const params: DetectionParams = firstZone ? firstZone.detection : { ...DETECTION_DEFAULTS };
-      return new ChillerTrack(def, params);
+      const key = keyOf([def, params]);
+      chillerKeys.push(key);
+      return take('chillers', key, () => new ChillerTrack(def, params));
     });
 
     for (const zdef of config.zones) {
       // One track per (zone, sensor): zones may use different windows for the same sensor.
-      const tracks = zdef.sensors.map((pointId) => new SensorTrack(pointId, zdef.detection));
+      const tracks = zdef.sensors.map((pointId) => take('sensors', keyOf([zdef.id, pointId, zdef.detection]), () => new SensorTrack(pointId, zdef.detection)));
+      const servedKeys = chillerKeys.filter((_k, i) => chillers[i]!.zones.includes(zdef.id));
       const served = chillers.filter((c) => c.zones.includes(zdef.id));
-      const zone = new ZoneMachine(zdef.id, zdef.detection, tracks, served);
+      const zone = take('zones', keyOf([zdef, servedKeys]), () => new ZoneMachine(zdef.id, zdef.detection, tracks, served));
       this.zones.push(zone);
       this.zoneById.set(zone.id, zone);
       for (const t of tracks) {

@@ -41,7 +41,9 @@ export type OutputNoticeCode =
   /** The in-memory event queue overflowed while the outbox was unwritable: the oldest events are gone. */
   | 'outbox_events_dropped'
   | 'mqtt_publish_rejected'
-  | 'influx_point_quarantined';
+  | 'influx_point_quarantined'
+  /** A SIGHUP found an invalid configuration (every problem in detail.problems): the agent runs on the old one. */
+  | 'config_reload_failed';
 
 /** What the outputs layer itself has to report: dropped telemetry, a damaged buffer, a refused point. */
 export interface OutputNotice {

@@ -1,0 +1,106 @@
+/**
+ * The watchdog's judgment with a stuck bus loop (issue 9 item 2): the agent library on a real pty with
+ * the simulator, its serial port wrapped through the `opener` seam so that a flush never calls back,
+ * as a USB adapter whose driver stopped answering does. The event loop keeps running (timers fire,
+ * other parts work), yet no poll cycle completes: the pings must stop, and start again when the
+ * call returns. A bare setInterval ping would go on throughout.
+ */
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAgent, type Agent } from '../../agent/app.js';
+import { openSerialPort, type PortLike } from '../../agent/acquisition/serial-link.js';
+import { systemClock } from '../../agent/clock.js';
+import { parseConfig } from '../../agent/config/load.js';
+import { Notifier } from '../../agent/service/notify.js';
+import { agentStatusLine } from '../../agent/service/status-line.js';
+import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
+import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+
+let pty: PtyPair;
+let sim: Simulator;
+let agent: Agent;
+let notifier: Notifier;
+const sent: string[][] = [];
+const logLines: string[] = [];
+let hang = false;
+const held: Array<() => void> = [];
+
+beforeAll(async () => {
+  pty = await startPtyPair();
+  const text = `version: 1
+site: lab
+gateway: gw1
+logging: { samples: false }
+buses:
+  - id: l
+    type: serial
+    path: ${pty.a}
+    devices:
+      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
+      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
+zones:
+  - { id: z1, sensors: [r1.temperature, r2.temperature] }
+`;
+  const config = parseConfig(text, 'test');
+  sim = await startSimulator({ config, serialPath: pty.b });
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        logLines.push(chunk.toString());
+        cb();
+      },
+    }),
+  );
+  const opener = async (s: Parameters<typeof openSerialPort>[0]): Promise<PortLike> => {
+    const port = await openSerialPort(s);
+    const flush = port.flush.bind(port);
+    port.flush = (cb) => (hang ? held.push(() => flush(cb)) : flush(cb));
+    return port;
+  };
+  notifier = new Notifier({
+    env: { NOTIFY_SOCKET: '/nonexistent/only-the-sender-below-sees-this', WATCHDOG_USEC: '1000000' },
+    pid: process.pid,
+    clock: systemClock,
+    logger,
+    view: { progress: () => agent.progress(), status: () => agentStatusLine(agent) },
+    send: async (a) => void sent.push(a),
+  });
+  agent = createAgent(config, { logger, opener, parts: [notifier] });
+  await agent.start();
+}, 30_000);
+
+afterAll(async () => {
+  hang = false;
+  for (const release of held.splice(0)) release();
+  await agent?.stop();
+  await sim?.stop();
+  await pty?.stop();
+});
+
+const pings = (): number => sent.filter((a) => a.includes('WATCHDOG=1')).length;
+
+describe('watchdog with a stuck bus loop', () => {
+  it('pings while cycles complete, stops when the loop hangs on a driver call, resumes when it returns', async () => {
+    expect(sent[0]).toContain('READY=1');
+    await expect.poll(pings, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
+
+    // A silent r1 makes the line flush its input after the timeout: that flush now never returns.
+    hang = true;
+    sim.rack.setFault('r1', { type: 'silent' });
+    await expect.poll(() => held.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    await expect.poll(() => logLines.some((l) => l.includes('withholding pings') && l.includes('bus:l')), { timeout: 15_000 }).toBe(true);
+    const atStall = pings();
+    const cyclesAtStall = agent.progress()[0]!.cycles;
+    await new Promise((r) => setTimeout(r, 2500)); // five ping intervals of silence
+    expect(agent.progress()[0]!.cycles).toBe(cyclesAtStall);
+    expect(pings()).toBe(atStall);
+
+    hang = false;
+    sim.rack.setFault('r1', { type: 'none' });
+    for (const release of held.splice(0)) release();
+    await expect.poll(pings, { timeout: 10_000 }).toBeGreaterThan(atStall);
+    expect(logLines.some((l) => l.includes('acquisition progresses again'))).toBe(true);
+  });
+});
