@@ -20,10 +20,11 @@ import type { DrillCommandOptions } from '../drill/command.js';
 import { packageRoot } from './paths.js';
 
 const USAGE = `Usage:
-  rackguard run --config FILE [--record TRACE.csv]
+  rackguard run --config FILE [--record TRACE.csv] [--dry-run]
         start acquisition and detection; logs samples, device health and zone events;
         --record writes every sample to a trace for replay (a trace that cannot be
-        written is reported; the agent goes on without it)
+        written is reported; the agent goes on without it); --dry-run records the
+        actions that would run (status dry-run) and runs none
   rackguard check-config FILE
         validate a configuration file and exit
   rackguard replay --config FILE --trace TRACE.csv [--json]
@@ -123,7 +124,7 @@ async function drillCommand(config: Config, o: DrillCommandOptions): Promise<voi
 /** Extra time main gives agent.stop() beyond the configured stop deadline before it exits anyway. */
 const STOP_BACKSTOP_GRACE_MS = 2000;
 
-async function run(configFile: string | undefined, recordFile: string | undefined): Promise<void> {
+async function run(configFile: string | undefined, recordFile: string | undefined, dryRun = false): Promise<void> {
   // Signal handlers first, before anything that could block or take long: a signal must stop the
   // agent at any stage (issue 7: a start-up blocked on a FIFO ignored two SIGTERMs). The first
   // signal stops cleanly; a second one, or a stop that outlives its deadline, exits 1 at once.
@@ -166,7 +167,7 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   const config = loadOrExit(configFile);
   stopTimeoutS = config.stopTimeoutS;
   logger = createLogger({ level: config.logging.level });
-  agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}) });
+  agent = createAgent(config, { logger, ...(recordFile ? { recordFile } : {}), ...(dryRun ? { actionsDryRun: true } : {}) });
   await agent.start();
 }
 
@@ -204,7 +205,7 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (command) {
     case 'run':
-      await run(values.config ?? arg, values.record);
+      await run(values.config ?? arg, values.record, Boolean(values['dry-run']));
       return;
     case 'host': {
       // Loaded lazily, as the drill is: `rackguard run` never loads the host agent.
