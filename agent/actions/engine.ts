@@ -39,7 +39,7 @@ import type { ActionEvent } from '../outputs/events.js';
 import { readCredential } from '../outputs/context.js';
 import type { Component } from '../component.js';
 import { runExec } from './exec.js';
-import { criticalGate } from './gate.js';
+import { dueLevels } from './policy.js';
 import { IncidentStore, newIncidentId, type IncidentState } from './incidents.js';
 import { Inhibit, type InhibitState } from './inhibit.js';
 import { runShutdown as defaultRunShutdown, type ShutdownDeps, type ShutdownReport } from './shutdown.js';
@@ -56,8 +56,6 @@ export const MAX_EVENT_AGE_MS = 2 * 60_000;
 export const RESUME_WINDOW_MS = 10 * 60_000;
 /** While incidents are open, their aliveTs is refreshed this often. */
 const ALIVE_REFRESH_MS = 60_000;
-
-const ACTION_LEVELS: readonly Level[] = ['warning', 'alarm', 'critical'];
 
 export interface ActionEngineDeps {
   clock: Clock;
@@ -224,14 +222,6 @@ export class ActionEngine implements Component {
     }
   }
 
-  private policiesFor(zone: string, level: Level): number[] {
-    const out: number[] = [];
-    this.config.policies.forEach((p, i) => {
-      if (p.level === level && (p.zones.includes('*') || p.zones.includes(zone))) out.push(i);
-    });
-    return out;
-  }
-
   private escalate(e: ZoneLevelEvent): void {
     let inc = this.incidents.get(e.zone);
     if (!inc) {
@@ -245,26 +235,19 @@ export class ActionEngine implements Component {
     inc.aliveTs = this.deps.clock.wallMs();
 
     const runs: Array<{ level: Level; policies: number[] }> = [];
-    for (const level of ACTION_LEVELS) {
-      if (levelRank(level) > levelRank(e.level) || inc.handled.includes(level)) continue;
-      const policies = this.policiesFor(e.zone, level);
-      if (policies.length === 0) continue;
-      const gated = level === 'critical' || policies.some((pi) => this.config.policies[pi]!.actions.some((a) => a.kind === 'shutdown'));
-      if (gated) {
-        const verdict = criticalGate(e, this.zoneK.get(e.zone) ?? e.evidence.k, this.blind.get(e.zone) === true);
-        if (!verdict.pass) {
-          // Not marked handled: a later critical event that meets the gate still fires these actions.
-          for (const pi of policies) {
-            for (const a of this.config.policies[pi]!.actions) {
-              this.emit({ action: a.name, status: 'skipped', zone: e.zone, incident: inc.id, message: `${a.name} not run: safety gate: ${verdict.why}`, detail: { level, kind: a.kind, gate: verdict.why } });
-            }
+    for (const due of dueLevels(this.config, inc.handled, e, this.zoneK.get(e.zone) ?? e.evidence.k, this.blind.get(e.zone) === true)) {
+      if (due.refused !== undefined) {
+        // Not marked handled: a later critical event that meets the gate still fires these actions.
+        for (const pi of due.policies) {
+          for (const a of this.config.policies[pi]!.actions) {
+            this.emit({ action: a.name, status: 'skipped', zone: e.zone, incident: inc.id, message: `${a.name} not run: safety gate: ${due.refused}`, detail: { level: due.level, kind: a.kind, gate: due.refused } });
           }
-          continue;
         }
+        continue;
       }
-      inc.handled.push(level);
-      for (const pi of policies) if (!inc.fired.includes(pi)) inc.fired.push(pi);
-      runs.push({ level, policies });
+      inc.handled.push(due.level);
+      for (const pi of due.policies) if (!inc.fired.includes(pi)) inc.fired.push(pi);
+      runs.push({ level: due.level, policies: due.policies });
     }
     // Persisted before anything starts: a crash from here on never repeats these levels.
     this.save();
