@@ -13,12 +13,15 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { MIN_CRITICAL_SENSORS } from '../actions/gate.js';
 import type { ActionsConfig, HookDef, HostDef, ShutdownDef } from './actions-schema.js';
 import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES } from './read-file.js';
 
 export interface ActionsCheckContext {
   /** Zone ids of the resolved config. */
   zoneIds: ReadonlySet<string>;
+  /** Number of sensors of each zone (the safety gate needs two agreeing for critical actions). */
+  zoneSensors?: ReadonlyMap<string, number>;
   /** Whether outputs.mqtt is configured (host agents and the inhibit topic live on that broker). */
   hasMqtt: boolean;
   /** Directory of the config file: relative paths are relative to it. */
@@ -82,6 +85,9 @@ export function resolveActions(actions: ActionsConfig, ctx: ActionsCheckContext,
         if (p.zones.length > 1) problems.push(`${where}.zones[${zi}]: "*" (every zone) cannot be combined with other zone ids`);
       } else if (!ctx.zoneIds.has(z)) {
         problems.push(`${where}.zones[${zi}]: unknown zone "${z}" (zones: ${[...ctx.zoneIds].join(', ') || 'none'})`);
+      } else if ((p.level === 'critical' || p.actions.some((a) => a.kind === 'shutdown')) && (ctx.zoneSensors?.get(z) ?? MIN_CRITICAL_SENSORS) < MIN_CRITICAL_SENSORS) {
+        // The gate would refuse these actions for ever: say so now, not during the incident.
+        problems.push(`${where}.zones[${zi}]: zone "${z}" has ${ctx.zoneSensors?.get(z)} sensor(s); critical actions need at least ${MIN_CRITICAL_SENSORS} good sensors agreeing (the safety gate), so they could never run`);
       }
     });
     const acts = p.actions.map((a, ai) => {

@@ -84,7 +84,7 @@ export function parseConfig(text: string, source: string, opts: LoadOptions & { 
   if (config.outputs) config.outputs = resolveOutputs(config.outputs, opts.baseDir ?? process.cwd(), problems);
   if (config.http) config.http = resolveHttp(config.http, opts.baseDir ?? process.cwd(), problems);
   if (config.actions) {
-    config.actions = resolveActions(config.actions, { zoneIds: new Set(config.zones.map((z) => z.id)), hasMqtt: config.outputs?.mqtt !== undefined, baseDir: opts.baseDir ?? process.cwd() }, problems);
+    config.actions = resolveActions(config.actions, { zoneIds: new Set(config.zones.map((z) => z.id)), zoneSensors: new Map(config.zones.map((z) => [z.id, z.sensors.length])), hasMqtt: config.outputs?.mqtt !== undefined, baseDir: opts.baseDir ?? process.cwd() }, problems);
   }
   if (problems.length > 0) throw new ConfigError(source, problems);
   return deepFreeze(config);

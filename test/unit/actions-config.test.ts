@@ -159,6 +159,16 @@ ${fullShutdown}`,
     ]);
   });
 
+  it('a critical policy naming a zone of one sensor is refused (the safety gate needs two agreeing)', () => {
+    const text = configText(`  policies:\n    - { zones: [row-b], level: critical, actions: [{ kind: exec, name: x, argv: ["${hook}"] }] }\n    - { zones: [row-b], level: alarm, actions: [{ kind: exec, name: y, argv: ["${hook}"] }] }`).replace(
+      '  - { id: row-a, sensors: [r1.temperature, r2.temperature] }',
+      '  - { id: row-a, sensors: [r1.temperature, r2.temperature] }\n  - { id: row-b, sensors: [r1.temperature], detection: { k: 1 } }',
+    );
+    expect(problemsOf(text)).toEqual([
+      'actions.policies[0].zones[0]: zone "row-b" has 1 sensor(s); critical actions need at least 2 good sensors agreeing (the safety gate), so they could never run',
+    ]);
+  });
+
   it('schema problems name the action field (argv as a shell string is refused)', () => {
     const problems = problemsOf(configText(`  policies:\n    - { level: alarm, actions: [{ kind: exec, name: x, argv: "/bin/echo hi" }] }`));
     expect(problems).toEqual(['actions.policies[0].actions[0].argv: expected a list, got "/bin/echo hi"']);
