@@ -28,7 +28,7 @@ function hook(dir: string): string {
   return f;
 }
 
-function setup(extra = '', opts: { dryRun?: boolean } = {}) {
+function setup(extra = '', opts: { dryRun?: boolean; runShutdown?: ConstructorParameters<typeof ActionEngine>[1]['runShutdown'] } = {}) {
   const dir = join(root, `case${++n}`);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
@@ -55,12 +55,12 @@ ${extra}
       actions: [{ kind: exec, name: page, argv: ["${h}", page] }, { kind: exec, name: page2, argv: ["${h}", page2] }]
       onClear: [{ kind: exec, name: unpage, argv: ["${h}", unpage] }]
     - level: critical
-      actions: [{ kind: exec, name: failover, argv: ["${h}", failover] }]
-`;
+      actions: [{ kind: exec, name: failover, argv: ["${h}", failover] }${opts.runShutdown ? ', { kind: shutdown }' : ''}]
+${opts.runShutdown ? `  shutdown:\n    failover: [{ kind: exec, name: drain, argv: ["${h}", drain] }]\n    groups: [{ name: g, hosts: [{ via: ipmi, name: h1, address: 127.0.0.1, usernameFile: ${h}, passwordFile: ${h} }] }]\n` : ''}`;
   const config = parseConfig(text, join(dir, 'c.yaml'), { baseDir: dir });
   const records: ActionEvent[] = [];
   const make = (): ActionEngine =>
-    new ActionEngine(config.actions!, { clock: systemClock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (e) => records.push(e), ...(opts.dryRun ? { dryRun: true } : {}) });
+    new ActionEngine(config.actions!, { clock: systemClock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (e) => records.push(e), ...(opts.dryRun ? { dryRun: true } : {}), ...(opts.runShutdown ? { runShutdown: opts.runShutdown } : {}) });
   const marks = (): string[] => (existsSync(join(dir, 'marks')) ? readFileSync(join(dir, 'marks'), 'utf8').trim().split('\n') : []);
   return { dir, config, records, make, marks };
 }
@@ -221,5 +221,35 @@ describe('action engine', () => {
     eng.onDetection(lvl('alarm', 'critical'));
     await settle(s.records, 4, done);
     expect(s.marks().map((m) => m.split(' ')[0])).toEqual(['failover']);
+  });
+
+  it('the shutdown kind calls the coordinator (after the gate) with its hooks and records; in dry run its hooks do not run', async () => {
+    const calls: Array<{ dryRun: boolean; hook: string }> = [];
+    const runShutdown: NonNullable<Parameters<typeof setup>[1]>['runShutdown'] = async (ctx, deps) => {
+      const r = await deps.runHook(deps.config.failover[0]!, ctx);
+      calls.push({ dryRun: ctx.dryRun, hook: r.status });
+      deps.record({ action: 'shutdown', status: 'group-done', zone: ctx.zone, incident: ctx.incident, message: 'g done' });
+      return { groups: [], failover: [r], final: [], aborted: false };
+    };
+    const s = setup('', { runShutdown });
+    const eng = await started(s.make);
+    eng.onDetection(lvl('alarm', 'critical', { crit: 1, k: 1 }));
+    await settle(s.records, 5, done);
+    expect(calls).toEqual([]);
+    eng.onDetection(lvl('alarm', 'critical'));
+    await settle(s.records, 1, (r) => r.action === 'shutdown' && r.status === 'succeeded');
+    expect(calls).toEqual([{ dryRun: false, hook: 'succeeded' }]);
+    expect(s.marks().map((m) => m.split(' ')[0])).toEqual(['warn', 'page', 'page2', 'failover', 'drain']);
+    const trail = s.records.filter((r) => r.action === 'shutdown').map((r) => r.status);
+    expect(trail).toEqual(['skipped', 'started', 'group-done', 'succeeded']);
+    expect(new Set(s.records.map((r) => r.incident)).size).toBe(1);
+
+    const d = setup('', { runShutdown, dryRun: true });
+    const dry = await started(d.make);
+    calls.length = 0;
+    dry.onDetection(lvl('alarm', 'critical'));
+    await settle(d.records, 1, (r) => r.action === 'shutdown' && r.status === 'group-done');
+    expect(calls).toEqual([{ dryRun: true, hook: 'dry-run' }]);
+    expect(d.marks()).toEqual([]);
   });
 });
