@@ -45,7 +45,7 @@ import { Inhibit, type InhibitState } from './inhibit.js';
 import { runShutdown as defaultRunShutdown, type ShutdownDeps, type ShutdownReport } from './shutdown.js';
 import { TransportRegistry } from './transports.js';
 import type { ActionContext, ActionResult } from './types.js';
-import { runWebhook } from './webhook.js';
+import { runWebhook, safeUrl } from './webhook.js';
 
 /** An event older than this (wall time) is never acted on. */
 export const MAX_EVENT_AGE_MS = 2 * 60_000;
@@ -431,16 +431,7 @@ export class ActionEngine implements Component {
 /** One line saying what an action does, for records and the drill (no secrets: no headers, no env values). */
 export function describe(a: ActionDef): string {
   if (a.kind === 'exec') return `exec ${a.argv.map((s) => JSON.stringify(s)).join(' ')} (timeout ${a.timeoutS} s)`;
-  if (a.kind === 'http') return `POST ${redactUrl(a.url)} (${a.format}, timeout ${a.timeoutS} s, ${a.retries} retries${a.hmacSecretFile ? ', signed' : ''})`;
+  if (a.kind === 'http') return `POST ${safeUrl(a.url)} (${a.format}, timeout ${a.timeoutS} s, ${a.retries} retries${a.hmacSecretFile ? ', signed' : ''})`;
   return 'coordinated shutdown (failover, host groups, final hooks)';
 }
 
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}

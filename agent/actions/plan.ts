@@ -13,6 +13,7 @@ import type { ZoneDef } from '../config/model.js';
 import type { TimedEvent } from '../detection/replay.js';
 import type { Level } from '../detection/types.js';
 import { dueLevels } from './policy.js';
+import { safeUrl } from './webhook.js';
 
 export interface PlannedAction {
   atS: number;
@@ -37,7 +38,7 @@ export function hookBudgetS(h: HookDef): number {
 
 function what(a: ActionDef): string {
   if (a.kind === 'exec') return `exec ${a.argv.map((x) => JSON.stringify(x)).join(' ')}`;
-  if (a.kind === 'http') return `POST ${a.url} (${a.format})`;
+  if (a.kind === 'http') return `POST ${safeUrl(a.url)} (${a.format})`;
   return 'coordinated shutdown';
 }
 

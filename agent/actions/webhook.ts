@@ -109,6 +109,19 @@ export function signBody(body: Buffer, key: string): string {
   return `sha256=${createHmac('sha256', key).update(body).digest('hex')}`;
 }
 
+/**
+ * The URL as records and logs may show it: scheme, host and port only. Webhook paths and queries
+ * often are the secret (a chat service's incoming-webhook URL is its own credential).
+ */
+export function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return u.pathname === '/' && u.search === '' ? u.origin : `${u.origin}/…`;
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
 function retryable(status: number): boolean {
   return status >= 500 || status === 429;
 }
@@ -138,7 +151,7 @@ export async function runWebhook(def: HttpActionDef, ctx: ActionContext, deps: W
   const { clock } = deps;
   const started = clock.monoMs();
   const doFetch = deps.fetch ?? fetch;
-  const result = (status: ActionResult['status'], message: string, detail: Record<string, unknown>): ActionResult => ({ status, message, durationMs: Math.round(clock.monoMs() - started), detail: { url: def.url, ...detail } });
+  const result = (status: ActionResult['status'], message: string, detail: Record<string, unknown>): ActionResult => ({ status, message, durationMs: Math.round(clock.monoMs() - started), detail: { url: safeUrl(def.url), ...detail } });
 
   const payload =
     def.format === 'alertmanager'

@@ -61,6 +61,9 @@ describe('webhook action', () => {
     const r = await runWebhook(def(url, { hmacSecretFile: keyFile }), ctx, { clock: systemClock, site: 'dc1', gateway: 'gw1', startsAtMs: ctx.ts - 60_000 });
     expect(r.status).toBe('succeeded');
     expect(r.detail).toMatchObject({ httpStatus: 200, attempts: 2 });
+    // The path may be the secret (incoming-webhook URLs): records show the origin only.
+    expect(r.detail.url).toBe(`${new URL(url).origin}/…`);
+    expect(JSON.stringify(r)).not.toContain('/hook');
     expect(got).toHaveLength(2);
     for (const g of got) {
       const expected = `sha256=${createHmac('sha256', 'a-long-shared-secret-for-the-receiver-0123').update(g.body).digest('hex')}`;
