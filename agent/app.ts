@@ -39,6 +39,8 @@ export interface AgentDeps {
   opener?: PortOpener;
   /** Seams of the outbox: a slow commit (`beforeCommit`), the free space it sees (`freeBytes`). */
   outbox?: Pick<OutboxDeps, 'beforeCommit' | 'freeBytes'>;
+  /** `rackguard run --dry-run`: actions are recorded as `dry-run`, never run (whatever actions.dryRun says). */
+  actionsDryRun?: boolean;
   /** Parts the embedder adds (HTTP status, notify …): started last, stopped first, like every other part. */
   parts?: readonly Component[];
 }
@@ -260,6 +262,24 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
           list.push(consumer);
         }
       }
+    }
+    if (this.config.actions) {
+      // After the outbox (its records go there) and before acquisition (it hears every detector event);
+      // stopped before the outbox, so its last records are still written. Loaded lazily.
+      const { ActionEngine } = await import('./actions/engine.js');
+      const engine = new ActionEngine(this.config.actions, {
+        clock: this.clock,
+        logger: this.log.child({ component: 'actions' }),
+        site: this.config.site,
+        gateway: this.config.gateway,
+        zones: this.config.zones,
+        record: (event) => this.append([{ type: 'event', event }]),
+        ...(this.deps.actionsDryRun ? { dryRun: true } : {}),
+        ...(this.config.outputs?.mqtt ? { mqtt: this.config.outputs.mqtt } : {}),
+        zoneStatus: (zone) => this.detector.status().find((z) => z.zone === zone),
+      });
+      this.on('detection', (e) => engine.onDetection(e));
+      list.push(engine);
     }
     list.push({
       name: 'announce',

@@ -24,10 +24,11 @@ import { Reloader } from './service/reload.js';
 import { agentStatusLine } from './service/status-line.js';
 
 const USAGE = `Usage:
-  rackguard run --config FILE [--record TRACE.csv]
+  rackguard run --config FILE [--record TRACE.csv] [--dry-run]
         start acquisition and detection; logs samples, device health and zone events;
         --record writes every sample to a trace for replay (a trace that cannot be
-        written is reported; the agent goes on without it)
+        written is reported; the agent goes on without it); --dry-run records the
+        actions that would run (status dry-run) and runs none
   rackguard check-config FILE
         validate a configuration file and exit
   rackguard replay --config FILE --trace TRACE.csv [--json]
@@ -134,7 +135,7 @@ const STOP_BACKSTOP_GRACE_MS = 2000;
 /** How long a clean exit waits for STOPPING=1 to be sent (well inside the backstop grace). */
 const STOPPING_WAIT_MS = 1000;
 
-async function run(configFile: string | undefined, recordFile: string | undefined): Promise<void> {
+async function run(configFile: string | undefined, recordFile: string | undefined, dryRun = false): Promise<void> {
   // Signal handlers first, before anything that could block or take long: a signal must stop the
   // agent at any stage (issue 7: a start-up blocked on a FIFO ignored two SIGTERMs). The first
   // signal stops cleanly; a second one, or a stop that outlives its deadline, exits 1 at once.
@@ -189,7 +190,7 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   notifier = new Notifier({ env: { ...process.env }, pid: process.pid, clock: systemClock, logger: logger.child({ component: 'notify' }), view: { progress: () => agent?.progress() ?? [], status: () => (agent ? agentStatusLine(agent) : 'starting') } });
   // As sd_notify(3)'s unset_environment: the commands the agent runs (action hooks) must not talk to systemd as us.
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[k];
-  agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}) });
+  agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}), ...(dryRun ? { actionsDryRun: true } : {}) });
   agent.on('detection', () => notifier?.refreshStatus());
   await agent.start();
   reloader = new Reloader({
@@ -239,7 +240,7 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (command) {
     case 'run':
-      await run(values.config ?? arg, values.record);
+      await run(values.config ?? arg, values.record, Boolean(values['dry-run']));
       return;
     case 'host': {
       // Loaded lazily, as the drill is: `rackguard run` never loads the host agent.

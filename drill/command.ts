@@ -17,6 +17,7 @@ import { eventJson, eventLine } from '../agent/detection/replay.js';
 import { traceText } from '../agent/detection/trace.js';
 import { VirtualRackSampler } from '../firmware-sim/sampler.js';
 import { loadScenarioFile } from '../firmware-sim/scenario.js';
+import { plannedLine } from '../agent/actions/plan.js';
 import { runDrill } from './drill.js';
 import { renderReport } from './report.js';
 
@@ -92,6 +93,8 @@ export function drillCommand(config: Config, o: DrillCommandOptions, write: (tex
   }
   const result = runDrill({ config, scenario, ...(o.durationS !== undefined ? { durationS: o.durationS } : {}) });
   for (const e of result.events) write(`${o.json ? JSON.stringify(eventJson(e)) : eventLine(e)}\n`);
+  // The actions after the events that trigger them, in the order the engine would run them.
+  for (const a of result.actions ?? []) write(`${o.json ? JSON.stringify({ kind: 'planned_action', ...a }) : plannedLine(a)}\n`);
   const h = result.headline;
   const fmt = (s: number | null): string => (s === null ? 'n/a' : `${Math.round(s)} s`);
   if (!o.json) {

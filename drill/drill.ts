@@ -4,6 +4,7 @@
  * headline numbers: time from failure to alarm and to critical, and the lead before the zone median
  * reaches 32 °C (from the first alarm) and 35 °C (from the first critical).
  */
+import { planActions, type PlannedAction } from '../agent/actions/plan.js';
 import type { Config } from '../agent/config/model.js';
 import { replay, type TimedEvent } from '../agent/detection/replay.js';
 import type { TraceBatch } from '../agent/detection/trace.js';
@@ -44,6 +45,8 @@ export interface DrillResult {
   events: TimedEvent[];
   headline: Headline;
   rows: number;
+  /** The actions that would fire, in order, with their planned times; absent without an `actions:` section. */
+  actions?: PlannedAction[];
 }
 
 export interface DrillOptions {
@@ -146,5 +149,6 @@ export function runDrill(opts: DrillOptions): DrillResult {
       zones,
     },
     rows: result.rows,
+    ...(config.actions ? { actions: planActions(config.actions, config.zones, result.events) } : {}),
   };
 }

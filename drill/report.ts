@@ -4,6 +4,7 @@
  *
  * Pure: a DrillResult in, a string out.
  */
+import type { PlannedAction } from '../agent/actions/plan.js';
 import type { Level } from '../agent/detection/types.js';
 import type { TimedEvent } from '../agent/detection/replay.js';
 import type { DrillResult, Series } from './drill.js';
@@ -140,7 +141,7 @@ function eventTarget(e: TimedEvent): { label: string; colour: string } {
   return { label: ev.blind ? 'blind' : 'quorum back', colour: BLIND_COLOUR };
 }
 
-function zoneChart(zone: ZoneView, series: Map<string, Series>, events: TimedEvent[], onsetS: number | null, durationS: number, colourOf: (id: string) => string): string {
+function zoneChart(zone: ZoneView, series: Map<string, Series>, events: TimedEvent[], onsetS: number | null, durationS: number, colourOf: (id: string) => string, actions: readonly PlannedAction[] = []): string {
   const lines = zone.sensors.map((id) => ({ id, points: decimate(series.get(id)?.t ?? [], series.get(id)?.v ?? []) }));
   let tMax = durationS;
   let yLo = zone.warnTempC;
@@ -232,6 +233,19 @@ function zoneChart(zone: ZoneView, series: Map<string, Series>, events: TimedEve
     );
   }
 
+  // Planned actions: a triangle under the plot at the trigger time, the action's name on hover and
+  // in the table below; a refused (safety gate) action is hollow.
+  for (const a of actions) {
+    const px = x(a.atS);
+    const by = M.top + ph;
+    const colour = LEVEL_COLOURS[a.level];
+    const tip = `${clock(a.atS)}  ${a.action} (${a.level}, ${a.incident}) ${a.status}: ${a.what}${a.why ? ` (${a.why})` : ''}`;
+    parts.push(
+      `<g class="action" data-action="${escapeHtml(a.action)}" data-status="${a.status}"><title>${escapeHtml(tip)}</title>` +
+        `<path d="M${f(px)} ${f(by - 12)}L${f(px - 6)} ${f(by)}L${f(px + 6)} ${f(by)}Z" fill="${a.status === 'skipped' ? 'none' : colour}" stroke="${colour}" stroke-width="1.5"/></g>`,
+    );
+  }
+
   const legend = zone.sensors
     .map((id) => `<span class="key"><i style="background:${colourOf(id)}"></i>${escapeHtml(id)}</span>`)
     .concat(
@@ -239,6 +253,7 @@ function zoneChart(zone: ZoneView, series: Map<string, Series>, events: TimedEve
       [`<span class="key"><i class="vbar" style="background:${BLIND_COLOUR}"></i>blind / quorum back</span>`],
       onsetS !== null ? [`<span class="key"><i class="vbar" style="background:${ONSET_COLOUR}"></i>failure onset</span>`] : [],
       [`<span class="key"><i class="dash"></i>thresholds (dashed)</span>`],
+      actions.length > 0 ? [`<span class="key">▲ action that would fire (△ refused by the safety gate)</span>`] : [],
     )
     .join('');
 
@@ -250,6 +265,20 @@ ${parts.join('\n')}
 </svg>
 <div class="legend">${legend}</div>
 </section>`;
+}
+
+function actionsTable(actions: readonly PlannedAction[]): string {
+  if (actions.length === 0) return '<p class="empty">No action would fire (no policy configured, or no zone reached a policy\'s level).</p>';
+  const rows = actions
+    .map(
+      (a) =>
+        `<tr class="action-row" data-status="${a.status}"><td class="num">${num(a.atS)} s</td><td class="num">${clock(a.atS)}</td><td class="num">${a.latestAtS > a.atS ? `${num(a.latestAtS)} s` : ''}</td><td>${escapeHtml(a.zone)}</td><td>${escapeHtml(a.incident)}</td><td>${escapeHtml(a.level)}</td><td>${escapeHtml(a.action)}</td><td>${a.status === 'skipped' ? `<b>skipped</b>: ${escapeHtml(a.why ?? '')}` : 'would run'}</td><td>${escapeHtml(a.what)}</td></tr>`,
+    )
+    .join('\n');
+  return `<table class="actions"><thead><tr><th>time</th><th>t</th><th>latest start</th><th>zone</th><th>incident</th><th>level</th><th>action</th><th>status</th><th>what</th></tr></thead>
+<tbody>
+${rows}
+</tbody></table>`;
 }
 
 function eventRow(e: TimedEvent): string {
@@ -318,7 +347,7 @@ export function renderReport(result: DrillResult): string {
     .join('');
 
   const charts = result.zones
-    .map((z) => zoneChart(z, series, result.events.filter((e) => e.event.zone === z.id), headline.onsetS, scenario.durationS, colourOf))
+    .map((z) => zoneChart(z, series, result.events.filter((e) => e.event.zone === z.id), headline.onsetS, scenario.durationS, colourOf, (result.actions ?? []).filter((a) => a.zone === z.id)))
     .join('\n');
 
   const rows = result.events.map(eventRow).join('\n');
@@ -347,7 +376,7 @@ ${rows}
 <table class="zones"><thead><tr><th>zone</th><th>first alarm</th><th>first critical</th><th>median ≥ 32 °C</th><th>median ≥ 35 °C</th></tr></thead><tbody>${zoneRows}</tbody></table>
 ${charts}
 <h2>Actions that would fire</h2>
-<p class="empty">no action policy configured (dry run)</p>
+${result.actions === undefined ? '<p class="empty">no action policy configured (dry run)</p>' : actionsTable(result.actions)}
 <h2>Timeline</h2>
 ${table}
 </main>

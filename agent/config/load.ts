@@ -11,6 +11,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { RackguardError } from '../errors.js';
 import { bundledProfilesDir } from '../paths.js';
+import { resolveActions } from './actions-check.js';
 import { humanDuration } from './durations.js';
 import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES, readRegularFile } from './read-file.js';
 import { DETECTION_DEFAULTS, configSchema, profileSchema, type DetectionParams, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
@@ -82,6 +83,9 @@ export function parseConfig(text: string, source: string, opts: LoadOptions & { 
   const config = resolveConfig(parsed.data, source, new ProfileStore(dirs), problems);
   if (config.outputs) config.outputs = resolveOutputs(config.outputs, opts.baseDir ?? process.cwd(), problems);
   if (config.http) config.http = resolveHttp(config.http, opts.baseDir ?? process.cwd(), problems);
+  if (config.actions) {
+    config.actions = resolveActions(config.actions, { zoneIds: new Set(config.zones.map((z) => z.id)), zoneSensors: new Map(config.zones.map((z) => [z.id, z.sensors.length])), hasMqtt: config.outputs?.mqtt !== undefined, baseDir: opts.baseDir ?? process.cwd() }, problems);
+  }
   if (problems.length > 0) throw new ConfigError(source, problems);
   return deepFreeze(config);
 }

@@ -24,6 +24,8 @@ export interface ActionEvent {
   /** e.g. started, succeeded, failed, skipped. */
   status: string;
   zone?: string;
+  /** The incident the action belongs to (one per zone escalation episode); every action record carries it. */
+  incident?: string;
   ts: number;
   message: string;
   detail?: Record<string, unknown>;

@@ -1,0 +1,437 @@
+/**
+ * The action engine (issue 8): turns the detector's zone events into the configured actions.
+ *
+ * - Incidents: one per zone episode, from the first level above normal back to normal. Its id is
+ *   carried by every record. Persisted (incidents.ts) so an agent restart never re-runs an incident's
+ *   actions.
+ * - Once per incident per level, in order: when a zone reaches a level, the policies of that level,
+ *   and of every lower level not yet handled in this incident, run in ascending level order (a zone
+ *   that jumps to critical still sends the alarm's page before the critical's shutdown). Actions of
+ *   a zone run one after the other; a failed action is recorded and the next one still runs. A zone
+ *   that drops a level and rises again runs nothing twice. Back to normal runs the onClear hooks of
+ *   the policies that fired, once.
+ * - Safety gate (gate.ts): a critical level's actions need a zone_level event to critical with
+ *   quorum from at least two good sensors, a zone that is not blind; zone_blind events trigger
+ *   nothing. A refused critical level is not marked handled: a later critical event with quorum
+ *   still fires it.
+ * - Dry run and maintenance inhibit hold actions back (recorded as `dry-run` / `inhibited`); they
+ *   never touch detection or publishing. A held-back action is not replayed when the inhibit lifts:
+ *   maintenance means people are on site and decide.
+ * - Records: every attempt and result is an ActionEvent handed to `record` (app.ts appends it to the
+ *   outbox, so MQTT and InfluxDB publish it) and logged.
+ *
+ * Why a listener of the agent's `detection` events and not an outbox consumer: the events arrive
+ * live (never a replay of old ones, which is what could power a room down twice), the engine does not
+ * wait for a group commit or depend on the outbox being writable (a failing sink never blocks the
+ * others), and durability across restarts is the incident file's job, where "already handled" is
+ * decided. Events older than MAX_EVENT_AGE_MS are refused all the same.
+ */
+import type { Logger } from 'pino';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { readFileSync } from 'node:fs';
+import type { Clock, TimerHandle } from '../clock.js';
+import type { ActionDef, ActionsConfig, HookDef } from '../config/actions-schema.js';
+import type { ZoneDef } from '../config/model.js';
+import type { MqttConfig } from '../config/outputs-schema.js';
+import { levelRank, type DetectorEvent, type Level, type ZoneLevelEvent } from '../detection/types.js';
+import { asError } from '../errors.js';
+import type { ActionEvent } from '../outputs/events.js';
+import { readCredential } from '../outputs/context.js';
+import type { Component } from '../component.js';
+import { runExec } from './exec.js';
+import { dueLevels } from './policy.js';
+import { IncidentStore, newIncidentId, type IncidentState } from './incidents.js';
+import { Inhibit, type InhibitState } from './inhibit.js';
+import { runShutdown as defaultRunShutdown, type ShutdownDeps, type ShutdownReport } from './shutdown.js';
+import { TransportRegistry } from './transports.js';
+import type { ActionContext, ActionResult } from './types.js';
+import { runWebhook, safeUrl } from './webhook.js';
+
+/** An event older than this (wall time) is never acted on. */
+export const MAX_EVENT_AGE_MS = 2 * 60_000;
+/**
+ * An incident persisted by a previous run is resumed only if that run knew it open less than this
+ * long ago; after a restart, one the detector keeps seeing normal for this long is closed (onClear).
+ */
+export const RESUME_WINDOW_MS = 10 * 60_000;
+/** While incidents are open, their aliveTs is refreshed this often. */
+const ALIVE_REFRESH_MS = 60_000;
+
+export interface ActionEngineDeps {
+  clock: Clock;
+  logger: Logger;
+  site: string;
+  gateway: string;
+  zones: readonly ZoneDef[];
+  /** Hands an action record on (to the outbox). Must not throw; the engine logs every record itself. */
+  record: (e: ActionEvent) => void;
+  /** `rackguard run --dry-run`: dry run whatever the config says. */
+  dryRun?: boolean;
+  /** outputs.mqtt: the broker of the inhibit topic and of the host agents. */
+  mqtt?: MqttConfig;
+  /** The detector's current view of a zone (to close, after a restart, an incident that ended meanwhile). */
+  zoneStatus?: (zone: string) => { level: Level; blind: boolean } | undefined;
+  /** Seams for tests. */
+  runShutdown?: (ctx: ActionContext, deps: ShutdownDeps, signal: AbortSignal) => Promise<ShutdownReport>;
+  connectMqtt?: (url: string, opts: IClientOptions) => MqttClient;
+  env?: NodeJS.ProcessEnv;
+}
+
+type Record_ = Omit<ActionEvent, 'kind' | 'ts'>;
+
+export class ActionEngine implements Component {
+  readonly name = 'actions';
+  private readonly store: IncidentStore;
+  private readonly incidents = new Map<string, IncidentState>();
+  private readonly blind = new Map<string, boolean>();
+  /** Zones with an event since start (a resumed incident they belong to is live, not to be closed by the resume check). */
+  private readonly seen = new Set<string>();
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly zoneK = new Map<string, number>();
+  private readonly inhibit: Inhibit;
+  private abort = new AbortController();
+  private running = false;
+  private aliveTimer: TimerHandle | undefined;
+  private resumeTimer: TimerHandle | undefined;
+  private client: MqttClient | undefined;
+  private transports: TransportRegistry | undefined;
+
+  constructor(
+    private readonly config: ActionsConfig,
+    private readonly deps: ActionEngineDeps,
+  ) {
+    this.store = new IncidentStore(config.stateDir);
+    for (const z of deps.zones) this.zoneK.set(z.id, z.detection.k);
+    this.inhibit = new Inhibit({ ...(config.inhibit.file !== undefined ? { file: config.inhibit.file } : {}), ...(config.inhibit.mqttTopic !== undefined ? { topic: config.inhibit.mqttTopic } : {}) }, deps.clock, (s) => this.onInhibitChange(s));
+  }
+
+  get dryRun(): boolean {
+    return this.deps.dryRun === true || this.config.dryRun;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    this.abort = new AbortController();
+    this.loadIncidents();
+    this.inhibit.start();
+    this.connectMqtt();
+    this.scheduleAlive();
+    if (this.incidents.size > 0) this.resumeTimer = this.deps.clock.setTimeout(() => this.resumeCheck(), RESUME_WINDOW_MS);
+    this.deps.logger.info({ policies: this.config.policies.length, dryRun: this.dryRun, open: [...this.incidents.keys()] }, this.dryRun ? 'actions ready (DRY RUN: nothing will be run)' : 'actions ready');
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    // Hooks in flight are killed (their process group), webhooks and the shutdown sequence stop waiting.
+    this.abort.abort();
+    this.inhibit.stop();
+    this.deps.clock.clearTimeout(this.aliveTimer);
+    this.deps.clock.clearTimeout(this.resumeTimer);
+    await Promise.allSettled([...this.chains.values()]);
+    this.chains.clear();
+    try {
+      this.transports?.close();
+    } catch (err) {
+      this.deps.logger.warn({ err: asError(err).message }, 'closing host transports failed');
+    }
+    this.transports = undefined;
+    const client = this.client;
+    this.client = undefined;
+    if (client) await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+  }
+
+  /** A detector event (zone_level or zone_blind). Returns at once; actions run in the background. */
+  onDetection(e: DetectorEvent): void {
+    if (!this.running) return;
+    const ageMs = this.deps.clock.wallMs() - e.ts;
+    if (ageMs > MAX_EVENT_AGE_MS) {
+      this.deps.logger.warn({ zone: e.zone, event: e.kind, ageMs }, 'detector event too old to act on; ignored');
+      return;
+    }
+    if (e.kind === 'zone_blind') {
+      // Never a trigger: only remembered, so that the gate refuses critical actions while blind.
+      this.blind.set(e.zone, e.blind);
+      return;
+    }
+    this.seen.add(e.zone);
+    if (e.level === 'normal') this.clear(e);
+    else this.escalate(e);
+  }
+
+  /** The open incident of each zone (for the status of tests and the drill). */
+  openIncidents(): IncidentState[] {
+    return [...this.incidents.values()].map((i) => ({ ...i, handled: [...i.handled], fired: [...i.fired] }));
+  }
+
+  // --- incidents ---------------------------------------------------------------------------------
+
+  private loadIncidents(): void {
+    this.incidents.clear();
+    let loaded: IncidentState[] = [];
+    try {
+      loaded = this.store.load();
+    } catch (err) {
+      // Starting empty may run an incident's actions again; not acting at all could cook a room.
+      this.deps.logger.error({ err: asError(err).message }, 'actions: incident state unreadable; starting without it');
+      this.emit({ action: 'incident', status: 'failed', message: asError(err).message });
+    }
+    const now = this.deps.clock.wallMs();
+    let dropped = false;
+    for (const inc of loaded) {
+      if (now - inc.aliveTs > RESUME_WINDOW_MS) {
+        dropped = true;
+        this.emit({ action: 'incident', status: 'closed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} closed: the agent was down for longer than ${RESUME_WINDOW_MS / 60_000} min; a new escalation is a new incident` });
+        continue;
+      }
+      this.incidents.set(inc.zone, inc);
+      this.emit({ action: 'incident', status: 'resumed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} resumed after a restart (levels already handled: ${inc.handled.join(', ') || 'none'})`, detail: { handled: inc.handled, highest: inc.highest } });
+    }
+    if (dropped) this.save();
+  }
+
+  private save(): void {
+    try {
+      this.store.save([...this.incidents.values()]);
+    } catch (err) {
+      this.deps.logger.error({ err: asError(err).message }, 'actions: cannot persist incident state (a restart could repeat actions)');
+    }
+  }
+
+  private scheduleAlive(): void {
+    this.aliveTimer = this.deps.clock.setTimeout(() => {
+      if (!this.running) return;
+      if (this.incidents.size > 0) {
+        const now = this.deps.clock.wallMs();
+        for (const i of this.incidents.values()) i.aliveTs = now;
+        this.save();
+      }
+      this.scheduleAlive();
+    }, ALIVE_REFRESH_MS);
+  }
+
+  /** After a restart: a resumed incident whose zone the detector has seen normal all along is over. */
+  private resumeCheck(): void {
+    if (!this.running) return;
+    for (const inc of [...this.incidents.values()]) {
+      if (this.seen.has(inc.zone)) continue;
+      const st = this.deps.zoneStatus?.(inc.zone);
+      if (st && (st.level !== 'normal' || st.blind)) continue;
+      this.closeIncident(inc, `zone ${inc.zone} normal for ${RESUME_WINDOW_MS / 60_000} min since the restart`, this.deps.clock.wallMs());
+    }
+  }
+
+  private escalate(e: ZoneLevelEvent): void {
+    let inc = this.incidents.get(e.zone);
+    if (!inc) {
+      inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], fired: [], aliveTs: this.deps.clock.wallMs() };
+      this.incidents.set(e.zone, inc);
+      this.emit({ action: 'incident', status: 'opened', zone: e.zone, incident: inc.id, message: `incident ${inc.id} opened: zone ${e.zone} ${e.level}: ${e.reason}` });
+    } else if (levelRank(e.level) > levelRank(inc.highest)) {
+      this.emit({ action: 'incident', status: 'escalated', zone: e.zone, incident: inc.id, message: `incident ${inc.id}: zone ${e.zone} ${inc.highest} → ${e.level}: ${e.reason}` });
+    }
+    if (levelRank(e.level) > levelRank(inc.highest)) inc.highest = e.level;
+    inc.aliveTs = this.deps.clock.wallMs();
+
+    const runs: Array<{ level: Level; policies: number[] }> = [];
+    for (const due of dueLevels(this.config, inc.handled, e, this.zoneK.get(e.zone) ?? e.evidence.k, this.blind.get(e.zone) === true)) {
+      if (due.refused !== undefined) {
+        // Not marked handled: a later critical event that meets the gate still fires these actions.
+        for (const pi of due.policies) {
+          for (const a of this.config.policies[pi]!.actions) {
+            this.emit({ action: a.name, status: 'skipped', zone: e.zone, incident: inc.id, message: `${a.name} not run: safety gate: ${due.refused}`, detail: { level: due.level, kind: a.kind, gate: due.refused } });
+          }
+        }
+        continue;
+      }
+      inc.handled.push(due.level);
+      for (const pi of due.policies) if (!inc.fired.includes(pi)) inc.fired.push(pi);
+      runs.push({ level: due.level, policies: due.policies });
+    }
+    // Persisted before anything starts: a crash from here on never repeats these levels.
+    this.save();
+    const incident = inc;
+    for (const r of runs) {
+      const ctx = this.context(incident, r.level, e);
+      this.enqueue(e.zone, () => this.runPolicies(r.policies, ctx, incident));
+    }
+  }
+
+  private clear(e: ZoneLevelEvent): void {
+    const inc = this.incidents.get(e.zone);
+    if (!inc) return;
+    this.closeIncident(inc, e.reason, e.ts);
+  }
+
+  private closeIncident(inc: IncidentState, reason: string, ts: number): void {
+    this.incidents.delete(inc.zone);
+    this.save();
+    this.emit({ action: 'incident', status: 'cleared', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} cleared: ${reason}`, detail: { highest: inc.highest, handled: inc.handled } });
+    const hooks: HookDef[] = inc.fired.flatMap((pi) => this.config.policies[pi]?.onClear ?? []);
+    if (hooks.length === 0) return;
+    const ctx: ActionContext = { incident: inc.id, zone: inc.zone, level: 'normal', etaS: null, reason, ts, dryRun: this.dryRun };
+    this.enqueue(inc.zone, async () => {
+      for (const h of hooks) await this.runOne(h, ctx, inc, { status: 'resolved', firingLevel: inc.highest });
+    });
+  }
+
+  private context(inc: IncidentState, level: Level, e: ZoneLevelEvent): ActionContext {
+    return { incident: inc.id, zone: e.zone, level, etaS: e.evidence.etaCriticalS, reason: e.reason, ts: e.ts, dryRun: this.dryRun };
+  }
+
+  private enqueue(zone: string, work: () => Promise<void>): void {
+    const prev = this.chains.get(zone) ?? Promise.resolve();
+    const next = prev.then(work).catch((err: unknown) => {
+      this.deps.logger.error({ zone, err: asError(err).message }, 'actions: unexpected error');
+    });
+    this.chains.set(zone, next);
+    void next.then(() => {
+      if (this.chains.get(zone) === next) this.chains.delete(zone);
+    });
+  }
+
+  // --- running ---------------------------------------------------------------------------------
+
+  private async runPolicies(policies: number[], ctx: ActionContext, inc: IncidentState): Promise<void> {
+    for (const pi of policies) {
+      for (const a of this.config.policies[pi]!.actions) {
+        if (this.abort.signal.aborted) return;
+        await this.runOne(a, ctx, inc, { status: 'firing' });
+      }
+    }
+  }
+
+  /** One action: held back (inhibit, dry run) or run, with its records. Never throws. */
+  private async runOne(a: ActionDef, ctx: ActionContext, inc: IncidentState, opts: { status: 'firing' | 'resolved'; firingLevel?: Level }): Promise<void> {
+    const base = { action: a.name, zone: ctx.zone, incident: ctx.incident };
+    const inh = this.inhibit.now();
+    if (inh.inhibited) {
+      this.emit({ ...base, status: 'inhibited', message: `${a.name} held back by maintenance inhibit (${inh.sources.join(', ')})`, detail: { kind: a.kind, level: ctx.level, sources: inh.sources } });
+      return;
+    }
+    if (ctx.dryRun) {
+      this.emit({ ...base, status: 'dry-run', message: `${a.name} would run now (dry run): ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
+      // The shutdown coordinator in dry run asks hosts to confirm only: the trail shows what would happen.
+      if (a.kind === 'shutdown') await this.shutdown(ctx);
+      return;
+    }
+    this.emit({ ...base, status: 'started', message: `${a.name} started: ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
+    if (a.kind === 'shutdown') {
+      const report = await this.shutdown(ctx);
+      this.emit({ ...base, status: report.aborted ? 'failed' : 'succeeded', message: report.aborted ? `${a.name}: sequence aborted (the agent is stopping)` : `${a.name}: sequence complete`, detail: { kind: 'shutdown', groups: report.groups.map((g) => ({ name: g.name, hosts: g.hosts.map((h) => ({ host: h.host, status: h.status })) })) } });
+      return;
+    }
+    const r = await this.runHook(a, ctx, { ...opts, startsAtMs: inc.startedTs });
+    this.emit({ ...base, status: r.status, message: r.message, detail: { kind: a.kind, level: ctx.level, durationMs: r.durationMs, ...r.detail } });
+  }
+
+  /** An exec or http hook (also the shutdown coordinator's failover and final hooks). Honours ctx.dryRun; does not record. */
+  private runHook(h: HookDef, ctx: ActionContext, opts: { status?: 'firing' | 'resolved'; firingLevel?: Level; startsAtMs?: number } = {}): Promise<ActionResult> {
+    if (ctx.dryRun) return Promise.resolve({ status: 'dry-run', message: `${h.name} would run now (dry run): ${describe(h)}`, durationMs: 0, detail: {} });
+    const extra = { site: this.deps.site, gateway: this.deps.gateway };
+    if (h.kind === 'exec') return runExec(h, ctx, { clock: this.deps.clock, signal: this.abort.signal, extra });
+    return runWebhook(h, opts.firingLevel ? { ...ctx, level: opts.firingLevel } : ctx, {
+      clock: this.deps.clock,
+      signal: this.abort.signal,
+      site: this.deps.site,
+      gateway: this.deps.gateway,
+      extra,
+      ...(opts.status ? { status: opts.status } : {}),
+      ...(opts.startsAtMs !== undefined ? { startsAtMs: opts.startsAtMs } : {}),
+    });
+  }
+
+  private async shutdown(ctx: ActionContext): Promise<ShutdownReport> {
+    const config = this.config.shutdown;
+    if (!config) throw new Error('shutdown action without actions.shutdown (refused at load)');
+    this.transports ??= new TransportRegistry(
+      { logger: this.deps.logger.child({ part: 'hosts' }), clock: this.deps.clock, gateway: `${this.deps.site}/${this.deps.gateway}`, stateDir: this.config.stateDir, hostsBaseTopic: this.config.hostsBaseTopic, ...(this.client ? { mqtt: this.client } : {}) },
+      { commandTtlS: config.commandTtlS },
+    );
+    const run = this.deps.runShutdown ?? defaultRunShutdown;
+    try {
+      return await run(
+        ctx,
+        {
+          config,
+          transports: this.transports,
+          runHook: (h, c) => this.runHook(h, c),
+          record: (r) => this.emit(r),
+          clock: this.deps.clock,
+          logger: this.deps.logger.child({ part: 'shutdown' }),
+        },
+        this.abort.signal,
+      );
+    } catch (err) {
+      this.emit({ action: 'shutdown', status: 'failed', zone: ctx.zone, incident: ctx.incident, message: `shutdown coordinator failed: ${asError(err).message}` });
+      return { groups: [], failover: [], final: [], aborted: true };
+    }
+  }
+
+  // --- inhibit and records -----------------------------------------------------------------------
+
+  private onInhibitChange(s: InhibitState): void {
+    this.emit({ action: 'inhibit', status: s.inhibited ? 'on' : 'off', message: s.inhibited ? `maintenance inhibit on (${s.sources.join(', ')}): actions are held back` : 'maintenance inhibit off: actions run again', detail: { sources: s.sources } });
+  }
+
+  /** The broker connection for the inhibit topic and the host agents (only when one of them is configured). */
+  private connectMqtt(): void {
+    const m = this.deps.mqtt;
+    const needsHosts = this.config.shutdown?.groups.some((g) => g.hosts.some((h) => h.via === 'agent')) ?? false;
+    const topic = this.config.inhibit.mqttTopic;
+    if (!m || (!topic && !needsHosts)) return;
+    const env = this.deps.env ?? process.env;
+    let opts: IClientOptions;
+    try {
+      const username = readCredential(m.usernameFile, 'RACKGUARD_MQTT_USERNAME', env);
+      const password = readCredential(m.passwordFile, 'RACKGUARD_MQTT_PASSWORD', env);
+      opts = {
+        // Its own client id: the sink's persistent session must not be taken over.
+        clientId: `${m.clientId ?? `rackguard-${this.deps.site}-${this.deps.gateway}`}-actions`.slice(0, 128),
+        protocolVersion: m.protocolVersion,
+        clean: true,
+        keepalive: m.keepaliveS,
+        reconnectPeriod: 2000,
+        connectTimeout: m.publishTimeoutMs,
+        queueQoSZero: false,
+        ...(username !== undefined ? { username } : {}),
+        ...(password !== undefined ? { password } : {}),
+        ...(m.ca ? { ca: readFileSync(m.ca) } : {}),
+        ...(m.cert ? { cert: readFileSync(m.cert) } : {}),
+        ...(m.key ? { key: readFileSync(m.key) } : {}),
+      };
+    } catch (err) {
+      this.deps.logger.error({ err: asError(err).message }, 'actions: cannot prepare the MQTT connection (inhibit topic and host agents unavailable)');
+      return;
+    }
+    const client = (this.deps.connectMqtt ?? mqtt.connect)(m.url, opts);
+    this.client = client;
+    client.on('error', (err) => this.deps.logger.warn({ err: err.message }, 'actions: MQTT error'));
+    client.on('connect', () => {
+      // An unknown inhibit state (broker down) does not block actions: a heating room wins over a
+      // maintenance flag we cannot read. The retained message arrives with the subscription.
+      if (topic) client.subscribe(topic, { qos: 1 }, (err) => err && this.deps.logger.error({ err: err.message, topic }, 'actions: cannot subscribe to the inhibit topic'));
+    });
+    if (topic) client.on('message', (t, payload) => t === topic && this.inhibit.topicMessage(payload));
+  }
+
+  private emit(r: Record_): void {
+    const ev: ActionEvent = { kind: 'action', ts: this.deps.clock.wallMs(), ...r };
+    const level = r.status === 'failed' || r.status === 'timeout' ? 'error' : r.status === 'skipped' || r.status === 'inhibited' || r.status === 'on' ? 'warn' : 'info';
+    this.deps.logger[level]({ action: r.action, status: r.status, zone: r.zone, incident: r.incident, ...(r.detail ? { detail: r.detail } : {}) }, `action ${r.action} ${r.status}: ${r.message}`);
+    try {
+      this.deps.record(ev);
+    } catch (err) {
+      this.deps.logger.error({ err: asError(err).message }, 'actions: recording an action event failed');
+    }
+  }
+}
+
+/** One line saying what an action does, for records and the drill (no secrets: no headers, no env values). */
+export function describe(a: ActionDef): string {
+  if (a.kind === 'exec') return `exec ${a.argv.map((s) => JSON.stringify(s)).join(' ')} (timeout ${a.timeoutS} s)`;
+  if (a.kind === 'http') return `POST ${safeUrl(a.url)} (${a.format}, timeout ${a.timeoutS} s, ${a.retries} retries${a.hmacSecretFile ? ', signed' : ''})`;
+  return 'coordinated shutdown (failover, host groups, final hooks)';
+}
+

@@ -1,0 +1,81 @@
+/**
+ * The engine's memory of open incidents, persisted in `<stateDir>/actions-incidents.json` so that an
+ * agent restart never runs an incident's actions twice: a level is marked handled (and the file
+ * written, with fsync and an atomic rename) BEFORE its actions start. At most once, on purpose: a
+ * shutdown half-done when the agent crashed is not started again by the restart; the trail says so.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Level } from '../detection/types.js';
+import { RackguardError } from '../errors.js';
+
+export const INCIDENTS_FILE = 'actions-incidents.json';
+
+export interface IncidentState {
+  id: string;
+  zone: string;
+  /** Wall ms of the first event above normal. */
+  startedTs: number;
+  /** The highest level reached in this incident. */
+  highest: Level;
+  /** Levels whose actions were started (or held back by inhibit / dry run): never again in this incident. */
+  handled: Level[];
+  /** Indices of the policies that fired: their onClear hooks run when the zone is back to normal. */
+  fired: number[];
+  /** Wall ms the agent last knew the incident open (refreshed while it runs): decides a resume after restart. */
+  aliveTs: number;
+}
+
+/** `row-a-20261130T010203Z-3f9c1a`: the zone, when it started, and randomness against a restart in the same second. */
+export function newIncidentId(zone: string, ts: number): string {
+  const stamp = new Date(ts).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${zone}-${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+export class IncidentStore {
+  private readonly file: string;
+  constructor(private readonly dir: string) {
+    this.file = join(dir, INCIDENTS_FILE);
+  }
+
+  get path(): string {
+    return this.file;
+  }
+
+  /** The open incidents on disk; none when the file does not exist. Throws E_HOST_STATE for an unreadable or damaged file. */
+  load(): IncidentState[] {
+    let text: string;
+    try {
+      text = readFileSync(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new RackguardError('E_HOST_STATE', `${this.file}: cannot read the actions' incident state: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      const data = JSON.parse(text) as { incidents?: IncidentState[] };
+      if (!Array.isArray(data.incidents)) throw new Error('no "incidents" list');
+      return data.incidents.filter((i) => typeof i.id === 'string' && typeof i.zone === 'string' && Array.isArray(i.handled));
+    } catch (err) {
+      throw new RackguardError('E_HOST_STATE', `${this.file}: damaged incident state: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Writes the whole state durably (temp file, fsync, rename). Throws E_HOST_STATE. */
+  save(incidents: readonly IncidentState[]): void {
+    const tmp = `${this.file}.tmp`;
+    try {
+      mkdirSync(this.dir, { recursive: true });
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeSync(fd, JSON.stringify({ version: 1, incidents }, null, 1));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.file);
+    } catch (err) {
+      throw new RackguardError('E_HOST_STATE', `${this.file}: cannot write the actions' incident state: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
