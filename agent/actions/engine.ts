@@ -43,6 +43,7 @@ import { dueLevels } from './policy.js';
 import { IncidentStore, newIncidentId, type IncidentState } from './incidents.js';
 import { Inhibit, type InhibitState } from './inhibit.js';
 import { runShutdown as defaultRunShutdown, type ShutdownDeps, type ShutdownReport } from './shutdown.js';
+import { NAME_PATTERN } from './host-protocol.js';
 import { TransportRegistry } from './transports.js';
 import type { ActionContext, ActionResult } from './types.js';
 import { runWebhook, safeUrl } from './webhook.js';
@@ -346,7 +347,7 @@ export class ActionEngine implements Component {
     const config = this.config.shutdown;
     if (!config) throw new Error('shutdown action without actions.shutdown (refused at load)');
     this.transports ??= new TransportRegistry(
-      { logger: this.deps.logger.child({ part: 'hosts' }), clock: this.deps.clock, gateway: `${this.deps.site}/${this.deps.gateway}`, stateDir: this.config.stateDir, hostsBaseTopic: this.config.hostsBaseTopic, ...(this.client ? { mqtt: this.client } : {}) },
+      { logger: this.deps.logger.child({ part: 'hosts' }), clock: this.deps.clock, gateway: commandGatewayName(this.deps.site, this.deps.gateway), stateDir: this.config.stateDir, hostsBaseTopic: this.config.hostsBaseTopic, ...(this.client ? { mqtt: this.client } : {}) },
       { commandTtlS: config.commandTtlS },
     );
     const run = this.deps.runShutdown ?? defaultRunShutdown;
@@ -435,3 +436,11 @@ export function describe(a: ActionDef): string {
   return 'coordinated shutdown (failover, host groups, final hooks)';
 }
 
+/**
+ * The sender named in host commands. It is a topic level for the host agent (NAME_PATTERN: no `/`),
+ * so site and gateway are joined with a dot; a pair too long for a name falls back to the gateway.
+ */
+export function commandGatewayName(site: string, gateway: string): string {
+  const joined = `${site}.${gateway}`;
+  return NAME_PATTERN.test(joined) ? joined : gateway;
+}
