@@ -8,8 +8,10 @@
 #   status page renders and updates live),
 #   openipmi (ipmi_sim: a real IPMI BMC on a loopback UDP port) and ipmitool (the IPMI BMC transport
 #   itself, and its tests against ipmi_sim), openssl (a self-signed BMC certificate for the Redfish https test),
-#   mount (util-linux: the outbox fault tests mount their own tmpfs, as root), and make + g++ (npm ci
-#   compiles better-sqlite3 with node-gyp when its prebuilt binary cannot be downloaded, as on a Pi).
+#   mount (util-linux: the outbox fault tests mount their own tmpfs, as root), make + g++ (npm ci
+#   compiles better-sqlite3 with node-gyp when its prebuilt binary cannot be downloaded, as on a Pi),
+#   dpkg-dev (dpkg-shlibdeps for scripts/build-deb.sh), lintian (checks the built .deb) and
+#   systemd (systemd-analyze verifies the units; it is only a command here, nothing is started).
 # Installs what is missing when root (or via passwordless sudo); otherwise prints what to install and
 # exits 1. Tests start their own broker/database on free loopback ports in temp dirs, so services that
 # apt would start system-wide are kept from starting (policy-rc.d) and stopped if they started anyway.
@@ -45,6 +47,10 @@ check_all() {
   check_command mkfifo coreutils
   check_command make make
   check_command g++ g++
+  check_command strip binutils
+  check_command dpkg-shlibdeps dpkg-dev
+  check_command lintian lintian
+  check_command systemd-analyze systemd
   # python3-serial-asyncio is only a Recommends of python3-pymodbus, so --no-install-recommends skips it,
   # yet pymodbus.server imports it.
   if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import pymodbus, pymodbus.server, serial_asyncio' >/dev/null 2>&1; then
