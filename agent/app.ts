@@ -21,6 +21,7 @@ import { consumerFactories, type ConsumerDeps, type OutboxConsumer } from './out
 import { outputContextFromConfig } from './outputs/context.js';
 import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
 import type { AgentView, OutputsStats, Readiness, SinkFigures } from './observe/state.js';
+import { ClockWatch, formatStep, type ClockStep } from './service/clock-watch.js';
 import { stallBoundMs, type SourceProgress } from './service/progress.js';
 import { RackguardError } from './errors.js';
 
@@ -160,6 +161,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly consumers: Array<{ name: string; consumer: OutboxConsumer }> = [];
   /** Consumer deps kept for a reload that restarts a sink. */
   private consumerDeps: ConsumerDeps | undefined;
+  /** Wall-clock steps and whether the clock is synchronised (a Pi without an RTC). */
+  private readonly clockWatch: ClockWatch;
   /** Every part, in start order; built once (outputs load lazily), reused by every start(). */
   private list: Component[] | undefined;
   private readonly running: Component[] = [];
@@ -175,6 +178,11 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger;
     this.detector = new Detector(config);
+    this.clockWatch = new ClockWatch(
+      { syncedFile: config.clock?.syncedFile, stepThresholdMs: config.clock?.stepThresholdMs },
+      { clock: this.clock, logger: this.log.child({ component: 'clock' }), onStep: (step) => this.outbox?.isOpen && this.outbox.redate(step) },
+    );
+    this.clockWatch.on('step', (step, redated) => this.onClockStep(step, redated));
     this.buildAcquisition(config);
   }
 
@@ -250,10 +258,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     if (this.config.outputs) {
       const logger = this.log.child({ component: 'outputs' });
       const { Outbox } = await import('./outputs/outbox.js');
-      const outbox = new Outbox(this.config.outputs.outbox, { clock: this.clock, logger: logger.child({ part: 'outbox' }), ...this.deps.outbox });
+      const outbox = new Outbox(this.config.outputs.outbox, { clock: this.clock, logger: logger.child({ part: 'outbox' }), clockSynced: () => this.clockWatch.synced, ...this.deps.outbox });
       this.outbox = outbox;
       list.push(outbox);
-      const deps: ConsumerDeps = { outbox, context: outputContextFromConfig(this.config), logger, clock: this.clock };
+      const deps: ConsumerDeps = { outbox, context: outputContextFromConfig(this.config), logger, clock: this.clock, clockSync: this.clockWatch };
       this.consumerDeps = deps;
       for (const factory of consumerFactories) {
         const consumer = await factory.create(this.config, deps);
@@ -289,6 +297,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       },
       stop: async () => undefined,
     });
+    // Before acquisition: the first samples must already know whether the clock can be trusted.
+    list.push(this.clockWatch);
     list.push(...this.acquisition);
     list.push(this.timers());
     list.push(...(this.deps.parts ?? []));
@@ -562,6 +572,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       if (Object.keys(problems).length > 0) this.log.info({ device: first.deviceId, values, problems }, 'samples');
       else this.log.info({ device: first.deviceId, values }, 'samples');
     }
+    if (!this.clockWatch.synced) for (const s of samples) s.clockUnsynced = true;
     this.recorder?.write(samples);
     const events = this.detector.ingest(samples);
     const entries: OutboxEntry[] = samples.map((sample) => ({ type: 'sample', sample }));
@@ -569,6 +580,12 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     this.append(entries);
     this.emit('samples', samples);
     this.publish(events);
+  }
+
+  /** A wall-clock step (the outbox is re-dated by now): one event; rates and dwell run on monotonic time. */
+  private onClockStep(step: ClockStep, redated: number): void {
+    const message = `wall clock stepped by ${formatStep(step.stepMs)} (${new Date(step.oldWallMs).toISOString()} -> ${new Date(step.newWallMs).toISOString()})`;
+    this.append([{ type: 'event', event: { kind: 'clock_step', ts: step.newWallMs, stepMs: step.stepMs, oldWallMs: step.oldWallMs, newWallMs: step.newWallMs, redated, message } }]);
   }
 
   /** Logs and emits detector events (already in the outbox). */

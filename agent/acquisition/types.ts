@@ -15,6 +15,11 @@ export interface Sample {
   mono: number;
   /** Why the quality is not good (error code, exception, raw value), for logs and events. */
   reason?: string;
+  /**
+   * Stamped while the wall clock was not known to be synchronised (a Pi without an RTC before NTP):
+   * `ts` may be days off. The outbox re-dates it when the clock steps (agent/service/clock-watch.ts).
+   */
+  clockUnsynced?: true;
   /** The decoded number behind an out_of_range or sensor_fault sample, for diagnosis only. */
   raw?: number;
 }

@@ -503,6 +503,7 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
     outputs: cfg.outputs,
     http: cfg.http,
     actions: cfg.actions,
+    clock: cfg.clock,
     stopTimeoutS: cfg.stopTimeoutS,
     points,
     source,

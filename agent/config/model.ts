@@ -59,6 +59,8 @@ export interface Config {
   actions: ParsedConfig['actions'];
   /** Local HTTP endpoint (metrics, state, status page); undefined when not configured. */
   http: ParsedConfig['http'];
+  /** Clock sanity (steps, unsynchronised clock); defaults when absent. */
+  clock?: ParsedConfig['clock'];
   /** One deadline for stopping every component, seconds. */
   stopTimeoutS: number;
   /** Every point by global id. */

@@ -290,6 +290,26 @@ export const configSchema = z
       .optional(),
     /** What to do when a zone escalates: hooks, webhooks, coordinated shutdown. Absent: detection only. */
     actions: actionsSchema.optional(),
+    /**
+     * Clock sanity on a gateway without an RTC (agent/service/clock-watch.ts): wall-clock steps are
+     * detected and reported, samples stamped before the clock is synchronised are marked and re-dated.
+     */
+    clock: z
+      .object({
+        /** systemd-timesyncd's flag file; when its directory does not exist the clock is taken as synchronised. */
+        syncedFile: z.string().min(1).default('/run/systemd/timesync/synchronized'),
+        /** A wall/monotonic disagreement above this within one second is a step, ms. */
+        stepThresholdMs: z.int().min(500).max(3_600_000).default(2000),
+        /**
+         * How long the InfluxDB sink holds records stamped on an unsynchronised clock, waiting for the
+         * step that re-dates them, seconds (0: never hold). After that it writes them with their times as
+         * they are and a `clock_unsynced` field: a gateway that never gets NTP still fills its database.
+         * Held records stay in the outbox, under its byte cap.
+         */
+        unsyncedHoldS: z.number().min(0).max(DAY_S).default(600),
+      })
+      .strict()
+      .prefault({}),
     /** One deadline for stopping every component (SIGTERM, reload), seconds, default 10. */
     stopTimeoutS: z.number().positive().max(600).default(10),
   })

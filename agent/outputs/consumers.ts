@@ -12,6 +12,7 @@ import type { Component } from '../component.js';
 import type { Config } from '../config/model.js';
 import type { OutputContext } from './context.js';
 import type { Outbox } from './outbox.js';
+import type { ClockSync } from '../service/clock-watch.js';
 
 /** A part that reads the outbox through its own cursor. */
 export interface OutboxConsumer extends Component {
@@ -25,6 +26,8 @@ export interface ConsumerDeps {
   /** The outputs logger; a factory adds its own bindings. */
   logger: Logger;
   clock: Clock;
+  /** Whether the wall clock is synchronised (the InfluxDB sink holds unsynchronised records). */
+  clockSync?: ClockSync;
 }
 
 export interface ConsumerFactory {
@@ -70,7 +73,7 @@ export const consumerFactories: readonly ConsumerFactory[] = [
       const influxConfig = config.outputs?.influx;
       if (!influxConfig) return undefined;
       const { InfluxSink } = await import('./influx.js');
-      return named('sink:influx', new InfluxSink(influxConfig, { outbox: deps.outbox, context: deps.context, logger: deps.logger.child({ sink: 'influx' }), clock: deps.clock, drainMs: stopStepMs(config) }));
+      return named('sink:influx', new InfluxSink(influxConfig, { outbox: deps.outbox, context: deps.context, logger: deps.logger.child({ sink: 'influx' }), clock: deps.clock, drainMs: stopStepMs(config), clockSync: deps.clockSync, unsyncedHoldMs: (config.clock?.unsyncedHoldS ?? 600) * 1000 }));
     },
   },
 ];

@@ -7,6 +7,9 @@
  *   zone_level   zone level     tags zone;   fields level, from, level_rank (int), reason, eta_critical_s, agreeing_alarm, agreeing_critical
  *   events       every event    tags kind (+ zone / device / action / code); fields message, severity, json
  *
+ * A sample or event still stamped on an unsynchronised clock (written only after the InfluxDB sink's
+ * `clock.unsyncedHoldS`) also gets the field clock_unsynced = true: its time may be days off.
+ *
  * Timestamps are the record's original wall time in ms, so a resend after a crash or an outage
  * overwrites the same point (same measurement, tags and time): delivery is at-least-once, storage
  * exactly-once. Events and zone levels get `seq mod 1e6` as the nanoseconds below that millisecond:
@@ -49,8 +52,9 @@ export function toPoints(records: readonly OutboxRecord[], context: OutputContex
     if (e.type === 'sample') {
       const s = e.sample;
       const meta = info.get(s.pointId);
-      const fields: Record<string, number | string> = { quality: s.quality };
+      const fields: Record<string, number | string | boolean> = { quality: s.quality };
       if (s.value !== null) fields.value = s.value;
+      if (s.clockUnsynced) fields.clock_unsynced = true;
       const timestamp = msToNs(s.ts);
       if (meta?.chiller) {
         out.push({ seq: r.seq, label: s.pointId, point: { measurement: measurement('chiller'), tags: { site, gateway, chiller: meta.chiller.id, role: meta.chiller.role, device: s.deviceId, point: s.pointId }, fields, timestamp } });
@@ -118,7 +122,7 @@ export function toPoints(records: readonly OutboxRecord[], context: OutputContex
         severity = 'info';
       }
     }
-    out.push({ seq: r.seq, label: ev.kind, point: { measurement: measurement('events'), tags, fields: { message, severity, json: JSON.stringify(ev) }, timestamp } });
+    out.push({ seq: r.seq, label: ev.kind, point: { measurement: measurement('events'), tags, fields: { message, severity, json: JSON.stringify(ev), ...(e.clockUnsynced ? { clock_unsynced: true } : {}) }, timestamp } });
   }
   return out;
 }

@@ -13,7 +13,9 @@ import type { InfluxConfig } from '../config/outputs-schema.js';
 import type { Component } from '../component.js';
 import { readCredential, type OutputContext, type SinkOutbox } from './context.js';
 import { toPoints, type TaggedPoint } from './influx-layout.js';
+import { isClockUnsynced } from './events.js';
 import type { OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
+import type { ClockSync } from '../service/clock-watch.js';
 
 export interface InfluxSinkDeps {
   outbox: SinkOutbox;
@@ -29,10 +31,18 @@ export interface InfluxSinkDeps {
   /** stop() writes what is buffered for at most this long, ms. Default 2 s. */
   drainMs?: number;
   env?: NodeJS.ProcessEnv;
+  /**
+   * The clock's state: while it is not synchronised, records stamped on it are held (the cursor waits)
+   * until the step re-dates them, or for at most `unsyncedHoldMs` (then written as they are).
+   */
+  clockSync?: ClockSync;
+  /** Default 600 000 (10 min); 0: never hold. */
+  unsyncedHoldMs?: number;
 }
 
 export interface InfluxSinkStats {
-  state: 'stopped' | 'idle' | 'writing' | 'backoff';
+  /** `held`: waiting for the clock to be synchronised (records stamped on an unsynchronised clock). */
+  state: 'stopped' | 'idle' | 'writing' | 'backoff' | 'held';
   depth: number;
   lagMs: number;
   pointsWritten: number;
@@ -77,6 +87,14 @@ export class InfluxSink implements Component {
   private lastError: string | undefined;
   private databaseReady = false;
   private readonly quarantineReported = new Map<string, { atMono: number; suppressed: number }>();
+  /** Monotonic ms the current hold for an unsynchronised clock began. */
+  private holdSinceMono: number | undefined;
+  private holdExpired = false;
+  private readonly onSynced = (): void => {
+    this.holdSinceMono = undefined;
+    this.holdExpired = false;
+    this.wake?.();
+  };
   private readonly onAppended = (): void => {
     if (this.wakeOnAppend) this.wake?.();
   };
@@ -108,6 +126,7 @@ export class InfluxSink implements Component {
     });
     this.deps.outbox.registerSink(this.cursor, this.deps.startAt ?? 'end');
     this.deps.outbox.on('appended', this.onAppended);
+    this.deps.clockSync?.on('synced', this.onSynced);
     this.running = true;
     this.state = 'idle';
     this.databaseReady = false;
@@ -126,6 +145,7 @@ export class InfluxSink implements Component {
     this.drainUntil = this.clock.monoMs() + drainMs;
     this.running = false;
     this.deps.outbox.off('appended', this.onAppended);
+    this.deps.clockSync?.off('synced', this.onSynced);
     this.wake?.();
     try {
       if (this.loopDone) await this.within(this.loopDone, drainMs);
@@ -207,6 +227,16 @@ export class InfluxSink implements Component {
         await this.sleep(undefined, true);
         continue;
       }
+      const holdAt = this.holdIndex(records);
+      if (holdAt === 0) {
+        // Never write a point at a time that is days off: wait for the step (or the hold's end).
+        if (!this.running) return;
+        partialSinceMono = undefined;
+        this.state = 'held';
+        await this.sleep(Math.max(0, this.holdSinceMono! + this.unsyncedHoldMs - this.clock.monoMs()), false);
+        continue;
+      }
+      if (holdAt < records.length) records = records.slice(0, holdAt);
       if (records.length < this.config.batchSize && this.running) {
         // Batch by size and interval: a partial batch waits up to flushIntervalMs for more.
         partialSinceMono ??= this.clock.monoMs();
@@ -239,6 +269,27 @@ export class InfluxSink implements Component {
         backoffMs = Math.min(backoffMs * 2, this.config.retryMaxMs);
       }
     }
+  }
+
+  private get unsyncedHoldMs(): number {
+    return this.deps.unsyncedHoldMs ?? 600_000;
+  }
+
+  /** Index of the first record to hold back for the clock (records.length: none). */
+  private holdIndex(records: readonly OutboxRecord[]): number {
+    const sync = this.deps.clockSync;
+    if (!sync || sync.synced || this.holdExpired || this.unsyncedHoldMs === 0) return records.length;
+    const i = records.findIndex((r) => isClockUnsynced(r.entry));
+    if (i < 0) return records.length;
+    const now = this.clock.monoMs();
+    this.holdSinceMono ??= now;
+    if (now - this.holdSinceMono < this.unsyncedHoldMs) return i;
+    this.holdExpired = true;
+    this.log.warn(
+      { unsyncedHoldS: this.unsyncedHoldMs / 1000 },
+      'influx: the wall clock is still not synchronised after the hold; writing records with their times as they are (field clock_unsynced=true)',
+    );
+    return records.length;
   }
 
   private async ensureDatabase(): Promise<void> {

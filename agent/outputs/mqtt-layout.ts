@@ -6,7 +6,7 @@
  *   status                         retained JSON { state: online|offline, ts, tsMs, refreshS?, reason? };
  *                                  `online` is republished every refreshS, so a consumer can tell a stale
  *                                  `online` a restarted broker replays; the last will is { state: offline }
- *   sensors/<point id>             JSON { value, unit, quality, ts (ISO), tsMs, reason? }
+ *   sensors/<point id>             JSON { value, unit, quality, ts (ISO), tsMs, reason?, clockUnsynced? }
  *   devices/<device>/availability  retained `online` / `offline` (values flow or not; for Home Assistant)
  *   devices/<device>/state         retained JSON { state, previous, reason?, ts, tsMs }: the device state
  *                                  itself (online, failing, offline, exceptions, or any state added later)
@@ -83,7 +83,8 @@ export function messagesFor(rec: OutboxRecord, base: string): MqttMessage[] {
   const e = rec.entry;
   if (e.type === 'sample') {
     const s = e.sample;
-    const body = { value: s.value, unit: s.unit, quality: s.quality, ts: iso(s.ts), tsMs: s.ts, ...(s.reason !== undefined ? { reason: s.reason } : {}) };
+    // clockUnsynced: stamped before the wall clock was synchronised (ts may be days off; see README "Clock").
+    const body = { value: s.value, unit: s.unit, quality: s.quality, ts: iso(s.ts), tsMs: s.ts, ...(s.reason !== undefined ? { reason: s.reason } : {}), ...(s.clockUnsynced ? { clockUnsynced: true } : {}) };
     return [{ topic: `${base}/sensors/${s.pointId}`, payload: JSON.stringify(body), retain: false }];
   }
   const ev = e.event;
@@ -109,6 +110,6 @@ export function messagesFor(rec: OutboxRecord, base: string): MqttMessage[] {
     default:
       break;
   }
-  out.push({ topic: `${base}/events`, payload: JSON.stringify({ ...ev, tsIso: iso(ev.ts) }), retain: false, qos1: true });
+  out.push({ topic: `${base}/events`, payload: JSON.stringify({ ...ev, tsIso: iso(ev.ts), ...(e.clockUnsynced ? { clockUnsynced: true } : {}) }), retain: false, qos1: true });
   return out;
 }

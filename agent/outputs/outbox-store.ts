@@ -26,6 +26,10 @@ const PRUNE_BATCH_ROWS = 2000;
 const GAP_MARK = '#gap';
 const TELEMETRY = 0;
 const EVENT = 1;
+/** SQL: the row is marked clockUnsynced (a sample's flag, or an event entry's). */
+const MARKED = `coalesce(json_extract(body, '$.sample.clockUnsynced'), json_extract(body, '$.clockUnsynced'), 0) = 1`;
+/** SQL: its ts − mono is within @tol of the new wall − mono offset @off (stamped after the step). */
+const ON_NEW_BASE = `abs(ts - coalesce(json_extract(body, '$.sample.mono'), json_extract(body, '$.mono'), -1e300) - @off) <= @tol`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
@@ -279,6 +283,43 @@ export class OutboxStore {
   /** Wall ms the oldest record after `after` was appended. */
   oldestAt(after: number): number | undefined {
     return this.stmts!.oldestAt.get(after)?.at;
+  }
+
+  /**
+   * After a wall-clock step: moves the rows stamped on the old time base, in ONE UPDATE (one
+   * transaction). A row marked clockUnsynced whose ts − mono is within `toleranceMs` of the new offset
+   * was stamped after the step and only loses the mark; every other marked row gets `stepMs` added to
+   * its ts (column and body) and `clockRedatedMs` set. Unmarked rows keep their ts; every row's append
+   * time `at` follows the step (it was taken before it), except the new-base ones. The same rule as
+   * redateRecord() in events.ts. Returns the rows re-dated.
+   */
+  redate(step: { stepMs: number; newOffsetMs: number; toleranceMs: number }): number {
+    const db = this.db!;
+    const tx = db.transaction(() => {
+      const counts = db
+        .prepare<[{ off: number; tol: number }], { marked: number | null; moved: number | null }>(`SELECT sum(${MARKED}) AS marked, sum(${MARKED} AND NOT ${ON_NEW_BASE}) AS moved FROM records`)
+        .get({ off: step.newOffsetMs, tol: step.toleranceMs })!;
+      const marked = counts.marked ?? 0;
+      const moved = counts.moved ?? 0;
+      db.prepare(
+        `UPDATE records SET
+           at = CASE WHEN ${MARKED} AND ${ON_NEW_BASE} THEN at ELSE at + @d END,
+           ts = CASE WHEN ${MARKED} AND NOT ${ON_NEW_BASE} THEN ts + @d ELSE ts END,
+           body = CASE
+             WHEN NOT ${MARKED} THEN body
+             WHEN ${ON_NEW_BASE} THEN json_remove(body, '$.sample.clockUnsynced', '$.clockUnsynced')
+             WHEN cls = ${TELEMETRY} THEN json_set(json_remove(body, '$.sample.clockUnsynced'), '$.sample.ts', json_extract(body, '$.sample.ts') + @d, '$.clockRedatedMs', @d)
+             ELSE json_set(json_remove(body, '$.clockUnsynced'), '$.event.ts', json_extract(body, '$.event.ts') + @d, '$.clockRedatedMs', @d)
+           END`,
+      ).run({ d: step.stepMs, off: step.newOffsetMs, tol: step.toleranceMs });
+      // Bodies changed length a little: keep the byte cap's accounting exact.
+      if (marked > 0) {
+        db.prepare(`UPDATE records SET bytes = length(CAST(body AS BLOB)) + ${ROW_OVERHEAD_BYTES} WHERE bytes != length(CAST(body AS BLOB)) + ${ROW_OVERHEAD_BYTES}`).run();
+        this.bytes = db.prepare<[], { b: number | null }>('SELECT sum(bytes) AS b FROM records').get()!.b ?? 0;
+      }
+      return moved;
+    });
+    return tx.immediate();
   }
 
   /** Deletes every row at or below `below` now. */

@@ -28,11 +28,11 @@ import type { Component } from '../component.js';
 import type { OutboxConfig } from '../config/outputs-schema.js';
 import { RackguardError } from '../errors.js';
 import { corruptNotice, eventsDroppedNotice, freeBytesOf, GapTally, isNotice, restoredNotice, unavailableNotice } from './capacity.js';
-import { entryClass, entryTs, type OutboxEntry, type OutboxEvent, type OutboxRecord, type OutputNotice } from './events.js';
+import { entryClass, entryTs, redateRecord, type OutboxEntry, type OutboxEvent, type OutboxRecord, type OutputNotice } from './events.js';
 import { MemoryTail } from './memory-tail.js';
 import { isCorruption, OutboxStore, sqliteCode, type PendingRecord } from './outbox-store.js';
 
-export type { ActionEvent, DeviceStateEvent, OutboxEntry, OutboxEvent, OutboxRecord, OutputNotice, OutputNoticeCode, RecordClass } from './events.js';
+export type { ActionEvent, ClockStepEvent, DeviceStateEvent, OutboxEntry, OutboxEvent, OutboxRecord, OutputNotice, OutputNoticeCode, RecordClass } from './events.js';
 
 /** Where a sink seen for the first time starts reading. */
 export type SinkStart = 'end' | 'beginning';
@@ -95,6 +95,16 @@ export interface OutboxDeps {
   beforeCommit?: (info: { records: number }) => void;
   /** Free bytes on the outbox's filesystem; default statfs of its directory. */
   freeBytes?: (dir: string) => number;
+  /** False while the wall clock is not known to be synchronised: events appended then are marked (see redate()). */
+  clockSynced?: () => boolean;
+}
+
+/** A wall-clock step, as agent/service/clock-watch.ts reports it. */
+export interface RedateStep {
+  stepMs: number;
+  /** Wall − mono after the step, and how close a record's ts − mono must be to it to be on the new base. */
+  newOffsetMs: number;
+  toleranceMs: number;
 }
 
 export interface OutboxEmitterEvents {
@@ -292,7 +302,9 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     this.seqsIssued = true;
     const at = this.clock.wallMs();
     let hasEvent = false;
-    for (const entry of entries) {
+    const unsynced = this.deps.clockSynced !== undefined && !this.deps.clockSynced();
+    for (const e of entries) {
+      const entry = unsynced ? this.markUnsynced(e) : e;
       const cls = entryClass(entry);
       this.tail.push({ seq: ++this.lastSeq, cls, ts: entryTs(entry), at, entry });
       hasEvent ||= cls === 'event';
@@ -305,6 +317,32 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
     } else if (this.tail.length >= GROUP_COMMIT_MAX_RECORDS) this.commit();
     else this.scheduleCommit(hasEvent);
     return this.lastSeq;
+  }
+
+  /**
+   * The wall clock stepped by `step.stepMs`: every record still buffered (file and memory) that was
+   * stamped while the clock was unsynchronised, on the old time base, gets its time moved by the step
+   * and loses its clockUnsynced mark; a marked record already on the new base (stamped between the
+   * step and its detection: its ts − mono matches the new offset) only loses the mark. The append
+   * times (`at`, for the lag figures) move too. One transaction. Returns the records re-dated.
+   */
+  redate(step: RedateStep): number {
+    if (!this.running) return 0;
+    let n = 0;
+    for (const r of this.tail.all()) n += redateRecord(r, step) ? 1 : 0;
+    if (this.store.isOpen && this.committedSeq > 0) {
+      try {
+        n += this.store.redate(step);
+      } catch (err) {
+        this.error({ err: (err as Error).message, path: this.config.path }, 'outbox: re-dating buffered records after a clock step failed; they keep their old times');
+      }
+    }
+    return n;
+  }
+
+  private markUnsynced(e: OutboxEntry): OutboxEntry {
+    if (e.type === 'sample') return e.sample.clockUnsynced ? e : { ...e, sample: { ...e.sample, clockUnsynced: true } };
+    return { ...e, clockUnsynced: true, mono: this.clock.monoMs() };
   }
 
   /** Appends one event (a convenience for sinks reporting what they refused). */
@@ -721,7 +759,9 @@ export class Outbox extends EventEmitter<OutboxEmitterEvents> implements Compone
   }
 
   private pushEvent(event: OutputNotice): void {
-    this.tail.push({ seq: ++this.lastSeq, cls: 'event', ts: event.ts, at: this.clock.wallMs(), entry: { type: 'event', event } });
+    const e: OutboxEntry = { type: 'event', event };
+    const entry = this.deps.clockSynced !== undefined && !this.deps.clockSynced() ? this.markUnsynced(e) : e;
+    this.tail.push({ seq: ++this.lastSeq, cls: 'event', ts: event.ts, at: this.clock.wallMs(), entry });
     if (this.degraded) this.emitAppended(this.lastSeq);
   }
 
