@@ -19,6 +19,7 @@ import type { DetectorEvent, ZoneStatus } from './detection/types.js';
 import type { Component } from './component.js';
 import { consumerFactories, type ConsumerDeps, type OutboxConsumer } from './outputs/consumers.js';
 import { outputContextFromConfig } from './outputs/context.js';
+import type { ActionEvent } from './outputs/events.js';
 import type { Outbox, OutboxDeps, OutboxEntry, OutboxStats } from './outputs/outbox.js';
 import type { AgentView, OutputsStats, Readiness, SinkFigures } from './observe/state.js';
 import { ClockWatch, formatStep, type ClockStep } from './service/clock-watch.js';
@@ -54,6 +55,8 @@ export interface AgentEvents {
   detection: [event: DetectorEvent];
   /** Each valid Modbus reply and its latency as the line measured it (NaN when it cannot tell). */
   response: [deviceId: string, busId: string, latencyMs: number];
+  /** An action record (attempt, result, inhibition, shutdown step), already appended to the outbox. */
+  action: [event: ActionEvent];
 }
 
 export interface Agent extends EventEmitter<AgentEvents> {
@@ -281,7 +284,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         site: this.config.site,
         gateway: this.config.gateway,
         zones: this.config.zones,
-        record: (event) => this.append([{ type: 'event', event }]),
+        record: (event) => {
+          this.append([{ type: 'event', event }]);
+          this.emit('action', event);
+        },
         ...(this.deps.actionsDryRun ? { dryRun: true } : {}),
         ...(this.config.outputs?.mqtt ? { mqtt: this.config.outputs.mqtt } : {}),
         zoneStatus: (zone) => this.detector.status().find((z) => z.zone === zone),
@@ -549,8 +555,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       readiness: () => this.readiness(),
       subscribe: (l) => {
         const deviceState = (h: DeviceHealth, prev: DeviceState): void => l.deviceState(h, prev);
-        this.on('samples', l.samples).on('detection', l.detection).on('deviceState', deviceState).on('response', l.response);
-        return () => void this.off('samples', l.samples).off('detection', l.detection).off('deviceState', deviceState).off('response', l.response);
+        this.on('samples', l.samples).on('detection', l.detection).on('deviceState', deviceState).on('response', l.response).on('action', l.action);
+        return () => void this.off('samples', l.samples).off('detection', l.detection).off('deviceState', deviceState).off('response', l.response).off('action', l.action);
       },
     };
   }

@@ -25,7 +25,7 @@ import type { Config } from '../config/model.js';
 import { RackguardError } from '../errors.js';
 import { packageRoot } from '../paths.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { buildState, detectorEventJson, deviceStateEventJson, EventLog, SensorHistory, type AgentView, type EventJson, type StateJson } from './state.js';
+import { actionEventJson, buildState, detectorEventJson, deviceStateEventJson, EventLog, SensorHistory, type AgentView, type EventJson, type StateJson } from './state.js';
 import { statusPageHtml } from './status-page.js';
 
 export interface HttpServerDeps {
@@ -115,6 +115,10 @@ export class HttpServer implements Component {
       detection: (e) => this.addEvent(detectorEventJson(e)),
       deviceState: (h, prev) => this.addEvent(deviceStateEventJson(h, prev, this.deps.clock.wallMs())),
       response: (deviceId, busId, ms) => this.metrics?.observeLatency(deviceId, busId, ms),
+      action: (e) => {
+        this.metrics?.countAction(e.action, e.status);
+        this.addEvent(actionEventJson(e));
+      },
     });
     await this.listen();
   }

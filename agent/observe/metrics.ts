@@ -34,6 +34,8 @@ export interface Metrics {
   readonly contentType: string;
   /** Per-request latency, fed by the agent's `response` events. */
   observeLatency(deviceId: string, busId: string, latencyMs: number): void;
+  /** One action record (started, succeeded, failed, timeout, inhibited, dry-run, …), from the agent's `action` events. */
+  countAction(action: string, status: string): void;
 }
 
 /** Sets a gauge or counter value from scratch at each scrape (series of vanished labels disappear). */
@@ -263,12 +265,22 @@ export function createMetrics(view: AgentView, opts: { version: string; sseClien
 
   new Gauge({ name: 'rackguard_http_sse_clients', help: 'Clients connected to /api/events/stream.', registers: reg, collect() { this.set(opts.sseClients()); } });
 
+  const actions = new Counter({
+    name: 'rackguard_action_records_total',
+    help: 'Action records by action name and status (started, succeeded, failed, timeout, inhibited, dry-run, …) since the agent started.',
+    labelNames: ['action', 'status'],
+    registers: reg,
+  });
+
   return {
     registry,
     contentType: registry.contentType,
     render: () => registry.metrics(),
     observeLatency(deviceId, busId, latencyMs) {
       if (Number.isFinite(latencyMs)) latency.observe({ device: deviceId, bus: busId }, latencyMs / 1000);
+    },
+    countAction(action, status) {
+      actions.inc({ action, status });
     },
   };
 }

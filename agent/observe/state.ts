@@ -4,6 +4,7 @@
  * stream, and the small in-memory histories behind them. No I/O here: the server in ./http-server.ts
  * does the talking. The JSON shapes are the contract with the status page (agent/observe/status-page.ts).
  */
+import type { ActionEvent } from '../outputs/events.js';
 import type { DeviceHealth, DeviceState, Sample } from '../acquisition/types.js';
 import type { DetectorEvent, ZoneStatus } from '../detection/types.js';
 import type { OutboxStats } from '../outputs/outbox.js';
@@ -31,6 +32,8 @@ export interface ViewListener {
   deviceState(health: DeviceHealth, previous: DeviceState): void;
   /** A successful Modbus exchange and the latency the line measured for it (NaN when it cannot tell). */
   response(deviceId: string, busId: string, latencyMs: number): void;
+  /** An action record (attempt, result, inhibition, shutdown step), as the outbox stores it. */
+  action(event: ActionEvent): void;
 }
 
 /** The agent as the HTTP endpoint sees it: read-only calls, plus a subscription to its events. */
@@ -182,6 +185,18 @@ export function deviceStateEventJson(h: DeviceHealth, previous: DeviceState, tsM
     from: previous,
     message: `device ${h.deviceId}: ${previous} → ${h.state}${h.lastError ? `: ${h.lastError}` : ''}`,
     ...(h.lastError ? { detail: { lastError: h.lastError } } : {}),
+  };
+}
+
+export function actionEventJson(e: ActionEvent): Omit<EventJson, 'seq'> {
+  return {
+    kind: 'action',
+    ts: new Date(e.ts).toISOString(),
+    tsMs: e.ts,
+    ...(e.zone !== undefined ? { zone: e.zone } : {}),
+    state: e.status,
+    message: `action ${e.action}: ${e.status}: ${e.message}`,
+    detail: { action: e.action, ...(e.incident !== undefined ? { incident: e.incident } : {}), ...(e.detail ?? {}) },
   };
 }
 
