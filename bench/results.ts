@@ -4,8 +4,12 @@ import { packageRoot } from '../agent/paths.js';
 
 export type Figures = Record<string, number | string | boolean | null>;
 
-/** Merges one suite's figures into bench/results/latest.json under `suite`, keeping the others. */
-export function writeFigures(suite: string, figures: Figures): string {
+/**
+ * Merges one suite's figures into bench/results/latest.json under `key` (default: the suite's name),
+ * keeping the other keys. Two suites may share a key (actions and actions-bmc both report under
+ * `actions`): each keeps the other's figures.
+ */
+export function writeFigures(suite: string, figures: Figures, key = suite): string {
   const dir = join(packageRoot(), 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'latest.json');
@@ -15,7 +19,8 @@ export function writeFigures(suite: string, figures: Figures): string {
   } catch {
     // first run, or a damaged file: start over
   }
-  all[suite] = { ...figures, measured_at: new Date().toISOString(), node: process.version };
+  const previous = key === suite ? {} : ((all[key] as Record<string, unknown> | undefined) ?? {});
+  all[key] = { ...previous, ...figures, measured_at: new Date().toISOString(), node: process.version };
   writeFileSync(file, `${JSON.stringify(all, null, 2)}\n`);
   return file;
 }

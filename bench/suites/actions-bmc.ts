@@ -7,8 +7,8 @@
  *                        polls every 5 s, which dominates this figure there)
  *   bmc_soft_off_max_ms  the slowest of the runs
  *   bmc_soft_ack_ms      median, from the request to the BMC's acceptance of `chassis power soft`
- * The issue names this figure actions.bmc_soft_off_ms; it lives under its own suite key because
- * bench/results/latest.json is merged per suite and the `actions` suite owns that key.
+ * The issue names this figure actions.bmc_soft_off_ms: bench/run.ts merges these figures into the
+ * `actions` key of bench/results/latest.json, beside the actions suite's own.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
