@@ -145,7 +145,10 @@ export function createIpmiTransport(deps: TransportDeps, opts: IpmiTransportOpti
       // A dry run never changes the power, whatever the caller asked.
       if (o.test || ctx.dryRun) {
         try {
-          const state = parsePowerStatus(await call(host, 'status', callDeadlineMs, o.signal));
+          // Bounded by the acknowledgement deadline too: past it the coordinator has moved on (and
+          // `actions test` exits), which must neither leave ipmitool running nor replace this host's
+          // clear "no answer from the BMC" by a bare hostSyncS timeout.
+          const state = parsePowerStatus(await call(host, 'status', Math.min(callDeadlineMs, o.ackTimeoutMs), o.signal));
           return {
             host: host.name,
             status: 'would-act',

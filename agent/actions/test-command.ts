@@ -130,7 +130,33 @@ export async function actionsTestCommand(config: Config, opts: ActionsTestOption
         onRecord();
       });
     }
+    // A BMC check still running when its group hit hostSyncS has its own verdict moments later (the
+    // transports bound every call by the acknowledgement deadline); wait for it, up to the host's
+    // timeoutS, so that the row says why and a Redfish session is deleted before main exits.
+    const bmcHosts = new Map(shutdown.groups.flatMap((g) => g.hosts).filter((h) => h.via !== 'agent').map((h) => [h.name, h]));
+    const late = (host: string): ShutdownRecord | undefined => records.find((r) => r.detail?.step === 'host-late' && r.detail.host === host);
+    // The coordinator's own timeouts carry no detail; a transport's verdict always does (its `via`).
+    const latePending = report.groups.flatMap((g) => g.hosts.filter((o) => o.status === 'timeout' && o.detail === undefined && bmcHosts.has(o.host)).map((o) => o.host));
+    if (latePending.length > 0) {
+      const boundMs = Math.max(...latePending.map((h) => (bmcHosts.get(h) as { timeoutS: number }).timeoutS)) * 1000;
+      await new Promise<void>((resolve) => {
+        const timer = clock.setTimeout(resolve, boundMs);
+        onRecord = () => {
+          if (latePending.every((h) => late(h))) {
+            clock.clearTimeout(timer);
+            resolve();
+          }
+        };
+        onRecord();
+      });
+    }
     for (const row of rows) {
+      const l = late(row.host);
+      if (l && latePending.includes(row.host)) {
+        // A confirmation after hostSyncS is still a timeout: in a real shutdown the next group would not have waited.
+        if (l.status !== 'would-act') row.status = l.status as HostOutcome['status'];
+        row.message = `${l.message.replace(`${row.host} (after the group moved on): `, '')} (after hostSyncS ${shutdown.hostSyncS} s)`;
+      }
       if (!pending.has(row.host)) continue;
       const r = later(row.host);
       if (!r) row.message += `; its test check did not report within ${shutdown.hostSyncS} s`;
