@@ -161,6 +161,32 @@ export class ActionEngine implements Component {
     else this.escalate(e);
   }
 
+  /**
+   * A configuration reload (Agent.reload) rebuilt the detector state of `rebuilt` zones
+   * (Detector.adopt): their new zone machines start normal and not blind, and emit nothing until
+   * they change. Without this, an open incident of such a zone would never see its `normal` event and
+   * stay open for ever, and the next real failure there would find every level already handled (no
+   * action at all); a `blind` remembered from before would refuse critical actions for ever. So: the
+   * blind flag is forgotten (the new machine reports blindness itself), and the zone's incident is
+   * handled as after a restart: it goes on if the zone escalates again (nothing is repeated), and it
+   * is closed if the zone stays normal for RESUME_WINDOW_MS. A zone the reload removed is closed
+   * the same way (the detector no longer knows it).
+   */
+  adoptZones(zones: readonly ZoneDef[], rebuilt: readonly string[]): void {
+    this.zoneK.clear();
+    for (const z of zones) this.zoneK.set(z.id, z.detection.k);
+    const known = new Set(zones.map((z) => z.id));
+    let pending = false;
+    for (const zone of new Set([...rebuilt, ...[...this.incidents.keys()].filter((z) => !known.has(z))])) {
+      this.blind.delete(zone);
+      this.seen.delete(zone);
+      if (this.incidents.has(zone)) pending = true;
+    }
+    if (!pending || !this.running) return;
+    this.deps.clock.clearTimeout(this.resumeTimer);
+    this.resumeTimer = this.deps.clock.setTimeout(() => this.resumeCheck(), RESUME_WINDOW_MS);
+  }
+
   /** The open incident of each zone (for the status of tests and the drill). */
   openIncidents(): IncidentState[] {
     return [...this.incidents.values()].map((i) => ({ ...i, handled: [...i.handled], fired: [...i.fired] }));
@@ -212,14 +238,14 @@ export class ActionEngine implements Component {
     }, ALIVE_REFRESH_MS);
   }
 
-  /** After a restart: a resumed incident whose zone the detector has seen normal all along is over. */
+  /** After a restart or a reload that rebuilt a zone: an incident whose zone the detector has seen normal all along since is over. */
   private resumeCheck(): void {
     if (!this.running) return;
     for (const inc of [...this.incidents.values()]) {
       if (this.seen.has(inc.zone)) continue;
       const st = this.deps.zoneStatus?.(inc.zone);
       if (st && (st.level !== 'normal' || st.blind)) continue;
-      this.closeIncident(inc, `zone ${inc.zone} normal for ${RESUME_WINDOW_MS / 60_000} min since the restart`, this.deps.clock.wallMs());
+      this.closeIncident(inc, `zone ${inc.zone} normal for ${RESUME_WINDOW_MS / 60_000} min since the restart or reload`, this.deps.clock.wallMs());
     }
   }
 
