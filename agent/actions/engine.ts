@@ -161,6 +161,16 @@ export class ActionEngine implements Component {
   /** A detector event (zone_level or zone_blind). Returns at once; actions run in the background. */
   onDetection(e: DetectorEvent): void {
     if (!this.running) return;
+    try {
+      this.judge(e);
+    } catch (err) {
+      // Called inside the agent's detection listeners: a bug here must not break detection,
+      // publishing or the other listeners. Logged loudly; the next event is judged afresh.
+      this.deps.logger.error({ zone: e.zone, event: e.kind, err: asError(err).message }, 'actions: judging a detector event failed');
+    }
+  }
+
+  private judge(e: DetectorEvent): void {
     const ageMs = this.deps.clock.wallMs() - e.ts;
     if (ageMs > MAX_EVENT_AGE_MS) {
       this.deps.logger.warn({ zone: e.zone, event: e.kind, ageMs }, 'detector event too old to act on; ignored');
@@ -220,7 +230,10 @@ export class ActionEngine implements Component {
       this.emit({ action: 'incident', status: 'failed', message: asError(err).message });
     }
     const now = this.deps.clock.wallMs();
-    let dropped = false;
+    let dropped = this.store.dropped.length > 0;
+    for (const id of this.store.dropped) {
+      this.emit({ action: 'incident', status: 'failed', message: `incident state ${this.store.path}: malformed entry ${id} dropped (a new escalation of its zone is a new incident)` });
+    }
     for (const inc of loaded) {
       if (now - inc.aliveTs > RESUME_WINDOW_MS) {
         dropped = true;
