@@ -164,6 +164,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   private readonly consumers: Array<{ name: string; consumer: OutboxConsumer }> = [];
   /** Consumer deps kept for a reload that restarts a sink. */
   private consumerDeps: ConsumerDeps | undefined;
+  /** The action engine (with `actions:`), told when a reload rebuilds zones. */
+  private engine: import('./actions/engine.js').ActionEngine | undefined;
   /** Wall-clock steps and whether the clock is synchronised (a Pi without an RTC). */
   private readonly clockWatch: ClockWatch;
   /** Every part, in start order; built once (outputs load lazily), reused by every start(). */
@@ -293,6 +295,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         zoneStatus: (zone) => this.detector.status().find((z) => z.zone === zone),
       });
       this.on('detection', (e) => engine.onDetection(e));
+      this.engine = engine;
       list.push(engine);
     }
     list.push({
@@ -399,6 +402,10 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     if (Boolean(old.outputs) !== Boolean(config.outputs)) refused.push(`outputs: ${config.outputs ? 'added' : 'removed'}`);
     else if (configKey(old.outputs?.outbox) !== configKey(config.outputs?.outbox)) refused.push('outputs.outbox changed (a reload never closes the outbox)');
     if (configKey(old.http) !== configKey(config.http)) refused.push('http changed');
+    // The engine is not rebuilt by a reload: rebuilding it would abort a shutdown sequence or a hook in
+    // flight. A changed policy, dryRun or inhibit that a reload silently ignored would let an operator
+    // believe, say, that dry run is on: refused, so the operator restarts on purpose.
+    if (configKey(old.actions) !== configKey(config.actions)) refused.push('actions changed (the action engine is never rebuilt under a running incident)');
     if (refused.length > 0) {
       throw new RackguardError('E_RELOAD_NEEDS_RESTART', `cannot apply by a reload, restart the agent instead: ${refused.join('; ')}`);
     }
@@ -409,6 +416,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
 
     this.config = config;
     const detection = this.detector.adopt(config);
+    // Rebuilt zones start normal and emit nothing until they change: the engine must not wait for ever
+    // for the `normal` event of an incident opened before the reload.
+    this.engine?.adoptZones(config.zones, detection.newZones);
     if (acqChanged) await this.rebuildAcquisition(config);
     if (this.stopRequested) throw new RackguardError('E_RELOAD_NEEDS_RESTART', 'the agent stopped during the reload');
     changes.push(acqChanged ? `acquisition rebuilt (${config.buses.length} buses, ${this.readsPerCycle} reads per cycle)` : 'acquisition unchanged (buses as before: not restarted)');

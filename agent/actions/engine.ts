@@ -13,7 +13,8 @@
  * - Safety gate (gate.ts): a critical level's actions need a zone_level event to critical with
  *   quorum from at least two good sensors, a zone that is not blind; zone_blind events trigger
  *   nothing. A refused critical level is not marked handled: a later critical event with quorum
- *   still fires it.
+ *   still fires it, and so does the detector's status reaching quorum while the zone stays critical
+ *   (no new event comes then: gateRecheck).
  * - Dry run and maintenance inhibit hold actions back (recorded as `dry-run` / `inhibited`); they
  *   never touch detection or publishing. A held-back action is not replayed when the inhibit lifts:
  *   maintenance means people are on site and decide.
@@ -57,6 +58,11 @@ export const MAX_EVENT_AGE_MS = 2 * 60_000;
 export const RESUME_WINDOW_MS = 10 * 60_000;
 /** While incidents are open, their aliveTs is refreshed this often. */
 const ALIVE_REFRESH_MS = 60_000;
+/**
+ * While a gated level is refused, the detector's current status is looked at this often (the detector
+ * evaluates zones every second): a zone stays `critical` without a new event when quorum arrives later.
+ */
+export const GATE_RECHECK_MS = 1000;
 
 export interface ActionEngineDeps {
   clock: Clock;
@@ -70,8 +76,11 @@ export interface ActionEngineDeps {
   dryRun?: boolean;
   /** outputs.mqtt: the broker of the inhibit topic and of the host agents. */
   mqtt?: MqttConfig;
-  /** The detector's current view of a zone (to close, after a restart, an incident that ended meanwhile). */
-  zoneStatus?: (zone: string) => { level: Level; blind: boolean } | undefined;
+  /**
+   * The detector's current view of a zone: to close, after a restart, an incident that ended meanwhile,
+   * and to see a refused critical level reach quorum without a new event (evidence needed for that).
+   */
+  zoneStatus?: (zone: string) => { level: Level; blind: boolean; evidence?: ZoneLevelEvent['evidence'] } | undefined;
   /** Seams for tests. */
   runShutdown?: (ctx: ActionContext, deps: ShutdownDeps, signal: AbortSignal) => Promise<ShutdownReport>;
   connectMqtt?: (url: string, opts: IClientOptions) => MqttClient;
@@ -94,6 +103,9 @@ export class ActionEngine implements Component {
   private running = false;
   private aliveTimer: TimerHandle | undefined;
   private resumeTimer: TimerHandle | undefined;
+  /** Zones with a level the gate refused (still due): re-judged on the detector's status until it passes or the incident ends. */
+  private readonly gatePending = new Set<string>();
+  private gateTimer: TimerHandle | undefined;
   private client: MqttClient | undefined;
   private transports: TransportRegistry | undefined;
 
@@ -130,6 +142,9 @@ export class ActionEngine implements Component {
     this.inhibit.stop();
     this.deps.clock.clearTimeout(this.aliveTimer);
     this.deps.clock.clearTimeout(this.resumeTimer);
+    this.deps.clock.clearTimeout(this.gateTimer);
+    this.gateTimer = undefined;
+    this.gatePending.clear();
     await Promise.allSettled([...this.chains.values()]);
     this.chains.clear();
     try {
@@ -146,6 +161,16 @@ export class ActionEngine implements Component {
   /** A detector event (zone_level or zone_blind). Returns at once; actions run in the background. */
   onDetection(e: DetectorEvent): void {
     if (!this.running) return;
+    try {
+      this.judge(e);
+    } catch (err) {
+      // Called inside the agent's detection listeners: a bug here must not break detection,
+      // publishing or the other listeners. Logged loudly; the next event is judged afresh.
+      this.deps.logger.error({ zone: e.zone, event: e.kind, err: asError(err).message }, 'actions: judging a detector event failed');
+    }
+  }
+
+  private judge(e: DetectorEvent): void {
     const ageMs = this.deps.clock.wallMs() - e.ts;
     if (ageMs > MAX_EVENT_AGE_MS) {
       this.deps.logger.warn({ zone: e.zone, event: e.kind, ageMs }, 'detector event too old to act on; ignored');
@@ -159,6 +184,32 @@ export class ActionEngine implements Component {
     this.seen.add(e.zone);
     if (e.level === 'normal') this.clear(e);
     else this.escalate(e);
+  }
+
+  /**
+   * A configuration reload (Agent.reload) rebuilt the detector state of `rebuilt` zones
+   * (Detector.adopt): their new zone machines start normal and not blind, and emit nothing until
+   * they change. Without this, an open incident of such a zone would never see its `normal` event and
+   * stay open for ever, and the next real failure there would find every level already handled (no
+   * action at all); a `blind` remembered from before would refuse critical actions for ever. So: the
+   * blind flag is forgotten (the new machine reports blindness itself), and the zone's incident is
+   * handled as after a restart: it goes on if the zone escalates again (nothing is repeated), and it
+   * is closed if the zone stays normal for RESUME_WINDOW_MS. A zone the reload removed is closed
+   * the same way (the detector no longer knows it).
+   */
+  adoptZones(zones: readonly ZoneDef[], rebuilt: readonly string[]): void {
+    this.zoneK.clear();
+    for (const z of zones) this.zoneK.set(z.id, z.detection.k);
+    const known = new Set(zones.map((z) => z.id));
+    let pending = false;
+    for (const zone of new Set([...rebuilt, ...[...this.incidents.keys()].filter((z) => !known.has(z))])) {
+      this.blind.delete(zone);
+      this.seen.delete(zone);
+      if (this.incidents.has(zone)) pending = true;
+    }
+    if (!pending || !this.running) return;
+    this.deps.clock.clearTimeout(this.resumeTimer);
+    this.resumeTimer = this.deps.clock.setTimeout(() => this.resumeCheck(), RESUME_WINDOW_MS);
   }
 
   /** The open incident of each zone (for the status of tests and the drill). */
@@ -179,7 +230,10 @@ export class ActionEngine implements Component {
       this.emit({ action: 'incident', status: 'failed', message: asError(err).message });
     }
     const now = this.deps.clock.wallMs();
-    let dropped = false;
+    let dropped = this.store.dropped.length > 0;
+    for (const id of this.store.dropped) {
+      this.emit({ action: 'incident', status: 'failed', message: `incident state ${this.store.path}: malformed entry ${id} dropped (a new escalation of its zone is a new incident)` });
+    }
     for (const inc of loaded) {
       if (now - inc.aliveTs > RESUME_WINDOW_MS) {
         dropped = true;
@@ -212,18 +266,19 @@ export class ActionEngine implements Component {
     }, ALIVE_REFRESH_MS);
   }
 
-  /** After a restart: a resumed incident whose zone the detector has seen normal all along is over. */
+  /** After a restart or a reload that rebuilt a zone: an incident whose zone the detector has seen normal all along since is over. */
   private resumeCheck(): void {
     if (!this.running) return;
     for (const inc of [...this.incidents.values()]) {
       if (this.seen.has(inc.zone)) continue;
       const st = this.deps.zoneStatus?.(inc.zone);
       if (st && (st.level !== 'normal' || st.blind)) continue;
-      this.closeIncident(inc, `zone ${inc.zone} normal for ${RESUME_WINDOW_MS / 60_000} min since the restart`, this.deps.clock.wallMs());
+      this.closeIncident(inc, `zone ${inc.zone} normal for ${RESUME_WINDOW_MS / 60_000} min since the restart or reload`, this.deps.clock.wallMs());
     }
   }
 
-  private escalate(e: ZoneLevelEvent): void {
+  /** `recheck`: a re-judgement of a refused level on the detector's status (no record when refused again). */
+  private escalate(e: ZoneLevelEvent, recheck = false): void {
     let inc = this.incidents.get(e.zone);
     if (!inc) {
       inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], fired: [], aliveTs: this.deps.clock.wallMs() };
@@ -236,9 +291,13 @@ export class ActionEngine implements Component {
     inc.aliveTs = this.deps.clock.wallMs();
 
     const runs: Array<{ level: Level; policies: number[] }> = [];
+    let refused = false;
     for (const due of dueLevels(this.config, inc.handled, e, this.zoneK.get(e.zone) ?? e.evidence.k, this.blind.get(e.zone) === true)) {
       if (due.refused !== undefined) {
-        // Not marked handled: a later critical event that meets the gate still fires these actions.
+        // Not marked handled: a later critical event that meets the gate still fires these actions,
+        // and so does the detector's status reaching quorum without a new event (gateRecheck).
+        refused = true;
+        if (recheck) continue;
         for (const pi of due.policies) {
           for (const a of this.config.policies[pi]!.actions) {
             this.emit({ action: a.name, status: 'skipped', zone: e.zone, incident: inc.id, message: `${a.name} not run: safety gate: ${due.refused}`, detail: { level: due.level, kind: a.kind, gate: due.refused } });
@@ -250,6 +309,10 @@ export class ActionEngine implements Component {
       for (const pi of due.policies) if (!inc.fired.includes(pi)) inc.fired.push(pi);
       runs.push({ level: due.level, policies: due.policies });
     }
+    if (refused) this.gatePending.add(e.zone);
+    else this.gatePending.delete(e.zone);
+    this.scheduleGateRecheck();
+    if (recheck && runs.length === 0) return;
     // Persisted before anything starts: a crash from here on never repeats these levels.
     this.save();
     const incident = inc;
@@ -257,6 +320,43 @@ export class ActionEngine implements Component {
       const ctx = this.context(incident, r.level, e);
       this.enqueue(e.zone, () => this.runPolicies(r.policies, ctx, incident));
     }
+  }
+
+  private scheduleGateRecheck(): void {
+    if (this.gatePending.size === 0 || this.gateTimer !== undefined || !this.running || !this.deps.zoneStatus) return;
+    this.gateTimer = this.deps.clock.setTimeout(() => {
+      this.gateTimer = undefined;
+      this.gateRecheck();
+    }, GATE_RECHECK_MS);
+  }
+
+  /**
+   * A refused level, judged again on the detector's current status: the same gate (quorum of good
+   * sensors in the status's own evidence, not blind), only while the zone is still at that level.
+   * The detector emits zone_level events on level changes only, so without this a zone that went
+   * critical on one sensor and is then confirmed by a second would never run its critical actions.
+   */
+  private gateRecheck(): void {
+    if (!this.running) return;
+    for (const zone of [...this.gatePending]) {
+      const inc = this.incidents.get(zone);
+      const st = this.deps.zoneStatus?.(zone);
+      if (!inc || !st?.evidence) {
+        this.gatePending.delete(zone);
+        continue;
+      }
+      if (st.level === 'normal') continue;
+      const e: ZoneLevelEvent = { kind: 'zone_level', zone, from: st.level, level: st.level, reason: `zone ${zone} ${st.level}, quorum re-checked on the detector's current status`, mono: this.deps.clock.monoMs(), ts: this.deps.clock.wallMs(), evidence: st.evidence };
+      // blind from the status too: the engine's own flag may lag a zone_blind event.
+      const wasBlind = this.blind.get(zone);
+      if (st.blind) this.blind.set(zone, true);
+      try {
+        this.escalate(e, true);
+      } finally {
+        if (st.blind && wasBlind !== true) this.blind.set(zone, wasBlind ?? false);
+      }
+    }
+    this.scheduleGateRecheck();
   }
 
   private clear(e: ZoneLevelEvent): void {
@@ -267,6 +367,7 @@ export class ActionEngine implements Component {
 
   private closeIncident(inc: IncidentState, reason: string, ts: number): void {
     this.incidents.delete(inc.zone);
+    this.gatePending.delete(inc.zone);
     this.save();
     this.emit({ action: 'incident', status: 'cleared', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} cleared: ${reason}`, detail: { highest: inc.highest, handled: inc.handled } });
     const hooks: HookDef[] = inc.fired.flatMap((pi) => this.config.policies[pi]?.onClear ?? []);

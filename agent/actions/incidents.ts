@@ -33,8 +33,29 @@ export function newIncidentId(zone: string, ts: number): string {
   return `${zone}-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+const LEVELS: readonly unknown[] = ['normal', 'warning', 'alarm', 'critical'];
+const isFiniteNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+function isIncident(i: unknown): i is IncidentState {
+  if (typeof i !== 'object' || i === null) return false;
+  const o = i as Record<string, unknown>;
+  return (
+    typeof o.id === 'string' &&
+    typeof o.zone === 'string' &&
+    isFiniteNumber(o.startedTs) &&
+    LEVELS.includes(o.highest) &&
+    Array.isArray(o.handled) &&
+    o.handled.every((l) => LEVELS.includes(l)) &&
+    Array.isArray(o.fired) &&
+    o.fired.every((n) => Number.isInteger(n) && (n as number) >= 0) &&
+    isFiniteNumber(o.aliveTs)
+  );
+}
+
 export class IncidentStore {
   private readonly file: string;
+  /** Entries the last load() dropped as malformed (their id, or a prefix of the entry). */
+  dropped: string[] = [];
   constructor(private readonly dir: string) {
     this.file = join(dir, INCIDENTS_FILE);
   }
@@ -55,7 +76,14 @@ export class IncidentStore {
     try {
       const data = JSON.parse(text) as { incidents?: IncidentState[] };
       if (!Array.isArray(data.incidents)) throw new Error('no "incidents" list');
-      return data.incidents.filter((i) => typeof i.id === 'string' && typeof i.zone === 'string' && Array.isArray(i.handled));
+      // Every field checked: an entry missing one (an older or hand-edited file) would throw later in
+      // the engine, inside the detector's event path. It is dropped and named in `dropped`.
+      this.dropped = [];
+      return data.incidents.filter((i) => {
+        const ok = isIncident(i);
+        if (!ok) this.dropped.push(typeof (i as { id?: unknown } | null)?.id === 'string' ? (i as { id: string }).id : JSON.stringify(i).slice(0, 80));
+        return ok;
+      });
     } catch (err) {
       throw new RackguardError('E_HOST_STATE', `${this.file}: damaged incident state: ${(err as Error).message}`, { cause: err });
     }

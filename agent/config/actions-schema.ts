@@ -31,11 +31,20 @@ export const execActionSchema = z
   })
   .strict();
 
+/**
+ * `https://user:pass@host/…`: refused. Node's fetch cannot send such a URL and its error quotes it whole,
+ * so the password would land in every failure record, the outbox and the logs (and the hook never works).
+ */
+const CREDS_IN_URL = 'credentials in the URL are not allowed (they would be echoed in errors and records)';
+function noUserinfo(url: string): boolean {
+  return !/^https?:\/\/[^/?#\s]*@/i.test(url);
+}
+
 export const httpActionSchema = z
   .object({
     kind: z.literal('http'),
     name,
-    url: z.string().regex(/^https?:\/\/[^/\s]+/, { message: 'expected http://host[:port]/path or https://…' }),
+    url: z.string().regex(/^https?:\/\/[^/\s]+/, { message: 'expected http://host[:port]/path or https://…' }).refine(noUserinfo, { message: `${CREDS_IN_URL}: use headers (Authorization) instead` }),
     /** Deadline of one attempt. */
     timeoutS: z.number().positive().max(10 * 60).default(10),
     /** Attempts after the first, on network errors, 5xx and 429, with backoff from retryInitialMs. */
@@ -113,7 +122,7 @@ export const redfishHostSchema = z
     via: z.literal('redfish'),
     ...hostCommon,
     /** BMC base URL, https://bmc.example (the service root is <url>/redfish/v1). */
-    url: z.string().regex(/^https?:\/\/[^/\s]+/, { message: 'expected https://host[:port]' }),
+    url: z.string().regex(/^https?:\/\/[^/\s]+/, { message: 'expected https://host[:port]' }).refine(noUserinfo, { message: `${CREDS_IN_URL}: use usernameFile and passwordFile instead` }),
     /** Which ComputerSystem; default the first member of /redfish/v1/Systems. */
     systemId: z.string().min(1).optional(),
     usernameFile: z.string().min(1),

@@ -173,4 +173,21 @@ ${fullShutdown}`,
     const problems = problemsOf(configText(`  policies:\n    - { level: alarm, actions: [{ kind: exec, name: x, argv: "/bin/echo hi" }] }`));
     expect(problems).toEqual(['actions.policies[0].actions[0].argv: expected a list, got "/bin/echo hi"']);
   });
+  it('a webhook or BMC URL with credentials in it is refused, without echoing them (fetch would fail every time, and its error names the whole URL)', () => {
+    const problems = problemsOf(
+      configText(`  policies:
+    - { level: alarm, actions: [{ kind: http, name: am, url: "https://ops:hunter2@hooks.example/x" }] }
+    - { level: critical, actions: [{ kind: shutdown }] }
+  shutdown:
+    groups:
+      - name: g
+        hosts:
+          - { via: redfish, name: h2, url: "https://root:calvin@127.0.0.1", usernameFile: bmc-user, passwordFile: bmc-pass }`),
+    );
+    expect(problems).toEqual([
+      'actions.policies[0].actions[0].url: credentials in the URL are not allowed (they would be echoed in errors and records): use headers (Authorization) instead',
+      'actions.shutdown.groups[0].hosts[0].url: credentials in the URL are not allowed (they would be echoed in errors and records): use usernameFile and passwordFile instead',
+    ]);
+    expect(problems.join('\n')).not.toMatch(/hunter2|calvin/);
+  });
 });
