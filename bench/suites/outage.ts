@@ -9,7 +9,7 @@
  * the first 60 s (SQLite page cache, JIT, sinks' reconnect state), growth is what comes after, and
  * the figure that matters is growth per hour of reference-rack data.
  *   outage_rss_warm_mb, outage_rss_end_mb, outage_rss_peak_mb
- *   outage_rss_growth_mb_per_data_hour   least-squares slope of RSS after warm-up (target <= 10)
+ *   outage_rss_growth_mb_per_data_hour   least-squares slope of the RSS floor (20 s window minima) after warm-up (target <= 10)
  *   outage_outbox_mb                      outbox file size at the end (proof the backlog grew)
  */
 import { spawn } from 'node:child_process';
@@ -78,18 +78,20 @@ export async function run(): Promise<Figures> {
     const warm = median(rss.slice(WARMUP_S - 10, WARMUP_S));
     const end = median(rss.slice(-10));
     const dataHours = (MEASURE_S * COMPRESSION) / 3600;
-    // Growth is the least-squares slope of RSS over the measured window: two end points alone swing
-    // by ±10 MB with where the garbage collector happens to be.
-    const window = rss.slice(WARMUP_S);
-    const n = window.length;
-    const meanX = (n - 1) / 2;
-    const meanY = window.reduce((a, b) => a + b, 0) / n;
+    // Growth is the least-squares slope of the RSS floor: the minimum of each 20 s window, i.e. what
+    // is left after the collector ran. Raw samples ride a garbage-collection sawtooth of ±5 MB whose
+    // phase alone can make a 3-minute slope look like ±15 MB per data hour.
+    const FLOOR_S = 20;
+    const floors: Array<{ t: number; kb: number }> = [];
+    for (let i = WARMUP_S; i + FLOOR_S <= rss.length; i += FLOOR_S) floors.push({ t: i + FLOOR_S / 2, kb: Math.min(...rss.slice(i, i + FLOOR_S)) });
+    const meanT = floors.reduce((a, f) => a + f.t, 0) / floors.length;
+    const meanKb = floors.reduce((a, f) => a + f.kb, 0) / floors.length;
     let sxy = 0;
     let sxx = 0;
-    window.forEach((y, x) => {
-      sxy += (x - meanX) * (y - meanY);
-      sxx += (x - meanX) ** 2;
-    });
+    for (const f of floors) {
+      sxy += (f.t - meanT) * (f.kb - meanKb);
+      sxx += (f.t - meanT) ** 2;
+    }
     const kbPerS = sxy / sxx;
     return {
       outage_rss_warm_mb: mb(warm),
