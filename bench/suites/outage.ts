@@ -9,7 +9,8 @@
  * the first 60 s (SQLite page cache, JIT, sinks' reconnect state), growth is what comes after, and
  * the figure that matters is growth per hour of reference-rack data.
  *   outage_rss_warm_mb, outage_rss_end_mb, outage_rss_peak_mb
- *   outage_rss_growth_mb_per_data_hour   least-squares slope of the RSS floor (20 s window minima) after warm-up (target <= 10)
+ *   outage_rss_growth_mb_per_data_hour   least-squares slope of the anonymous-memory floor (RssAnon,
+ *                                        20 s window minima) after warm-up (target <= 10)
  *   outage_outbox_mb                      outbox file size at the end (proof the backlog grew)
  */
 import { spawn } from 'node:child_process';
@@ -68,10 +69,15 @@ export async function run(): Promise<Figures> {
   try {
     const pid = child.pid!;
     const rss: number[] = [];
+    // Anonymous memory (the JS heap, native allocations) is what a leak grows. VmRSS also counts the
+    // outbox's file pages and the WAL index (-shm), mapped shared memory that grows with the WAL and
+    // shrinks at checkpoints: it made the raw RSS swing for reasons that are not the agent's memory.
+    const anon: number[] = [];
     for (let s = 1; s <= WARMUP_S + MEASURE_S; s++) {
       await new Promise((r) => setTimeout(r, 1000));
       if (child.exitCode !== null) throw new Error(`agent exited during the outage: ${stderr}`);
       rss.push(statusKb(pid, 'VmRSS'));
+      anon.push(statusKb(pid, 'RssAnon'));
     }
     // Median of the last 10 s at each end: one sample can land on a GC peak.
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -83,7 +89,7 @@ export async function run(): Promise<Figures> {
     // phase alone can make a 3-minute slope look like ±15 MB per data hour.
     const FLOOR_S = 20;
     const floors: Array<{ t: number; kb: number }> = [];
-    for (let i = WARMUP_S; i + FLOOR_S <= rss.length; i += FLOOR_S) floors.push({ t: i + FLOOR_S / 2, kb: Math.min(...rss.slice(i, i + FLOOR_S)) });
+    for (let i = WARMUP_S; i + FLOOR_S <= anon.length; i += FLOOR_S) floors.push({ t: i + FLOOR_S / 2, kb: Math.min(...anon.slice(i, i + FLOOR_S)) });
     const meanT = floors.reduce((a, f) => a + f.t, 0) / floors.length;
     const meanKb = floors.reduce((a, f) => a + f.kb, 0) / floors.length;
     let sxy = 0;
@@ -97,6 +103,8 @@ export async function run(): Promise<Figures> {
       outage_rss_warm_mb: mb(warm),
       outage_rss_end_mb: mb(end),
       outage_rss_peak_mb: mb(statusKb(pid, 'VmHWM')),
+      outage_anon_warm_mb: mb(median(anon.slice(WARMUP_S - 10, WARMUP_S))),
+      outage_anon_end_mb: mb(median(anon.slice(-10))),
       outage_rss_growth_mb_per_data_hour: Math.round(((kbPerS * MEASURE_S) / 1024 / dataHours) * 10) / 10,
       outage_rss_end_minus_warm_mb: mb(end - warm),
       outage_rss_growth_target: '<= 10 MB per hour of data',
