@@ -7,6 +7,7 @@
  * Units follow Prometheus conventions (seconds, celsius, `_total` on counters): see
  * https://prometheus.io/docs/practices/naming/.
  */
+import type { ZoneStatus } from '../detection/types.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { LEVELS, levelRank } from '../detection/types.js';
 import type { AgentView } from './state.js';
@@ -137,63 +138,41 @@ export function createMetrics(view: AgentView, opts: { version: string; sseClien
       for (const z of view.zones()) if (z.evidence.etaCriticalS !== null) this.set({ zone: z.zone }, z.evidence.etaCriticalS);
     },
   });
-  /** A sensor in two zones is one series: its figures are the same in each. */
-  const sensors = () => {
-    const out = new Map<string, ReturnType<AgentView['zones']>[number]['evidence']['sensors'][number]>();
-    for (const z of view.zones()) for (const s of z.evidence.sensors) if (!out.has(s.pointId)) out.set(s.pointId, s);
-    return [...out.values()];
+  /**
+   * Gauges over what the detector sees in its zones (sensors, chillers), one series per item: a
+   * sensor in two zones, or a chiller serving several, is one series, its figures being the same.
+   */
+  const itemGauge = <T>(label: string, items: (z: ZoneStatus) => readonly T[], id: (t: T) => string) => {
+    const unique = (): T[] => {
+      const out = new Map<string, T>();
+      for (const z of view.zones()) for (const t of items(z)) if (!out.has(id(t))) out.set(id(t), t);
+      return [...out.values()];
+    };
+    return (name: string, help: string, pick: (t: T) => number | null): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: [label],
+        registers: reg,
+        collect() {
+          fresh(this);
+          for (const t of unique()) {
+            const v = pick(t);
+            if (v !== null) this.set({ [label]: id(t) }, v);
+          }
+        },
+      });
+    };
   };
-  const sensorGauge = (name: string, help: string, pick: (s: ReturnType<typeof sensors>[number]) => number | null): void => {
-    new Gauge({
-      name,
-      help,
-      labelNames: ['point'],
-      registers: reg,
-      collect() {
-        fresh(this);
-        for (const s of sensors()) {
-          const v = pick(s);
-          if (v !== null) this.set({ point: s.pointId }, v);
-        }
-      },
-    });
-  };
+  const sensorGauge = itemGauge('point', (z) => z.evidence.sensors, (s) => s.pointId);
   sensorGauge('rackguard_sensor_temperature_celsius', 'Latest good temperature of a zone sensor; absent when it has none that is fresh.', (s) => s.tempC);
   sensorGauge('rackguard_sensor_rate_short_celsius_per_minute', 'Short-window temperature slope of a zone sensor; absent until the window is covered.', (s) => s.rateShortCPerMin);
   sensorGauge('rackguard_sensor_rate_long_celsius_per_minute', 'Long-window temperature slope of a zone sensor; absent until the window is covered.', (s) => s.rateLongCPerMin);
   sensorGauge('rackguard_sensor_eta_critical_seconds', 'Predicted seconds until the sensor reaches criticalTempC; absent when not rising.', (s) => s.etaCriticalS);
-  new Gauge({
-    name: 'rackguard_sensor_good',
-    help: '1 when the zone sensor counts (a fresh good reading), else 0.',
-    labelNames: ['point'],
-    registers: reg,
-    collect() {
-      fresh(this);
-      for (const s of sensors()) this.set({ point: s.pointId }, s.status === 'good' ? 1 : 0);
-    },
-  });
+  sensorGauge('rackguard_sensor_good', '1 when the zone sensor counts (a fresh good reading), else 0.', (s) => (s.status === 'good' ? 1 : 0));
 
-  // --- chillers (as the detector sees them; a chiller serving several zones is one series) ---------
-  const chillers = () => {
-    const out = new Map<string, ReturnType<AgentView['zones']>[number]['evidence']['chillers'][number]>();
-    for (const z of view.zones()) for (const c of z.evidence.chillers) if (!out.has(c.chillerId)) out.set(c.chillerId, c);
-    return [...out.values()];
-  };
-  const chillerGauge = (name: string, help: string, pick: (c: ReturnType<typeof chillers>[number]) => number | null): void => {
-    new Gauge({
-      name,
-      help,
-      labelNames: ['chiller'],
-      registers: reg,
-      collect() {
-        fresh(this);
-        for (const c of chillers()) {
-          const v = pick(c);
-          if (v !== null) this.set({ chiller: c.chillerId }, v);
-        }
-      },
-    });
-  };
+  // --- chillers (as the detector sees them) ---------------------------------------------------------
+  const chillerGauge = itemGauge('chiller', (z) => z.evidence.chillers, (c) => c.chillerId);
   chillerGauge('rackguard_chiller_running', '1 when the chiller reports running, 0 when stopped; absent while unknown.', (c) => (c.running === null ? null : c.running ? 1 : 0));
   chillerGauge('rackguard_chiller_alarm_code', 'The alarm code the chiller reports (0: none); absent while unknown.', (c) => c.alarmCode);
   chillerGauge('rackguard_chiller_supply_temperature_celsius', 'Supply water/air temperature of the chiller; absent while unknown.', (c) => c.supplyTempC);
