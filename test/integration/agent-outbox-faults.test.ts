@@ -193,7 +193,9 @@ describe('the agent never refuses to start because of its outbox', () => {
     // Reported to the live sink, and acquisition runs: samples and device states flow over MQTT.
     await waitMsg(isEvent(r.base, 'outbox_unavailable'), 15_000, 'outbox_unavailable event');
     await waitMsg((m) => m.topic === `${r.base}/sensors/r1.temperature`, 15_000, 'an r1 sample over MQTT');
-    await waitMsg((m) => m.topic === `${r.base}/devices/r2/availability` && m.text === 'online', 15_000, 'r2 online');
+    // Every device came online while the outbox was unusable: those device states are held in memory
+    // (the file check below needs all five, so wait for all five, not just one).
+    for (const d of ['r1', 'r2', 'r3', 'r4', 'chiller1']) await waitMsg((m) => m.topic === `${r.base}/devices/${d}/availability` && m.text === 'online', 15_000, `${d} online`);
     expect(existsSync(path) && statSync(path).isDirectory()).toBe(true);
 
     // Fix it: the agent opens the outbox on its next retry and writes what it held.
@@ -220,7 +222,7 @@ describe('the agent never refuses to start because of its outbox', () => {
     expect(JSON.parse(await agent.waitForLine(/cannot be opened/, 10_000)) as LogLine).toMatchObject({ level: 50, stage: 'open' });
     await waitMsg(isEvent(r.base, 'outbox_unavailable'), 15_000, 'outbox_unavailable event');
     await waitMsg((m) => m.topic === `${r.base}/sensors/r3.temperature`, 15_000, 'an r3 sample over MQTT');
-    await waitMsg((m) => m.topic === `${r.base}/devices/r4/availability` && m.text === 'online', 15_000, 'r4 online');
+    for (const d of ['r1', 'r2', 'r3', 'r4']) await waitMsg((m) => m.topic === `${r.base}/devices/${d}/availability` && m.text === 'online', 15_000, `${d} online`);
 
     const mark = agent.lines.length;
     sh('mount', ['-o', 'remount,rw', mnt]);
