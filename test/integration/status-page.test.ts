@@ -187,7 +187,8 @@ afterAll(async () => {
 describe('status page in Chromium, against a scripted stream', () => {
   it('renders live values from the first state message, with the token on every request', async () => {
     await page.goto(`${base}/?token=${encodeURIComponent(TOKEN)}`);
-    await page.waitFor(`${connState} === 'live' && ${zoneLevel('cold-aisle-a')} === 'normal'`, 15_000, 'the page live with zone cold-aisle-a normal');
+    // The recent events come from their own fetch, which may land after the first state message.
+    await page.waitFor(`${connState} === 'live' && ${zoneLevel('cold-aisle-a')} === 'normal' && document.querySelector('#events li[data-seq]') !== null`, 15_000, 'the page live with zone cold-aisle-a normal and its recent events');
     const view = await page.evaluate<Record<string, unknown>>(`(() => {
       const q = (s) => document.querySelector(s);
       const row = (sel) => [...q(sel).querySelectorAll('td')].map((td) => td.textContent);
