@@ -199,34 +199,28 @@ export function createMetrics(view: AgentView, opts: { version: string; sseClien
       for (const [sink, st] of Object.entries(view.outputsStats().sinks)) this.set({ sink }, st.lagMs / 1000);
     },
   });
-  const outboxGauge = (name: string, help: string, pick: (s: NonNullable<ReturnType<AgentView['outputsStats']>['outbox']>) => number): void => {
-    new Gauge({
+  type OutboxFigures = NonNullable<ReturnType<AgentView['outputsStats']>['outbox']>;
+  /** A figure of the outbox's stats, read at scrape time; absent while there is no outbox. */
+  const outboxMetric = (Kind: typeof Gauge | typeof Counter) => (name: string, help: string, pick: (s: OutboxFigures) => number): void => {
+    new Kind({
       name,
       help,
       registers: reg,
-      collect() {
+      collect(this: Gauge | Counter) {
         fresh(this);
         const st = view.outputsStats().outbox;
-        if (st) this.set(pick(st));
+        if (!st) return;
+        if (this instanceof Gauge) this.set(pick(st));
+        else this.inc(pick(st));
       },
     });
   };
+  const outboxGauge = outboxMetric(Gauge);
   outboxGauge('rackguard_outbox_rows', 'Rows in the outbox file.', (s) => s.rows);
   outboxGauge('rackguard_outbox_bytes', 'Accounted bytes in the outbox file.', (s) => s.bytes);
   outboxGauge('rackguard_outbox_max_bytes', 'The outbox byte cap (outputs.outbox.maxBytes).', (s) => s.maxBytes);
   outboxGauge('rackguard_outbox_pending_records', 'Records appended and not yet committed.', (s) => s.pending);
-  const outboxCounter = (name: string, help: string, pick: (s: NonNullable<ReturnType<AgentView['outputsStats']>['outbox']>) => number): void => {
-    new Counter({
-      name,
-      help,
-      registers: reg,
-      collect() {
-        fresh(this);
-        const st = view.outputsStats().outbox;
-        if (st) this.inc(pick(st));
-      },
-    });
-  };
+  const outboxCounter = outboxMetric(Counter);
   outboxCounter('rackguard_outbox_commits_total', 'Outbox transactions committed since the outbox started.', (s) => s.commits);
   outboxCounter('rackguard_outbox_dropped_telemetry_total', 'Telemetry samples not stored (byte cap, disk reserve, unwritable outbox).', (s) => s.droppedTelemetry);
   outboxCounter('rackguard_outbox_dropped_events_total', 'Events lost because the memory queue overflowed while the outbox was unwritable.', (s) => s.droppedEvents);
