@@ -588,10 +588,25 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       if (Object.keys(problems).length > 0) this.log.info({ device: first.deviceId, values, problems }, 'samples');
       else this.log.info({ device: first.deviceId, values }, 'samples');
     }
+    // Unsynchronised: marked, and re-dated with the outbox when the step comes. Synchronised: a sample
+    // stamped before a step that was detected while its poll was still going is moved here (the outbox
+    // was re-dated without it).
+    const redatedMs = new Map<Sample, number>();
     if (!this.clockWatch.synced) for (const s of samples) s.clockUnsynced = true;
+    else {
+      for (const s of samples) {
+        const ts = this.clockWatch.rebase(s.ts, s.mono);
+        if (ts === s.ts) continue;
+        redatedMs.set(s, ts - s.ts);
+        s.ts = ts;
+      }
+    }
     this.recorder?.write(samples);
     const events = this.detector.ingest(samples);
-    const entries: OutboxEntry[] = samples.map((sample) => ({ type: 'sample', sample }));
+    const entries: OutboxEntry[] = samples.map((sample) => {
+      const d = redatedMs.get(sample);
+      return d === undefined ? { type: 'sample', sample } : { type: 'sample', sample, clockRedatedMs: d };
+    });
     for (const event of events) entries.push({ type: 'event', event });
     this.append(entries);
     this.emit('samples', samples);

@@ -84,6 +84,8 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
   private readonly thresholdMs: number;
   private readonly intervalMs: number;
   private readonly exists: (path: string) => boolean;
+  /** The step that synchronised the clock, for rebase(): a stamp taken before it can still be in flight. */
+  private syncStep: ClockStep | undefined;
 
   constructor(
     opts: ClockWatchOptions,
@@ -99,6 +101,21 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
   /** True once the wall clock is known to be right (timesyncd's file, or a step seen). */
   get synced(): boolean {
     return this.synced_;
+  }
+
+  /**
+   * The time `ts` (stamped at monotonic `mono`) on the current wall-clock base. A stamp is taken when a
+   * reply arrives, but the samples of a device are handed over only when its whole poll is done: a step
+   * detected in between (a device with several reads, or a slow one) has already re-dated the outbox
+   * and marked the clock synchronised, so such a sample would reach InfluxDB at the old time, unmarked.
+   * A stamp taken before the step that synchronised the clock was detected, and not already on its
+   * new base, moves by the step (the rule of Outbox.redate()). Only that step: on a clock already
+   * taken as right, stamps keep their times.
+   */
+  rebase(ts: number, mono: number): number {
+    const s = this.syncStep;
+    if (s === undefined || mono >= s.monoMs || Math.abs(ts - mono - s.newOffsetMs) <= s.toleranceMs) return ts;
+    return ts + s.stepMs;
   }
 
   async start(): Promise<void> {
@@ -150,6 +167,7 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
         { stepMs, oldWall: new Date(expected).toISOString(), newWall: new Date(wall).toISOString(), wasSynced: this.synced_ },
         `clock: wall clock stepped by ${formatStep(stepMs)}; re-dating buffered records stamped before it`,
       );
+      if (!this.synced_) this.syncStep = step;
       let redated = 0;
       try {
         redated = Number(this.deps.onStep?.(step) ?? 0) || 0;

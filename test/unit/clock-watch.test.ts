@@ -96,6 +96,33 @@ describe('ClockWatch', () => {
   });
 });
 
+describe('ClockWatch.rebase: a stamp taken before the synchronising step, handed over after it', () => {
+  it('moves an old-base stamp by the step; keeps new-base stamps, later stamps, and stamps before a step on a synchronised clock', async () => {
+    const { w, steps } = watch();
+    await w.start();
+    clock.advance(3000);
+    const old = { ts: clock.wallMs(), mono: clock.monoMs() };
+    expect(w.rebase(old.ts, old.mono)).toBe(old.ts); // no step yet
+    clock.advance(300);
+    clock.stepWall(14 * DAY);
+    const between = { ts: clock.wallMs(), mono: clock.monoMs() }; // after the step, before its detection
+    clock.advance(1000);
+    expect(steps).toHaveLength(1);
+    expect(w.rebase(old.ts, old.mono)).toBe(old.ts + 14 * DAY);
+    expect(w.rebase(old.ts, old.mono) - old.mono).toBe(steps[0]!.newOffsetMs);
+    expect(w.rebase(between.ts, between.mono)).toBe(between.ts);
+    const later = { ts: clock.wallMs(), mono: clock.monoMs() };
+    expect(w.rebase(later.ts, later.mono)).toBe(later.ts);
+    // A second step, on a clock now synchronised, moves nothing (as in the outbox).
+    const beforeSecond = { ts: clock.wallMs(), mono: clock.monoMs() };
+    clock.stepWall(-3_600_000);
+    clock.advance(1000);
+    expect(steps).toHaveLength(2);
+    expect(w.rebase(beforeSecond.ts, beforeSecond.mono)).toBe(beforeSecond.ts);
+    await w.stop();
+  });
+});
+
 function sample(pointId: string, at: { ts: number; mono: number }): OutboxEntry {
   return { type: 'sample', sample: { pointId, deviceId: pointId.split('.')[0]!, value: 21.5, unit: '°C', quality: 'good', ts: at.ts, mono: at.mono } satisfies Sample };
 }
