@@ -147,6 +147,25 @@ function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
  * Posts the webhook until a 2xx, a non-retryable answer, the last retry or the abort. Never throws:
  * every outcome is an ActionResult (httpStatus, attempts, the last error or response tail).
  */
+/** The first `max` bytes of the response body, as text; the rest is cancelled, not downloaded. */
+async function readHead(res: Response, max: number): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    while (n < max) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.byteLength;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return Buffer.concat(chunks).subarray(0, max).toString('utf8');
+}
+
 export async function runWebhook(def: HttpActionDef, ctx: ActionContext, deps: WebhookDeps): Promise<ActionResult> {
   const { clock } = deps;
   const started = clock.monoMs();
@@ -183,8 +202,9 @@ export async function runWebhook(def: HttpActionDef, ctx: ActionContext, deps: W
     timedOut = false;
     try {
       const res = await doFetch(def.url, { method: 'POST', headers, body, signal: ac.signal, redirect: 'manual' });
-      // Read (a bounded part of) the body so the connection is released, and for the record.
-      const text = (await res.text()).slice(0, RESPONSE_TAIL_BYTES);
+      // Read a bounded part of the body for the record, then drop the rest (a receiver that streams
+      // megabytes, or never ends its body, must neither fill memory nor turn a 200 into a timeout).
+      const text = await readHead(res, RESPONSE_TAIL_BYTES);
       lastStatus = res.status;
       if (res.status >= 200 && res.status < 300) {
         return result('succeeded', `${def.name}: HTTP ${res.status} after ${attempt} attempt(s)`, { httpStatus: res.status, attempts: attempt });

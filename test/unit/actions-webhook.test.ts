@@ -132,6 +132,31 @@ describe('webhook action', () => {
     expect(got).toHaveLength(2);
   });
 
+  it('a 200 whose body never ends succeeds at once, keeping only the head of the body', async () => {
+    let written = 0;
+    server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        // An endless body: 64 KiB whenever the socket drains, until the client goes away.
+        const chunk = Buffer.alloc(65_536, 'x');
+        const pump = (): void => {
+          while (!res.destroyed && res.write(chunk)) written += chunk.length;
+        };
+        res.on('drain', pump);
+        pump();
+      });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const closed = new Promise<void>((r) => server!.once('connection', (sock) => sock.once('close', () => r())));
+    const r = await runWebhook(def(url, { timeoutS: 30, retries: 0 }), ctx, { clock: systemClock, site: 's', gateway: 'g' });
+    expect(r.status).toBe('succeeded');
+    expect(r.detail).toMatchObject({ httpStatus: 200, attempts: 1 });
+    await closed; // the client dropped the connection instead of downloading the rest
+    expect(written).toBeLessThan(64 * 1024 * 1024);
+  });
+
   it('a refused connection is retried and fails with the network error', async () => {
     const { url } = await serve([200]);
     await new Promise<void>((res) => server!.close(() => res()));
