@@ -289,7 +289,12 @@ export class RtuLine extends EventEmitter<LineEvents> implements ModbusLine {
       this.checkLive(gen);
       if (this.needsFlush || this.dirtyBytes > 0) {
         this.needsFlush = false;
-        await this.link.flushInput();
+        try {
+          await this.link.flushInput();
+        } catch (err) {
+          this.needsFlush = true; // the input was not cleared: clear it before the next request too
+          throw err;
+        }
         this.checkLive(gen);
       }
       if (this.dirtyBytes === 0) break;

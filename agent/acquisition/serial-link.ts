@@ -32,6 +32,9 @@ export interface PortLike {
   removeAllListeners(): unknown;
 }
 
+/** How long an input flush may take before the adapter is taken for wedged. */
+export const FLUSH_DEADLINE_MS = 2000;
+
 export type PortOpener = (s: SerialSettings) => Promise<PortLike>;
 
 export const openSerialPort: PortOpener = (s) =>
@@ -109,11 +112,52 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> implements Compon
     );
   }
 
-  /** Discards bytes the OS has received but we have not read yet. */
-  flushInput(): Promise<void> {
+  /**
+   * Discards bytes the OS has received but we have not read yet. tcflush() returns at once on a
+   * working adapter; one that never calls back means a wedged USB adapter or driver, and the bus loop
+   * must not wait on it forever: after `deadlineMs` the port is dropped (closed in the background and
+   * reopened with backoff) and this rejects with E_PORT_CLOSED.
+   */
+  flushInput(deadlineMs = FLUSH_DEADLINE_MS): Promise<void> {
     const port = this.port;
     if (!port) return Promise.resolve();
-    return new Promise((resolve) => port.flush(() => resolve()));
+    const { clock } = this.deps;
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const timer = clock.setTimeout(() => {
+        // As for a request's deadline: after a stalled loop, the callback may be waiting to be read.
+        clock.afterPendingIo(() => {
+          if (done) return;
+          done = true;
+          const why = `input flush did not complete within ${deadlineMs} ms`;
+          this.drop(port, why);
+          reject(new RackguardError('E_PORT_CLOSED', `${this.settings.path}: ${why}; reopening the port`, { retryable: true }));
+        });
+      }, deadlineMs);
+      port.flush(() => {
+        clock.clearTimeout(timer);
+        if (done) return;
+        done = true;
+        resolve();
+      });
+    });
+  }
+
+  /** Gives up on `port` (still the current one): closes it in the background and schedules a reopen. */
+  private drop(port: PortLike, reason: string): void {
+    if (this.port !== port) return;
+    this.port = undefined;
+    port.removeAllListeners();
+    port.on('error', () => {});
+    try {
+      port.close(() => {});
+    } catch {
+      // already closed, or the driver refuses: the handle is abandoned either way
+    }
+    this.lastError = reason;
+    this.deps.logger.warn({ path: this.settings.path, reason }, 'serial port dropped');
+    this.emit('close', reason);
+    this.scheduleReopen(reason);
   }
 
   private async open(gen: number): Promise<void> {

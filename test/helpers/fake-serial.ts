@@ -24,9 +24,12 @@ export class FakePort implements PortLike {
     queueMicrotask(() => cb(null));
   }
 
+  /** A wedged adapter: flush() never calls back. */
+  flushHangs = false;
+
   flush(cb: (err?: Error | null) => void): void {
     this.events.push({ kind: 'flush', at: this.clock.monoMs() });
-    queueMicrotask(() => cb(null));
+    if (!this.flushHangs) queueMicrotask(() => cb(null));
   }
 
   close(cb: (err?: Error | null) => void): void {

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { RtuLine } from '../../agent/acquisition/rtu-line.js';
+import { FLUSH_DEADLINE_MS } from '../../agent/acquisition/serial-link.js';
 import { VirtualClock } from '../../agent/clock.js';
 import { withCrc } from '../../agent/modbus/crc.js';
 import { readRequestPdu, readResponsePdu } from '../../agent/modbus/pdu.js';
@@ -491,5 +492,31 @@ describe('RtuLine lifecycle', () => {
     expect(line.isOpen).toBe(true);
     await line.stop();
   });
-});
 
+  it('an input flush that never returns (a wedged adapter) fails the request by its deadline and reopens the port', async () => {
+    const { line, clock, opener, port } = await setup();
+    const first = port();
+    first.flushHangs = true;
+    const t = await send(line, reg1); // a fresh port is flushed before its first request
+    expect(first.events.map((e) => e.kind)).toEqual(['flush']);
+    clock.advance(FLUSH_DEADLINE_MS - 1);
+    await settle();
+    expect(t.settled).toBe(false);
+    clock.advance(1);
+    await settle();
+    expect(t.code).toBe('E_PORT_CLOSED');
+    expect(first.writes()).toEqual([]); // nothing was sent on a line whose input was not cleared
+    expect(first.events.at(-1)!.kind).toBe('close');
+    clock.advance(500); // reopenInitialMs
+    await settle();
+    expect(opener.ports.length).toBe(2);
+    const u = await send(line, reg1);
+    clock.advance(RECOVERY);
+    await settle();
+    expect(port().writes()).toEqual([requestFrame(reg1)]);
+    port().receive(replyFrame([231]));
+    await settle();
+    expect(u.value).toEqual(Buffer.from([4, 2, 0, 231]));
+    await line.stop();
+  });
+});
