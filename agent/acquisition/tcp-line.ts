@@ -145,7 +145,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
               if (this.inFlight !== req) return;
               this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
               // Several silent requests in a row on one connection: assume it is dead and reconnect.
-              if (++this.timeoutStreak >= RECONNECT_AFTER_TIMEOUTS) this.socket?.destroy(new Error(`${RECONNECT_AFTER_TIMEOUTS} requests in a row unanswered`));
+              if (++this.timeoutStreak >= RECONNECT_AFTER_TIMEOUTS) this.drop(`${RECONNECT_AFTER_TIMEOUTS} requests in a row unanswered`);
             });
           }, timeoutMs);
           const mbap = Buffer.alloc(7);
@@ -215,10 +215,11 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private onData(chunk: Buffer): void {
     this.rx = this.rx.length === 0 ? chunk : Buffer.concat([this.rx, chunk]);
     while (this.rx.length >= 7) {
+      const protocol = this.rx.readUInt16BE(2);
       const len = this.rx.readUInt16BE(4);
-      if (len < 2 || len > 254 || this.rx.readUInt16BE(2) !== 0) {
+      if (len < 2 || len > 254 || protocol !== 0) {
         // Not Modbus TCP: the stream is out of step and cannot be resynchronised. Start over.
-        this.socket?.destroy(new Error('malformed MBAP header'));
+        this.drop(`malformed MBAP header (protocol id ${protocol}, length ${len})`);
         return;
       }
       if (this.rx.length < 6 + len) return;
@@ -227,20 +228,27 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       const pdu = Buffer.from(this.rx.subarray(7, 6 + len));
       this.rx = this.rx.subarray(6 + len);
       const req = this.inFlight;
+      const where = `${this.where} unit ${req?.unitId ?? unit}`;
+      const outOfStep = framingProblem(pdu);
+      if (outOfStep !== undefined) {
+        // The MBAP length and the PDU's own structure disagree: the header lied, so where this
+        // frame ends, and where the next one starts, is unknown. Bytes left over from a lying
+        // header can complete into a frame with the next request's transaction id and a wrong
+        // value. No later byte on this connection can be trusted: fail and reconnect (whatever the
+        // frame's transaction id; a late reply lies about framing as much as a current one).
+        const reason = `reply out of step, ${outOfStep} (transaction ${tid})`;
+        if (req && req.tid === tid) this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: ${reason}`, { retryable: true }));
+        this.drop(reason);
+        return;
+      }
       if (!req || req.tid !== tid) {
         this.unmatchedReplies++;
         continue;
       }
-      const where = `${this.where} unit ${req.unitId}`;
       if (unit !== req.unitId || (pdu[0]! & 0x7f) !== req.fc) {
         this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: reply for unit ${unit} function ${pdu[0]}`, { retryable: true }));
-      } else if (pdu[0]! & 0x80 && pdu.length !== 2) {
-        // Without its code (or with extra bytes) it is not an exception a point map could explain.
-        this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: exception reply of ${pdu.length} bytes, expected 2`, { retryable: true }));
       } else if (pdu[0]! & 0x80) {
         this.settle(new ModbusExceptionError(pdu[1]!, where));
-      } else if (pdu[0]! <= 4 && pdu.length !== 2 + pdu[1]!) {
-        this.settle(new RackguardError('E_MODBUS_BAD_FRAME', `${where}: byte count ${pdu[1]} does not match length ${pdu.length - 2}`, { retryable: true }));
       } else {
         this.lastExchangeMs = this.deps.clock.monoMs() - req.sentAt;
         this.settle(pdu);
@@ -265,4 +273,34 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private failInFlight(err: Error): void {
     this.settle(err);
   }
+
+  /**
+   * Ends the current connection because its byte stream can no longer be trusted. The line counts
+   * as closed at once, not when the socket's 'close' comes a loop turn later: a request queued
+   * meanwhile must fail as E_PORT_CLOSED rather than be written to a socket being torn down.
+   */
+  private drop(reason: string): void {
+    const s = this.socket;
+    if (!s) return;
+    if (this.connected) {
+      this.connected = false;
+      this.emit('close', reason);
+    }
+    s.destroy(new Error(reason));
+  }
+}
+
+/**
+ * Why a reply PDU's structure contradicts the length its MBAP header gave it, or undefined when
+ * it does not (or cannot be checked: a function code whose reply layout the line does not know).
+ * Modbus Application Protocol v1.1b3 §6.1–6.4 (read replies: function, byte count, data) and §7
+ * (exception replies: function | 0x80, exception code).
+ */
+function framingProblem(pdu: Buffer): string | undefined {
+  const fc = pdu[0]!;
+  if (fc & 0x80) return pdu.length === 2 ? undefined : `exception reply of ${pdu.length} bytes, expected 2`;
+  if (fc >= 1 && fc <= 4 && (pdu.length < 2 || pdu.length !== 2 + pdu[1]!)) {
+    return `function ${fc} byte count ${pdu[1] ?? 'missing'} in a PDU with ${Math.max(0, pdu.length - 2)} data bytes`;
+  }
+  return undefined;
 }
