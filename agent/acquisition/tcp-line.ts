@@ -22,6 +22,12 @@ import { SerialQueue } from './line.js';
 const RECONNECT_AFTER_TIMEOUTS = 5;
 
 /**
+ * Timed-out transaction ids remembered per connection, so that the 16-bit counter, once it wraps,
+ * skips them: a late reply can arrive any time while the connection lives. Oldest forgotten first.
+ */
+const MAX_STALE_TIDS = 1024;
+
+/**
  * The part of a `net.Socket` the line uses: the seam for deterministic tests (a scripted socket on
  * VirtualClock), in the style of the serial `opener`. It emits 'connect' once connected; 'close'
  * follows every end, including destroy().
@@ -71,6 +77,8 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private stopped = true;
   private rx: Buffer = Buffer.alloc(0);
   private tid = 0;
+  /** Transaction ids of requests that timed out on this connection and were not answered since. */
+  private readonly staleTids = new Set<number>();
   private inFlight: InFlight | undefined;
   private readonly queue = new SerialQueue();
   private readonly backoff: Backoff;
@@ -135,7 +143,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
             reject(new RackguardError('E_PORT_CLOSED', `${this.where}: not connected`, { retryable: true }));
             return;
           }
-          this.tid = (this.tid + 1) & 0xffff;
+          this.tid = this.nextTid();
           const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined, sentAt: this.deps.clock.monoMs() };
           this.inFlight = req;
           req.timer = this.deps.clock.setTimeout(() => {
@@ -143,6 +151,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
             // after an event-loop stall the timer runs before the poll phase that reads the reply.
             this.deps.clock.afterPendingIo(() => {
               if (this.inFlight !== req) return;
+              this.rememberStale(req.tid);
               this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
               // Several silent requests in a row on one connection: assume it is dead and reconnect.
               if (++this.timeoutStreak >= RECONNECT_AFTER_TIMEOUTS) this.drop(`${RECONNECT_AFTER_TIMEOUTS} requests in a row unanswered`);
@@ -162,6 +171,8 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
     const { logger, clock } = this.deps;
     this.reopenTimer = undefined;
     this.rx = Buffer.alloc(0);
+    // A reply travels on the connection its request went out on: a new one owes nothing late.
+    this.staleTids.clear();
     let s: TcpSocketLike;
     try {
       s = (this.deps.connect ?? connectTcp)({ host: this.bus.host, port: this.bus.port });
@@ -242,6 +253,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
         return;
       }
       if (!req || req.tid !== tid) {
+        // A stale id stays remembered even now: a server that answered late may answer twice.
         this.unmatchedReplies++;
         continue;
       }
@@ -268,6 +280,23 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
     this.inFlight = undefined;
     if (result instanceof Error) req.reject(result);
     else req.resolve(result);
+  }
+
+  /**
+   * The next transaction id, skipping ids whose late reply may still come: after 65,536 requests
+   * the counter wraps, and a reply to a timed-out request with the same id, unit, function and
+   * length would otherwise be taken for the new request's answer.
+   */
+  private nextTid(): number {
+    let tid = this.tid;
+    do tid = (tid + 1) & 0xffff;
+    while (this.staleTids.has(tid));
+    return tid;
+  }
+
+  private rememberStale(tid: number): void {
+    this.staleTids.add(tid);
+    if (this.staleTids.size > MAX_STALE_TIDS) this.staleTids.delete(this.staleTids.values().next().value!);
   }
 
   private failInFlight(err: Error): void {

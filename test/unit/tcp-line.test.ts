@@ -232,3 +232,47 @@ describe('TcpLine on VirtualClock', () => {
     expect(opens).toHaveLength(0);
   });
 });
+
+describe('TcpLine transaction ids', () => {
+  it('a transaction id that timed out is not reused after the 16-bit counter wraps, so its late reply cannot answer a new request', async () => {
+    const { clock, sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    // A server that answers every request at once (in a microtask), unless told to stay silent.
+    let silent = true;
+    const write = s.write.bind(s);
+    s.write = (data: Buffer): boolean => {
+      const ok = write(data);
+      if (!silent) queueMicrotask(() => s.send(mbap(data.readUInt16BE(0), data[6]!, reply(data.readUInt16BE(10)))));
+      return ok;
+    };
+    const READ_Q = (n: number) => readRequestPdu('holding', 0, n);
+
+    // The request that will be answered late: its value would be 111.
+    const lost = outcome(line.request(1, READ, 300));
+    await flush();
+    clock.advance(300);
+    expect(((await lost) as RackguardError).code).toBe('E_MODBUS_TIMEOUT');
+    const lostTid = s.tidOf(0);
+
+    // A full turn of the 16-bit counter (each reply carries the quantity as its value, to check each).
+    silent = false;
+    for (let i = 1; i < 0x10000; i++) {
+      const q = (i % 100) + 1;
+      const pdu = await line.request(1, READ_Q(q), 300);
+      expect(pdu.readUInt16BE(2)).toBe(q);
+    }
+    // The next request, same unit, function and length as the lost one. The late reply comes now.
+    silent = true;
+    const next = outcome(line.request(1, READ, 300));
+    await flush();
+    expect(s.written).toHaveLength(0x10000 + 1);
+    s.send(mbap(lostTid, 1, reply(111)));
+    clock.advance(300);
+    expect(((await next) as RackguardError).code).toBe('E_MODBUS_TIMEOUT');
+    expect(s.tidOf(0x10000)).not.toBe(lostTid);
+    expect(line.unmatchedReplies).toBe(1);
+    await line.stop();
+  }, 60_000);
+});
