@@ -18,7 +18,10 @@ import { Backoff } from './backoff.js';
 import type { LineEvents, ModbusLine } from './line.js';
 import { SerialQueue } from './line.js';
 
-/** Consecutive unanswered requests after which the connection is dropped and reopened. */
+/**
+ * Consecutive unanswered requests after which the connection is dropped and reopened, provided
+ * the streak shows the connection itself silent (see timeoutsSayConnectionDead).
+ */
 const RECONNECT_AFTER_TIMEOUTS = 5;
 
 /**
@@ -85,6 +88,10 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
   private reopenTimer: TimerHandle | undefined;
   opens = 0;
   private timeoutStreak = 0;
+  /** Units that answered (well-formed reply or exception) on the current connection. */
+  private readonly unitsAnswered = new Set<number>();
+  /** Units that timed out in the current streak. */
+  private readonly streakUnits = new Set<number>();
   /** Replies whose transaction id matched nothing (late replies). */
   unmatchedReplies = 0;
 
@@ -154,7 +161,9 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
               this.rememberStale(req.tid);
               this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
               // Several silent requests in a row on one connection: assume it is dead and reconnect.
-              if (++this.timeoutStreak >= RECONNECT_AFTER_TIMEOUTS) this.drop(`${RECONNECT_AFTER_TIMEOUTS} requests in a row unanswered`);
+              this.timeoutStreak++;
+              this.streakUnits.add(unitId);
+              if (this.timeoutsSayConnectionDead()) this.drop(`${this.timeoutStreak} requests in a row unanswered`);
             });
           }, timeoutMs);
           const mbap = Buffer.alloc(7);
@@ -188,6 +197,8 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       if (this.socket !== s) return;
       this.connected = true;
       this.timeoutStreak = 0;
+      this.streakUnits.clear();
+      this.unitsAnswered.clear();
       this.opens++;
       // No backoff reset here: only a good transaction proves the peer speaks Modbus TCP (settle()).
       logger.info({ address: this.where, opens: this.opens }, 'modbus tcp connected');
@@ -274,12 +285,28 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
     if (!(result instanceof Error) || result instanceof ModbusExceptionError) {
       // A well-formed reply to our request (an exception is one too): the connection is in step.
       this.timeoutStreak = 0;
+      this.streakUnits.clear();
+      this.unitsAnswered.add(req.unitId);
       this.backoff.reset();
     }
     this.deps.clock.clearTimeout(req.timer);
     this.inFlight = undefined;
     if (result instanceof Error) req.reject(result);
     else req.resolve(result);
+  }
+
+  /**
+   * Whether the timeouts in a row mean the connection is dead rather than one unit behind a
+   * gateway. A dead unit times out forever; dropping the connection for it fails every request
+   * of its live neighbours while the line reconnects, again and again (a healthy device went
+   * offline every other poll). So the streak counts against the connection only when a unit that
+   * answered on this connection is part of it, or when none has answered yet.
+   */
+  private timeoutsSayConnectionDead(): boolean {
+    if (this.timeoutStreak < RECONNECT_AFTER_TIMEOUTS) return false;
+    if (this.unitsAnswered.size === 0) return true;
+    for (const u of this.streakUnits) if (this.unitsAnswered.has(u)) return true;
+    return false;
   }
 
   /**

@@ -459,3 +459,43 @@ describe('BusPoller over hostile servers', () => {
     }
   });
 });
+
+describe('a gateway with one dead unit behind it', () => {
+  it('the dead unit’s timeouts do not drop the connection its live neighbour answers on', async () => {
+    const s = await slave();
+    // Unit 1 answers, unit 2 (dead behind the gateway) never does.
+    s.onRequest = (req) => {
+      if (req.unit === 1) req.sock.write(mbap(req.tid, 1, [4, 4, 0, 231, 1, 0xc2]));
+    };
+    // The dead unit is asked far more often than the live one: five timeouts in a row come
+    // between two reads of the live unit.
+    const [bus] = parseConfig(
+      `version: 1\nbuses:\n  - { id: gw, type: tcp, host: 127.0.0.1, port: ${s.port}, reopenInitialMs: 100, devices: [` +
+        ` { id: live, profile: xy-md02, unitId: 1, pollIntervalMs: 400, timeoutMs: 2000 },` +
+        ` { id: dead, profile: xy-md02, unitId: 2, pollIntervalMs: 40, timeoutMs: 40, backoffInitialMs: 20, backoffMaxMs: 20 } ] }\n`,
+      'gateway.yaml',
+    ).buses;
+    if (!bus || bus.type !== 'tcp') throw new Error('expected a tcp bus');
+    const line = await openLine(s.port, { reopenInitialMs: 100 });
+    const live: Sample[][] = [];
+    const states: string[] = [];
+    const ev = new EventEmitter();
+    const p = new BusPoller(bus.devices, line, {
+      clock: systemClock,
+      logger: silentLogger,
+      onSamples: (x, d) => {
+        if (d.id === 'live') live.push(x);
+        ev.emit('s');
+      },
+      onDeviceState: (h, from) => states.push(`${h.deviceId}: ${from} → ${h.state}`),
+    });
+    cleanups.push(() => p.stop());
+    await p.start();
+    await waitFor(ev, 's', () => live.length >= 5, 10_000, 'five polls of the live unit');
+    await p.stop();
+    expect(s.requests.filter((r) => r.unit === 2).length).toBeGreaterThanOrEqual(10);
+    expect(live.flat().map((x) => x.quality)).toEqual(Array(10).fill('good'));
+    expect(states.filter((x) => x.startsWith('live'))).toEqual(['live: unknown → online']);
+    expect(s.connections).toBe(1);
+  });
+});

@@ -276,3 +276,33 @@ describe('TcpLine transaction ids', () => {
     await line.stop();
   }, 60_000);
 });
+
+describe('TcpLine reconnect on silence', () => {
+  it('timeouts of a unit that never answered on this connection do not drop it; once a unit that did answer falls silent too, it is dropped', async () => {
+    const { clock, sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    const ok = line.request(1, READ, 250);
+    await flush();
+    s.send(mbap(s.tidOf(0), 1, reply(3)));
+    await ok;
+
+    const silent = async (unit: number): Promise<void> => {
+      const p = outcome(line.request(unit, READ, 250));
+      await flush();
+      clock.advance(250);
+      expect(((await p) as RackguardError).code).toBe('E_MODBUS_TIMEOUT');
+      await flush();
+    };
+    // Unit 2, dead behind the gateway: eight timeouts in a row, the connection stays.
+    for (let i = 0; i < 8; i++) await silent(2);
+    expect(s.destroyed).toBe(false);
+    expect(line.isOpen).toBe(true);
+    // Unit 1 answered on this connection; now it is silent too: the connection is the problem.
+    await silent(1);
+    expect(s.destroyed).toBe(true);
+    expect(s.destroyError?.message).toBe('9 requests in a row unanswered');
+    await line.stop();
+  });
+});
