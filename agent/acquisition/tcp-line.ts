@@ -68,6 +68,9 @@ interface InFlight {
   timer: TimerHandle | undefined;
   /** Monotonic time the request was written, for lastExchangeMs. */
   sentAt: number;
+  /** Replies that matched no request while this one waited, and the last one's transaction id. */
+  strays: number;
+  strayTid: number;
 }
 
 export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
@@ -151,7 +154,7 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
             return;
           }
           this.tid = this.nextTid();
-          const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined, sentAt: this.deps.clock.monoMs() };
+          const req: InFlight = { tid: this.tid, unitId, fc: pdu[0]!, resolve, reject, timer: undefined, sentAt: this.deps.clock.monoMs(), strays: 0, strayTid: 0 };
           this.inFlight = req;
           req.timer = this.deps.clock.setTimeout(() => {
             // The verdict waits until the bytes already received have been read (issue 7 item 11):
@@ -159,7 +162,12 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
             this.deps.clock.afterPendingIo(() => {
               if (this.inFlight !== req) return;
               this.rememberStale(req.tid);
-              this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms`, { retryable: true }));
+              // A device that replies with a transaction id of its own looks silent: say what came.
+              const strays =
+                req.strays === 0
+                  ? ''
+                  : ` (${req.strays === 1 ? 'a reply' : `${req.strays} replies`} with transaction id ${req.strayTid} matched no request, expected ${req.tid}: a late reply, or a server that does not echo the transaction id)`;
+              this.settle(new RackguardError('E_MODBUS_TIMEOUT', `${this.where} unit ${unitId}: no reply within ${timeoutMs} ms${strays}`, { retryable: true }));
               // Several silent requests in a row on one connection: assume it is dead and reconnect.
               this.timeoutStreak++;
               this.streakUnits.add(unitId);
@@ -266,6 +274,10 @@ export class TcpLine extends EventEmitter<LineEvents> implements ModbusLine {
       if (!req || req.tid !== tid) {
         // A stale id stays remembered even now: a server that answered late may answer twice.
         this.unmatchedReplies++;
+        if (req) {
+          req.strays++;
+          req.strayTid = tid;
+        }
         continue;
       }
       if (unit !== req.unitId || (pdu[0]! & 0x7f) !== req.fc) {

@@ -306,3 +306,22 @@ describe('TcpLine reconnect on silence', () => {
     await line.stop();
   });
 });
+
+describe('TcpLine timeout messages', () => {
+  it('a server that answers with a transaction id of its own (not echoing ours): a timeout that says a reply came and why it was not taken', async () => {
+    const { clock, sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    const p = outcome(line.request(1, READ, 300));
+    await flush();
+    s.send(mbap(0, 1, reply(42))); // always transaction id 0
+    clock.advance(300);
+    const err = (await p) as RackguardError;
+    expect(err.code).toBe('E_MODBUS_TIMEOUT');
+    expect(err.message).toBe(
+      `192.0.2.10:502 unit 1: no reply within 300 ms (a reply with transaction id 0 matched no request, expected ${s.tidOf(0)}: a late reply, or a server that does not echo the transaction id)`,
+    );
+    await line.stop();
+  });
+});
