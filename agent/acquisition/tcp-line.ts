@@ -5,12 +5,14 @@
  * and dropped; ids that timed out are not reused on the connection when the 16-bit counter wraps.
  * A frame whose MBAP header contradicts its PDU (protocol id, length, byte count) puts the stream
  * out of step: the connection is dropped rather than resynchronised by guesswork, since bytes left
- * over from a lying header can form a frame with the next id. One request at a time per connection: many chiller controllers and RTU gateways
- * serve a single outstanding request and silently drop the rest. A lost connection (reset, close)
- * is reopened with backoff, and so is a silent one, but not for a dead unit behind a gateway while
- * its neighbours answer on the same connection. The backoff is reset only by a good transaction, not by a connect: a
- * server that accepts and then talks nonsense (or nothing) would otherwise be redialled at the
- * initial delay forever (issue 7, item 9).
+ * over from a lying header can form a frame with the next id.
+ *
+ * One request at a time per connection: many chiller controllers and RTU gateways serve a single
+ * outstanding request and silently drop the rest. A lost connection (reset, close) is reopened
+ * with backoff, and so is a silent one, but not for a dead unit behind a gateway while its
+ * neighbours answer on the same connection. The backoff is reset only by a good transaction, not
+ * by a connect: a server that accepts and then talks nonsense (or nothing) would otherwise be
+ * redialled at the initial delay forever (issue 7, item 9).
  */
 import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
