@@ -37,10 +37,15 @@ const GATEWAY_EXCEPTIONS = new Set([10, 11]);
 
 const TABLE_NAMES: Record<Table, string> = { input: 'input register', holding: 'holding register', coil: 'coil', discrete: 'discrete input' };
 
+/** `input register 1 (×2)`: the read as an operator finds it in the point map. */
+function describeRead(read: PlannedRead): string {
+  const span = read.quantity > 1 ? ` (×${read.quantity})` : '';
+  return `${TABLE_NAMES[read.table]} ${read.address}${span}`;
+}
+
 /** `input register 1 (×2): exception 2 (illegal data address)`: what an operator checks in the point map. */
 function describeException(read: PlannedRead, code: number): string {
-  const span = read.quantity > 1 ? ` (×${read.quantity})` : '';
-  return `${TABLE_NAMES[read.table]} ${read.address}${span}: exception ${code} (${MODBUS_EXCEPTION_NAMES[code] ?? 'unknown exception'})`;
+  return `${describeRead(read)}: exception ${code} (${MODBUS_EXCEPTION_NAMES[code] ?? 'unknown exception'})`;
 }
 
 export interface PollerDeps {
@@ -213,7 +218,7 @@ export class BusPoller implements Component {
       try {
         const pdu = await this.line.request(def.unitId, readRequestPdu(read.table, read.address, read.quantity), def.timeoutMs);
         if (pdu.length !== readResponsePduLength(read.table, read.quantity)) {
-          throw new RackguardError('E_MODBUS_BAD_FRAME', `${this.line.id} unit ${def.unitId}: reply carries ${pdu.length - 2} data bytes for ${read.quantity} ${read.table} items`, { retryable: true });
+          throw new RackguardError('E_MODBUS_BAD_FRAME', `${this.line.id} unit ${def.unitId} ${describeRead(read)}: reply carries ${pdu.length - 2} data bytes, expected ${readResponsePduLength(read.table, read.quantity) - 2}`, { retryable: true });
         }
         d.recordResponse(this.line.lastExchangeMs);
         this.deps.onResponse?.(def, this.line.lastExchangeMs);

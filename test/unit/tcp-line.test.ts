@@ -64,7 +64,7 @@ describe('TcpLine on VirtualClock', () => {
       await accept(sockets);
       sockets.at(-1)!.send(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'));
       await flush();
-      expect(sockets.at(-1)!.destroyError?.message).toBe('malformed MBAP header');
+      expect(sockets.at(-1)!.destroyError?.message).toMatch(/^malformed MBAP header \(protocol id \d+, length \d+\)$/);
     }
 
     // A server that does speak Modbus TCP: one good transaction resets the backoff.
@@ -230,5 +230,98 @@ describe('TcpLine on VirtualClock', () => {
     await flush();
     expect(sockets).toHaveLength(2);
     expect(opens).toHaveLength(0);
+  });
+});
+
+describe('TcpLine transaction ids', () => {
+  it('a transaction id that timed out is not reused after the 16-bit counter wraps, so its late reply cannot answer a new request', async () => {
+    const { clock, sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    // A server that answers every request at once (in a microtask), unless told to stay silent.
+    let silent = true;
+    const write = s.write.bind(s);
+    s.write = (data: Buffer): boolean => {
+      const ok = write(data);
+      if (!silent) queueMicrotask(() => s.send(mbap(data.readUInt16BE(0), data[6]!, reply(data.readUInt16BE(10)))));
+      return ok;
+    };
+    const READ_Q = (n: number) => readRequestPdu('holding', 0, n);
+
+    // The request that will be answered late: its value would be 111.
+    const lost = outcome(line.request(1, READ, 300));
+    await flush();
+    clock.advance(300);
+    expect(((await lost) as RackguardError).code).toBe('E_MODBUS_TIMEOUT');
+    const lostTid = s.tidOf(0);
+
+    // A full turn of the 16-bit counter (each reply carries the quantity as its value, to check each).
+    silent = false;
+    for (let i = 1; i < 0x10000; i++) {
+      const q = (i % 100) + 1;
+      const pdu = await line.request(1, READ_Q(q), 300);
+      expect(pdu.readUInt16BE(2)).toBe(q);
+    }
+    // The next request, same unit, function and length as the lost one. The late reply comes now.
+    silent = true;
+    const next = outcome(line.request(1, READ, 300));
+    await flush();
+    expect(s.written).toHaveLength(0x10000 + 1);
+    s.send(mbap(lostTid, 1, reply(111)));
+    clock.advance(300);
+    expect(((await next) as RackguardError).code).toBe('E_MODBUS_TIMEOUT');
+    expect(s.tidOf(0x10000)).not.toBe(lostTid);
+    expect(line.unmatchedReplies).toBe(1);
+    await line.stop();
+  }, 60_000);
+});
+
+describe('TcpLine reconnect on silence', () => {
+  it('timeouts of a unit that never answered on this connection do not drop it; once a unit that did answer falls silent too, it is dropped', async () => {
+    const { clock, sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    const ok = line.request(1, READ, 250);
+    await flush();
+    s.send(mbap(s.tidOf(0), 1, reply(3)));
+    await ok;
+
+    const silent = async (unit: number): Promise<void> => {
+      const p = outcome(line.request(unit, READ, 250));
+      await flush();
+      clock.advance(250);
+      expect(((await p) as RackguardError).code).toBe('E_MODBUS_TIMEOUT');
+      await flush();
+    };
+    // Unit 2, dead behind the gateway: eight timeouts in a row, the connection stays.
+    for (let i = 0; i < 8; i++) await silent(2);
+    expect(s.destroyed).toBe(false);
+    expect(line.isOpen).toBe(true);
+    // Unit 1 answered on this connection; now it is silent too: the connection is the problem.
+    await silent(1);
+    expect(s.destroyed).toBe(true);
+    expect(s.destroyError?.message).toBe('9 requests in a row unanswered');
+    await line.stop();
+  });
+});
+
+describe('TcpLine timeout messages', () => {
+  it('a server that answers with a transaction id of its own (not echoing ours): a timeout that says a reply came and why it was not taken', async () => {
+    const { clock, sockets, line } = setup();
+    await line.start();
+    await accept(sockets);
+    const s = sockets[0]!;
+    const p = outcome(line.request(1, READ, 300));
+    await flush();
+    s.send(mbap(0, 1, reply(42))); // always transaction id 0
+    clock.advance(300);
+    const err = (await p) as RackguardError;
+    expect(err.code).toBe('E_MODBUS_TIMEOUT');
+    expect(err.message).toBe(
+      `192.0.2.10:502 unit 1: no reply within 300 ms (a reply with transaction id 0 matched no request, expected ${s.tidOf(0)}: a late reply, or a server that does not echo the transaction id)`,
+    );
+    await line.stop();
   });
 });
