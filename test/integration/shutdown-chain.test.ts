@@ -160,7 +160,9 @@ describe('coordinated shutdown through real host agents', () => {
   });
 
   it('a configured host that is not running times out at hostSyncS and the next group goes on', async () => {
-    const hostSyncS = 2;
+    // Long enough for the running hosts to acknowledge on a loaded machine (they answer in ms), so the
+    // only timeout is the ghost's.
+    const hostSyncS = 6;
     const { report, records } = await runSequence('inc-ghost', [
       { name: 'web', hosts: ['web-01', 'ghost-01', 'web-02'] },
       { name: 'storage', hosts: ['db-01'] },
@@ -169,7 +171,7 @@ describe('coordinated shutdown through real host agents', () => {
     const web = report.groups[0]!;
     // At most hostSyncS (plus scheduling slack), and not before it: the ghost was waited for.
     expect(web.endedAtMs - web.startedAtMs).toBeGreaterThanOrEqual(hostSyncS * 1000 - 5);
-    expect(web.endedAtMs - web.startedAtMs).toBeLessThan(hostSyncS * 1000 + 1500);
+    expect(web.endedAtMs - web.startedAtMs).toBeLessThan(hostSyncS * 1000 + 3000);
     expect(markerNs('inc-ghost-failover-end')).toBeLessThan(markerNs('inc-ghost-web-01'));
     expect(markerNs('inc-ghost-web-02')).toBeLessThan(markerNs('inc-ghost-db-01'));
     expect(existsSync(join(markers(), 'inc-ghost-ghost-01'))).toBe(false);
