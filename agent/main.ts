@@ -201,7 +201,10 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   // As sd_notify(3)'s unset_environment: the commands the agent runs (action hooks) must not talk to systemd as us.
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[k];
   agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}), ...(dryRun ? { actionsDryRun: true } : {}) });
+  // The STATUS line names zone levels and device states: refresh it when either changes, not only on
+  // the periodic refresh (READY goes out before the first poll, with every device still unknown).
   agent.on('detection', () => notifier?.refreshStatus());
+  agent.on('deviceState', () => notifier?.refreshStatus());
   await agent.start();
   reloader = new Reloader({
     file: configFile!,
