@@ -83,6 +83,17 @@ describe('SIGHUP while the configuration file is being written', () => {
     expect(agent.proc.exitCode).toBeNull();
   });
 
+  it('a reload that changes the zones names no sink that is not configured', async () => {
+    const { head, tail } = parts(300);
+    const from = agent.lines.length;
+    writeFileSync(file, `${head}${tail}  - { id: z3, sensors: [r1.temperature, r2.temperature] }\n`);
+    agent.proc.kill('SIGHUP');
+    const done = await agent.waitForLine(/configuration reload(ed| refused)/, 15_000, from);
+    expect(done).toContain('2 zones kept (z1, z2), 1 new or changed (z3)');
+    // Neither outputs.mqtt nor outputs.influx is configured: "sink mqtt added" would be a false report.
+    expect(done).not.toContain('sink');
+  });
+
   it('refuses a file that never stops changing, with an event, and goes on with the configuration it has', async () => {
     const { head, tail } = parts(200);
     const from = agent.lines.length;
