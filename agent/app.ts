@@ -438,6 +438,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         const name = factory.section.replace(/^outputs\./, '');
         const i = this.consumers.findIndex((c) => c.name === name);
         const prev = i >= 0 ? this.consumers[i]!.consumer : undefined;
+        // Neither before nor after: nothing to restart (the context changed, but no such sink exists).
+        if (!prev && !config.outputs?.[section]) continue;
         if (prev) {
           try {
             await prev.stop();

@@ -21,6 +21,7 @@ import { packageRoot } from './paths.js';
 import { systemClock } from './clock.js';
 import { Notifier } from './service/notify.js';
 import { Reloader } from './service/reload.js';
+import { ChildGroupReaper } from './service/child-groups.js';
 import { agentStatusLine } from './service/status-line.js';
 
 const USAGE = `Usage:
@@ -149,29 +150,38 @@ async function run(configFile: string | undefined, recordFile: string | undefine
     if (logger) logger[level](obj, msg);
     else process.stderr.write(`rackguard: ${msg}\n`);
   };
+  // Action hooks run in process groups of their own; one that ignores SIGTERM, or whose kill grace
+  // outlasts the stop deadline, must not outlive us as an orphan (service/child-groups.ts).
+  const reaper = new ChildGroupReaper(process.pid);
+  const exit = (code: number): never => {
+    const killed = reaper.killAll('SIGKILL');
+    if (killed.length > 0) say('error', { processGroups: killed }, `killed ${killed.length} action process group${killed.length === 1 ? '' : 's'} still running at the exit (SIGKILL)`);
+    process.exit(code);
+  };
   const shutdown = (signal: string): void => {
     if (stopping) {
       say('error', { signal }, `${signal} again while stopping: exiting now, without a clean stop`);
-      process.exit(1);
+      exit(1);
     }
     stopping = true;
+    reaper.note();
     const told = notifier?.stopping();
-    if (!agent) process.exit(0);
+    if (!agent) exit(0);
     say('info', { signal }, 'stopping');
     setTimeout(() => {
       say('error', { stopTimeoutS }, `stop did not finish within ${stopTimeoutS} s: exiting without a clean stop`);
-      process.exit(1);
+      exit(1);
     }, stopTimeoutS * 1000 + STOP_BACKSTOP_GRACE_MS);
-    agent.stop().then(
+    agent!.stop().then(
       async () => {
         say('info', {}, 'stopped');
         // Let STOPPING=1 reach systemd before the exit, but never wait on a manager that does not answer.
         await Promise.race([told, new Promise((r) => setTimeout(r, STOPPING_WAIT_MS))]);
-        process.exit(0);
+        exit(0);
       },
       (err: unknown) => {
         say('error', { err }, 'error while stopping');
-        process.exit(1);
+        exit(1);
       },
     );
   };
@@ -191,7 +201,10 @@ async function run(configFile: string | undefined, recordFile: string | undefine
   // As sd_notify(3)'s unset_environment: the commands the agent runs (action hooks) must not talk to systemd as us.
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete process.env[k];
   agent = createAgent(config, { logger, parts: [notifier], ...(recordFile ? { recordFile } : {}), ...(dryRun ? { actionsDryRun: true } : {}) });
+  // The STATUS line names zone levels and device states: refresh it when either changes, not only on
+  // the periodic refresh (READY goes out before the first poll, with every device still unknown).
   agent.on('detection', () => notifier?.refreshStatus());
+  agent.on('deviceState', () => notifier?.refreshStatus());
   await agent.start();
   reloader = new Reloader({
     file: configFile!,

@@ -4,9 +4,17 @@
  * `config_reload_failed` event in the outbox (the sinks carry it to the operator), and the agent goes on
  * with the configuration it has. A valid one is applied by Agent.reload, and what changed is logged.
  * Reloads never overlap: a SIGHUP during a reload runs one more afterwards.
+ *
+ * A SIGHUP can come while the file is still being written (`cat > file`, a copy, an editor that
+ * writes in place). A cut YAML file is usually invalid, but a prefix can be valid: cut after the
+ * buses, it is a configuration with no zones, and applying it would switch detection off. So the
+ * file must stay unchanged (inode, size, modification time) for `settleMs` before it is read, and
+ * again until the read is done; a file that keeps changing for `settleMaxMs` is refused.
  */
+import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Agent } from '../app.js';
+import { systemClock, type Clock } from '../clock.js';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/model.js';
 import { preflightChecks } from '../config/preflight.js';
@@ -20,6 +28,25 @@ export interface ReloaderDeps {
   onOutcome?: (ok: boolean, summary: string) => void;
   /** Called with the configuration once it is applied (main keeps its stop deadline from it). */
   onApplied?: (config: Config) => void;
+  /** Monotonic time for the settle wait (a wall-clock step must not cut or stretch it). Default the system clock. */
+  clock?: Clock;
+  /** How long the file must stay unchanged before it is read. Default 500 ms. */
+  settleMs?: number;
+  /** How long a file that keeps changing is waited for before the reload is refused. Default 10 s. */
+  settleMaxMs?: number;
+}
+
+const DEFAULT_SETTLE_MS = 500;
+const DEFAULT_SETTLE_MAX_MS = 10_000;
+
+/** What changes when a file is written or replaced; 'absent' when it cannot be stat'ed (the loader says why). */
+function fingerprint(file: string): string {
+  try {
+    const st = statSync(file, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch (err) {
+    return `absent:${(err as NodeJS.ErrnoException).code ?? ''}`;
+  }
 }
 
 export class Reloader {
@@ -50,13 +77,39 @@ export class Reloader {
     logger.info({ file }, 'SIGHUP: reloading the configuration');
     let config: Config | undefined;
     let problems: string[] = [];
-    try {
-      config = loadConfigFile(file);
-      problems = preflightChecks(config).errors;
-    } catch (err) {
-      if (err instanceof ConfigError) problems = err.problems;
-      else if (err instanceof RackguardError) problems = [err.message];
-      else problems = [`unexpected error: ${(err as Error).message}`];
+    const settleMs = this.deps.settleMs ?? DEFAULT_SETTLE_MS;
+    const settleMaxMs = this.deps.settleMaxMs ?? DEFAULT_SETTLE_MAX_MS;
+    const clock = this.deps.clock ?? systemClock;
+    const sleep = (ms: number): Promise<void> => new Promise((resolve) => void clock.setTimeout(resolve, ms));
+    const giveUpAt = clock.monoMs() + settleMaxMs;
+    let before = fingerprint(file);
+    for (;;) {
+      await sleep(settleMs);
+      const settled = fingerprint(file);
+      if (settled === before) {
+        config = undefined;
+        problems = [];
+        try {
+          config = loadConfigFile(file);
+          problems = preflightChecks(config).errors;
+        } catch (err) {
+          if (err instanceof ConfigError) problems = err.problems;
+          else if (err instanceof RackguardError) problems = [err.message];
+          else problems = [`unexpected error: ${(err as Error).message}`];
+        }
+        // Changed while it was read: what was read may be a mix of two versions.
+        const after = fingerprint(file);
+        if (after === settled) break;
+        before = after;
+      } else {
+        before = settled;
+      }
+      if (clock.monoMs() >= giveUpAt) {
+        config = undefined;
+        problems = [`the file kept changing for ${Math.round(settleMaxMs / 1000)} s (a write still going on?): not read`];
+        break;
+      }
+      logger.info({ file }, 'SIGHUP: the configuration file is being written; waiting for it to settle');
     }
     if (config && problems.length === 0) {
       try {
