@@ -127,7 +127,7 @@ export class Reloader {
         problems = [err.message];
       }
     }
-    for (const problem of problems) logger.error({ file, problem }, `configuration reload refused: ${file}: ${problem}`);
+    for (const problem of problems) logger.error({ file, problem }, `configuration reload refused: ${problem.startsWith(`${file}:`) ? problem : `${file}: ${problem}`}`);
     logger.error({ file, problems: problems.length }, `configuration reload refused (${problems.length} problem${problems.length === 1 ? '' : 's'}): still running on the previous configuration`);
     agent.reportReloadFailure(file, problems);
     this.deps.onOutcome?.(false, `reload refused: ${problems.length} problem${problems.length === 1 ? '' : 's'} in ${file}`);
