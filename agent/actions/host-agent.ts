@@ -99,6 +99,8 @@ export class HostAgent implements Component {
   private client: MqttClient | undefined;
   private secret: Buffer | undefined;
   private lastSeq = 0;
+  /** The signature of the command accepted last: a byte-identical copy of it is a redelivery, not a replay attack. */
+  private lastAcceptedSig: string | undefined;
   private readonly children = new Set<ChildProcess>();
   private readonly timers = new Set<ReturnType<Clock['setTimeout']>>();
 
@@ -202,6 +204,14 @@ export class HostAgent implements Component {
       maxClockSkewMs: config.maxClockSkewS * 1000,
       lastSeq: this.lastSeq,
     });
+    if (!verdict.accept && verdict.reason === 'replayed' && verdict.cmd !== undefined && verdict.cmd.seq === this.lastSeq && verdict.cmd.sig === this.lastAcceptedSig) {
+      // The same signed command again (a QoS 1 redelivery: the gateway resent it after a lost PUBACK,
+      // or the broker redelivered it to our persistent session). It was acted on once; a `rejected`
+      // reply for the copy would reach the gateway under the same seq and could replace the real
+      // acknowledgement or final report in its trail. So no reply: logged only.
+      deps.logger.info({ seq: verdict.cmd.seq, incident: verdict.cmd.incident, bytes: payload.byteLength }, 'duplicate delivery of the command accepted last: ignored (it runs once)');
+      return;
+    }
     if (!verdict.accept) {
       deps.logger.warn({ reason: verdict.reason, detail: verdict.detail, seq: verdict.hints.seq, incident: verdict.hints.incident, bytes: payload.byteLength }, `command rejected: ${verdict.reason}`);
       respond({ seq: verdict.hints.seq, incident: verdict.hints.incident, status: 'rejected', final: true, reason: verdict.reason, detail: verdict.detail });
@@ -219,6 +229,7 @@ export class HostAgent implements Component {
       return;
     }
     this.lastSeq = cmd.seq;
+    this.lastAcceptedSig = cmd.sig;
     const dryRun = this.dryRun || cmd.dryRun || cmd.action === 'test';
     deps.logger.info({ ...ids, action: cmd.action, gateway: cmd.gateway, dryRun }, 'command accepted');
     if (dryRun) {
