@@ -421,7 +421,9 @@ export class ActionEngine implements Component {
     this.emit({ ...base, status: 'started', message: `${a.name} started: ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
     if (a.kind === 'shutdown') {
       const report = await this.shutdown(ctx);
-      this.emit({ ...base, status: report.aborted ? 'failed' : 'succeeded', message: report.aborted ? `${a.name}: sequence aborted (the agent is stopping)` : `${a.name}: sequence complete`, detail: { kind: 'shutdown', groups: report.groups.map((g) => ({ name: g.name, hosts: g.hosts.map((h) => ({ host: h.host, status: h.status })) })) } });
+      const status = report.aborted ? 'failed' : report.inhibited ? 'inhibited' : 'succeeded';
+      const message = report.aborted ? `${a.name}: sequence aborted (the agent is stopping)` : report.inhibited ? `${a.name}: sequence stopped before ${report.inhibited.step} by maintenance inhibit (${report.inhibited.sources})` : `${a.name}: sequence complete`;
+      this.emit({ ...base, status, message, detail: { kind: 'shutdown', groups: report.groups.map((g) => ({ name: g.name, hosts: g.hosts.map((h) => ({ host: h.host, status: h.status })) })) } });
       return;
     }
     const r = await this.runHook(a, ctx, { ...opts, startsAtMs: inc.startedTs });
@@ -460,6 +462,10 @@ export class ActionEngine implements Component {
           transports: this.transports,
           runHook: (h, c) => this.runHook(h, c),
           record: (r) => this.emit(r),
+          held: () => {
+            const inh = this.inhibit.now();
+            return inh.inhibited ? inh.sources.join(', ') : undefined;
+          },
           clock: this.deps.clock,
           logger: this.deps.logger.child({ part: 'shutdown' }),
         },
