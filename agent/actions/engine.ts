@@ -412,13 +412,16 @@ export class ActionEngine implements Component {
       this.emit({ ...base, status: 'inhibited', message: `${a.name} held back by maintenance inhibit (${inh.sources.join(', ')})`, detail: { kind: a.kind, level: ctx.level, sources: inh.sources } });
       return;
     }
+    // The inhibit topic could not be read (broker unreachable since the start): the action runs, and says so.
+    const unknown = inh.unknown.length > 0 ? { inhibitUnknown: inh.unknown } : {};
+    const unknownNote = inh.unknown.length > 0 ? ` (maintenance inhibit unknown: ${inh.unknown.join(', ')} not readable, broker unreachable; acting)` : '';
     if (ctx.dryRun) {
-      this.emit({ ...base, status: 'dry-run', message: `${a.name} would run now (dry run): ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
+      this.emit({ ...base, status: 'dry-run', message: `${a.name} would run now (dry run): ${describe(a)}${unknownNote}`, detail: { kind: a.kind, level: ctx.level, ...unknown } });
       // The shutdown coordinator in dry run asks hosts to confirm only: the trail shows what would happen.
       if (a.kind === 'shutdown') await this.shutdown(ctx);
       return;
     }
-    this.emit({ ...base, status: 'started', message: `${a.name} started: ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
+    this.emit({ ...base, status: 'started', message: `${a.name} started: ${describe(a)}${unknownNote}`, detail: { kind: a.kind, level: ctx.level, ...unknown } });
     if (a.kind === 'shutdown') {
       const report = await this.shutdown(ctx);
       const status = report.aborted ? 'failed' : report.inhibited ? 'inhibited' : 'succeeded';
@@ -517,9 +520,14 @@ export class ActionEngine implements Component {
     this.client = client;
     client.on('error', (err) => this.deps.logger.warn({ err: err.message }, 'actions: MQTT error'));
     client.on('connect', () => {
-      // An unknown inhibit state (broker down) does not block actions: a heating room wins over a
-      // maintenance flag we cannot read. The retained message arrives with the subscription.
-      if (topic) client.subscribe(topic, { qos: 1 }, (err) => err && this.deps.logger.error({ err: err.message, topic }, 'actions: cannot subscribe to the inhibit topic'));
+      // An unknown inhibit state (broker down) does not block actions (Inhibit.topicSubscribed says
+      // why); the retained message arrives with the subscription.
+      if (topic) {
+        client.subscribe(topic, { qos: 1 }, (err, granted) => {
+          if (err || granted?.some((g) => g.qos >= 128)) this.deps.logger.error({ err: err?.message ?? 'subscription refused by the broker', topic }, 'actions: cannot subscribe to the inhibit topic');
+          else this.inhibit.topicSubscribed();
+        });
+      }
     });
     if (topic) client.on('message', (t, payload) => t === topic && this.inhibit.topicMessage(payload));
   }
