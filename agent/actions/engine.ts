@@ -214,7 +214,7 @@ export class ActionEngine implements Component {
 
   /** The open incident of each zone (for the status of tests and the drill). */
   openIncidents(): IncidentState[] {
-    return [...this.incidents.values()].map((i) => ({ ...i, handled: [...i.handled], fired: [...i.fired] }));
+    return [...this.incidents.values()].map((i) => ({ ...i, handled: [...i.handled], ...(i.completed ? { completed: [...i.completed] } : {}), fired: [...i.fired] }));
   }
 
   // --- incidents ---------------------------------------------------------------------------------
@@ -240,8 +240,15 @@ export class ActionEngine implements Component {
         this.emit({ action: 'incident', status: 'closed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} closed: the agent was down for longer than ${RESUME_WINDOW_MS / 60_000} min; a new escalation is a new incident` });
         continue;
       }
+      // Levels cut short by the stop or crash are due again (IncidentState.completed).
+      const interrupted = inc.completed === undefined ? [] : inc.handled.filter((l) => !inc.completed!.includes(l));
+      if (interrupted.length > 0) {
+        inc.handled = inc.handled.filter((l) => !interrupted.includes(l));
+        dropped = true;
+      }
       this.incidents.set(inc.zone, inc);
-      this.emit({ action: 'incident', status: 'resumed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} resumed after a restart (levels already handled: ${inc.handled.join(', ') || 'none'})`, detail: { handled: inc.handled, highest: inc.highest } });
+      const note = interrupted.length > 0 ? `; interrupted before their end, due again if the zone reaches them again: ${interrupted.join(', ')}` : '';
+      this.emit({ action: 'incident', status: 'resumed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} resumed after a restart (levels already handled: ${inc.handled.join(', ') || 'none'}${note})`, detail: { handled: inc.handled, highest: inc.highest, interrupted } });
     }
     if (dropped) this.save();
   }
@@ -281,7 +288,7 @@ export class ActionEngine implements Component {
   private escalate(e: ZoneLevelEvent, recheck = false): void {
     let inc = this.incidents.get(e.zone);
     if (!inc) {
-      inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], fired: [], aliveTs: this.deps.clock.wallMs() };
+      inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], completed: [], fired: [], aliveTs: this.deps.clock.wallMs() };
       this.incidents.set(e.zone, inc);
       this.emit({ action: 'incident', status: 'opened', zone: e.zone, incident: inc.id, message: `incident ${inc.id} opened: zone ${e.zone} ${e.level}: ${e.reason}` });
     } else if (levelRank(e.level) > levelRank(inc.highest)) {
@@ -318,7 +325,13 @@ export class ActionEngine implements Component {
     const incident = inc;
     for (const r of runs) {
       const ctx = this.context(incident, r.level, e);
-      this.enqueue(e.zone, () => this.runPolicies(r.policies, ctx, incident));
+      this.enqueue(e.zone, async () => {
+        await this.runPolicies(r.policies, ctx, incident);
+        // Cut short by a stop: not completed, so a restart finds this level due again.
+        if (this.abort.signal.aborted) return;
+        (incident.completed ??= []).push(r.level);
+        if (this.incidents.get(incident.zone) === incident) this.save();
+      });
     }
   }
 

@@ -5,6 +5,8 @@
  *
  * - The operator's brake: a maintenance inhibit set while a shutdown sequence runs (a false alarm
  *   seen in time) stops it before its next step; no further host is asked, no final hook runs.
+ * - A restart in the middle of a level's actions (a shutdown with groups not yet asked): the level is
+ *   due again after the restart, so a zone still critical finishes it; levels that ended are not repeated.
  */
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -100,5 +102,46 @@ describe('action engine faults', () => {
     expect(s.records.find((r) => r.detail?.step === 'sequence' && r.status !== 'started')).toMatchObject({ status: 'inhibited', message: expect.stringMatching(/before group compute.*maintenance inhibit.*groups not asked: compute.*final hooks not run: last-word/) });
     expect(s.records.find((r) => r.detail?.kind === 'shutdown' && r.status !== 'started')?.status).toBe('inhibited');
     expect(s.records.some((r) => r.action === 'inhibit' && r.status === 'on')).toBe(true);
+  }, 30_000);
+
+  it('the agent stopped in the middle of the critical actions: after the restart, the zone still critical runs them again; the alarm page is not repeated', async () => {
+    const dir = join(root, `case${n + 1}`);
+    mkdirSync(dir, { recursive: true });
+    const gate = join(dir, 'gate');
+    const slow = script(dir, 'slow.sh', `echo "$1 start" >> "${dir}/marks"\nwhile [ ! -e "${gate}" ]; do sleep 0.02; done\necho "$1 end" >> "${dir}/marks"`);
+    const quick = script(dir, 'quick.sh', `echo "$1" >> "${dir}/marks"`);
+    const s = setup(`    - { level: alarm, actions: [{ kind: exec, name: page, argv: ["${quick}", page] }] }
+    - { level: critical, actions: [{ kind: exec, name: drain, argv: ["${slow}", drain] }, { kind: exec, name: hosts-off, argv: ["${quick}", hosts-off] }] }`);
+    const first = s.make();
+    engines.push(first);
+    await first.start();
+    first.onDetection(lvl('normal', 'alarm'));
+    first.onDetection(lvl('alarm', 'critical'));
+    await expect.poll(() => s.marks(), { timeout: 10_000, interval: 10 }).toEqual(['page', 'drain start']);
+    // A restart (systemctl restart, a watchdog) while drain runs: hosts-off was never started.
+    await first.stop();
+
+    const second = s.make();
+    engines.push(second);
+    await second.start();
+    const resumed = s.records.find((r) => r.action === 'incident' && r.status === 'resumed');
+    expect(resumed?.detail).toMatchObject({ handled: ['alarm'], interrupted: ['critical'] });
+    writeFileSync(gate, '');
+    // The restarted detector sees the zone again: alarm, then critical with quorum.
+    second.onDetection(lvl('normal', 'alarm'));
+    second.onDetection(lvl('alarm', 'critical'));
+    await until(s.records, (r) => r.action === 'hosts-off' && r.status === 'succeeded', 'hosts-off to run after the restart');
+    expect(s.marks()).toEqual(['page', 'drain start', 'drain start', 'drain end', 'hosts-off']);
+    expect(new Set(s.records.filter((r) => r.incident).map((r) => r.incident)).size).toBe(1);
+
+    // Once it ran to its end, a further restart repeats nothing.
+    await second.stop();
+    const third = s.make();
+    engines.push(third);
+    await third.start();
+    third.onDetection(lvl('normal', 'critical'));
+    expect(s.records.filter((r) => r.action === 'incident' && r.status === 'resumed').at(-1)?.detail).toMatchObject({ handled: ['alarm', 'critical'], interrupted: [] });
+    await third.stop();
+    expect(s.marks()).toEqual(['page', 'drain start', 'drain start', 'drain end', 'hosts-off']);
   }, 30_000);
 });
