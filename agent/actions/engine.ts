@@ -214,7 +214,7 @@ export class ActionEngine implements Component {
 
   /** The open incident of each zone (for the status of tests and the drill). */
   openIncidents(): IncidentState[] {
-    return [...this.incidents.values()].map((i) => ({ ...i, handled: [...i.handled], fired: [...i.fired] }));
+    return [...this.incidents.values()].map((i) => ({ ...i, handled: [...i.handled], ...(i.completed ? { completed: [...i.completed] } : {}), fired: [...i.fired] }));
   }
 
   // --- incidents ---------------------------------------------------------------------------------
@@ -240,8 +240,15 @@ export class ActionEngine implements Component {
         this.emit({ action: 'incident', status: 'closed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} closed: the agent was down for longer than ${RESUME_WINDOW_MS / 60_000} min; a new escalation is a new incident` });
         continue;
       }
+      // Levels cut short by the stop or crash are due again (IncidentState.completed).
+      const interrupted = inc.completed === undefined ? [] : inc.handled.filter((l) => !inc.completed!.includes(l));
+      if (interrupted.length > 0) {
+        inc.handled = inc.handled.filter((l) => !interrupted.includes(l));
+        dropped = true;
+      }
       this.incidents.set(inc.zone, inc);
-      this.emit({ action: 'incident', status: 'resumed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} resumed after a restart (levels already handled: ${inc.handled.join(', ') || 'none'})`, detail: { handled: inc.handled, highest: inc.highest } });
+      const note = interrupted.length > 0 ? `; interrupted before their end, due again if the zone reaches them again: ${interrupted.join(', ')}` : '';
+      this.emit({ action: 'incident', status: 'resumed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} resumed after a restart (levels already handled: ${inc.handled.join(', ') || 'none'}${note})`, detail: { handled: inc.handled, highest: inc.highest, interrupted } });
     }
     if (dropped) this.save();
   }
@@ -281,7 +288,7 @@ export class ActionEngine implements Component {
   private escalate(e: ZoneLevelEvent, recheck = false): void {
     let inc = this.incidents.get(e.zone);
     if (!inc) {
-      inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], fired: [], aliveTs: this.deps.clock.wallMs() };
+      inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], completed: [], fired: [], aliveTs: this.deps.clock.wallMs() };
       this.incidents.set(e.zone, inc);
       this.emit({ action: 'incident', status: 'opened', zone: e.zone, incident: inc.id, message: `incident ${inc.id} opened: zone ${e.zone} ${e.level}: ${e.reason}` });
     } else if (levelRank(e.level) > levelRank(inc.highest)) {
@@ -318,7 +325,13 @@ export class ActionEngine implements Component {
     const incident = inc;
     for (const r of runs) {
       const ctx = this.context(incident, r.level, e);
-      this.enqueue(e.zone, () => this.runPolicies(r.policies, ctx, incident));
+      this.enqueue(e.zone, async () => {
+        await this.runPolicies(r.policies, ctx, incident);
+        // Cut short by a stop: not completed, so a restart finds this level due again.
+        if (this.abort.signal.aborted) return;
+        (incident.completed ??= []).push(r.level);
+        if (this.incidents.get(incident.zone) === incident) this.save();
+      });
     }
   }
 
@@ -412,16 +425,21 @@ export class ActionEngine implements Component {
       this.emit({ ...base, status: 'inhibited', message: `${a.name} held back by maintenance inhibit (${inh.sources.join(', ')})`, detail: { kind: a.kind, level: ctx.level, sources: inh.sources } });
       return;
     }
+    // The inhibit topic could not be read (broker unreachable since the start): the action runs, and says so.
+    const unknown = inh.unknown.length > 0 ? { inhibitUnknown: inh.unknown } : {};
+    const unknownNote = inh.unknown.length > 0 ? ` (maintenance inhibit unknown: ${inh.unknown.join(', ')} not readable, broker unreachable; acting)` : '';
     if (ctx.dryRun) {
-      this.emit({ ...base, status: 'dry-run', message: `${a.name} would run now (dry run): ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
+      this.emit({ ...base, status: 'dry-run', message: `${a.name} would run now (dry run): ${describe(a)}${unknownNote}`, detail: { kind: a.kind, level: ctx.level, ...unknown } });
       // The shutdown coordinator in dry run asks hosts to confirm only: the trail shows what would happen.
       if (a.kind === 'shutdown') await this.shutdown(ctx);
       return;
     }
-    this.emit({ ...base, status: 'started', message: `${a.name} started: ${describe(a)}`, detail: { kind: a.kind, level: ctx.level } });
+    this.emit({ ...base, status: 'started', message: `${a.name} started: ${describe(a)}${unknownNote}`, detail: { kind: a.kind, level: ctx.level, ...unknown } });
     if (a.kind === 'shutdown') {
       const report = await this.shutdown(ctx);
-      this.emit({ ...base, status: report.aborted ? 'failed' : 'succeeded', message: report.aborted ? `${a.name}: sequence aborted (the agent is stopping)` : `${a.name}: sequence complete`, detail: { kind: 'shutdown', groups: report.groups.map((g) => ({ name: g.name, hosts: g.hosts.map((h) => ({ host: h.host, status: h.status })) })) } });
+      const status = report.aborted ? 'failed' : report.inhibited ? 'inhibited' : 'succeeded';
+      const message = report.aborted ? `${a.name}: sequence aborted (the agent is stopping)` : report.inhibited ? `${a.name}: sequence stopped before ${report.inhibited.step} by maintenance inhibit (${report.inhibited.sources})` : `${a.name}: sequence complete`;
+      this.emit({ ...base, status, message, detail: { kind: 'shutdown', groups: report.groups.map((g) => ({ name: g.name, hosts: g.hosts.map((h) => ({ host: h.host, status: h.status })) })) } });
       return;
     }
     const r = await this.runHook(a, ctx, { ...opts, startsAtMs: inc.startedTs });
@@ -460,6 +478,10 @@ export class ActionEngine implements Component {
           transports: this.transports,
           runHook: (h, c) => this.runHook(h, c),
           record: (r) => this.emit(r),
+          held: () => {
+            const inh = this.inhibit.now();
+            return inh.inhibited ? inh.sources.join(', ') : undefined;
+          },
           clock: this.deps.clock,
           logger: this.deps.logger.child({ part: 'shutdown' }),
         },
@@ -511,9 +533,14 @@ export class ActionEngine implements Component {
     this.client = client;
     client.on('error', (err) => this.deps.logger.warn({ err: err.message }, 'actions: MQTT error'));
     client.on('connect', () => {
-      // An unknown inhibit state (broker down) does not block actions: a heating room wins over a
-      // maintenance flag we cannot read. The retained message arrives with the subscription.
-      if (topic) client.subscribe(topic, { qos: 1 }, (err) => err && this.deps.logger.error({ err: err.message, topic }, 'actions: cannot subscribe to the inhibit topic'));
+      // An unknown inhibit state (broker down) does not block actions (Inhibit.topicSubscribed says
+      // why); the retained message arrives with the subscription.
+      if (topic) {
+        client.subscribe(topic, { qos: 1 }, (err, granted) => {
+          if (err || granted?.some((g) => g.qos >= 128)) this.deps.logger.error({ err: err?.message ?? 'subscription refused by the broker', topic }, 'actions: cannot subscribe to the inhibit topic');
+          else this.inhibit.topicSubscribed();
+        });
+      }
     });
     if (topic) client.on('message', (t, payload) => t === topic && this.inhibit.topicMessage(payload));
   }

@@ -14,7 +14,7 @@
  * The protocol is in docs/host-agent.md.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
@@ -43,8 +43,6 @@ import { FileSeqStore, type SeqStore } from './seq-file.js';
 
 /** MQTT 5 session expiry with clean: false: commands sent while we reconnect wait for us, s. */
 const SESSION_EXPIRY_S = 24 * 3600;
-/** After the command's leader exits, how long its output pipes may stay open (a grandchild holding them). */
-const OUTPUT_DRAIN_MS = 200;
 /** Our own deadline on the offline status at stop. */
 const STOP_PUBLISH_TIMEOUT_MS = 2000;
 
@@ -99,6 +97,8 @@ export class HostAgent implements Component {
   private client: MqttClient | undefined;
   private secret: Buffer | undefined;
   private lastSeq = 0;
+  /** The signature of the command accepted last: a byte-identical copy of it is a redelivery, not a replay attack. */
+  private lastAcceptedSig: string | undefined;
   private readonly children = new Set<ChildProcess>();
   private readonly timers = new Set<ReturnType<Clock['setTimeout']>>();
 
@@ -202,6 +202,14 @@ export class HostAgent implements Component {
       maxClockSkewMs: config.maxClockSkewS * 1000,
       lastSeq: this.lastSeq,
     });
+    if (!verdict.accept && verdict.reason === 'replayed' && verdict.cmd !== undefined && verdict.cmd.seq === this.lastSeq && verdict.cmd.sig === this.lastAcceptedSig) {
+      // The same signed command again (a QoS 1 redelivery: the gateway resent it after a lost PUBACK,
+      // or the broker redelivered it to our persistent session). It was acted on once; a `rejected`
+      // reply for the copy would reach the gateway under the same seq and could replace the real
+      // acknowledgement or final report in its trail. So no reply: logged only.
+      deps.logger.info({ seq: verdict.cmd.seq, incident: verdict.cmd.incident, bytes: payload.byteLength }, 'duplicate delivery of the command accepted last: ignored (it runs once)');
+      return;
+    }
     if (!verdict.accept) {
       deps.logger.warn({ reason: verdict.reason, detail: verdict.detail, seq: verdict.hints.seq, incident: verdict.hints.incident, bytes: payload.byteLength }, `command rejected: ${verdict.reason}`);
       respond({ seq: verdict.hints.seq, incident: verdict.hints.incident, status: 'rejected', final: true, reason: verdict.reason, detail: verdict.detail });
@@ -219,6 +227,7 @@ export class HostAgent implements Component {
       return;
     }
     this.lastSeq = cmd.seq;
+    this.lastAcceptedSig = cmd.sig;
     const dryRun = this.dryRun || cmd.dryRun || cmd.action === 'test';
     deps.logger.info({ ...ids, action: cmd.action, gateway: cmd.gateway, dryRun }, 'command accepted');
     if (dryRun) {
@@ -253,14 +262,36 @@ export class HostAgent implements Component {
       RACKGUARD_SEQ: String(cmd.seq),
       RACKGUARD_DRY_RUN: dryRun ? '1' : '0',
     };
-    const child = spawn(argv[0]!, argv.slice(1), { detached: true, shell: false, stdio: ['ignore', 'pipe', 'pipe'], env });
+    // The output goes to a file, not to pipes: the shutdown command stops this agent (its unit is
+    // stopped with the others, KillMode=process keeps the command alive), and a pipe without its
+    // reader kills the command with SIGPIPE at its next line of output, halfway through a shutdown.
+    const outFile = join(config.stateDir, `command-${cmd.seq}.out`);
+    let outFd: number | 'ignore' = 'ignore';
+    try {
+      mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+      outFd = openSync(outFile, 'w', 0o600);
+    } catch (err) {
+      // No output tail then, but the command still runs: it was accepted and recorded.
+      deps.logger.warn({ ...ids, file: outFile, err: asError(err).message }, 'cannot open the command output file; running without its output');
+    }
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), { detached: true, shell: false, stdio: ['ignore', outFd, outFd], env });
+    } finally {
+      // The child holds its own copy of the descriptor.
+      if (typeof outFd === 'number') closeSync(outFd);
+    }
     this.children.add(child);
-    let output = '';
-    const collect = (chunk: Buffer): void => {
-      output = (output + chunk.toString('utf8')).slice(-4 * MAX_OUTPUT_TAIL_CHARS);
+    const readOutput = (): string => {
+      if (outFd === 'ignore') return '';
+      try {
+        return readTail(outFile, 4 * MAX_OUTPUT_TAIL_CHARS);
+      } catch (err) {
+        return `(output unreadable: ${asError(err).message})`;
+      } finally {
+        rmSync(outFile, { force: true });
+      }
     };
-    child.stdout?.on('data', collect);
-    child.stderr?.on('data', collect);
     let timedOut = false;
     let killTimer: ReturnType<Clock['setTimeout']> | undefined;
     const killGroup = (signal: NodeJS.Signals): void => {
@@ -303,32 +334,14 @@ export class HostAgent implements Component {
     child.once('error', (err) => {
       // Without a pid it never started (ENOENT, EACCES): no 'exit' follows.
       if (child.pid === undefined) {
-        result = { exitCode: null, signal: null, timedOut: false, spawnError: err, output };
+        result = { exitCode: null, signal: null, timedOut: false, spawnError: err, output: readOutput() };
         maybeFinish();
       }
     });
     child.once('exit', (code, signal) => {
-      const done = (): void => {
-        result = { exitCode: code, signal, timedOut, output };
-        maybeFinish();
-      };
-      // Give the pipes a moment to deliver the last output, but not forever: a grandchild may hold them.
-      let drained = false;
-      const drain = this.clock.setTimeout(() => {
-        this.timers.delete(drain);
-        if (!drained) {
-          drained = true;
-          done();
-        }
-      }, OUTPUT_DRAIN_MS);
-      this.timers.add(drain);
-      child.once('close', () => {
-        if (drained) return;
-        drained = true;
-        this.clock.clearTimeout(drain);
-        this.timers.delete(drain);
-        done();
-      });
+      // The file holds everything the leader wrote; a grandchild still writing adds after the report.
+      result = { exitCode: code, signal, timedOut, output: readOutput() };
+      maybeFinish();
     });
   }
 
@@ -364,5 +377,19 @@ export class HostAgent implements Component {
     client.publish(topic, JSON.stringify(reply), { qos: 1, ...properties }, (err) => {
       if (err) this.deps.logger.error({ topic, seq: body.seq, status: body.status, err: err.message }, 'cannot publish the reply');
     });
+  }
+}
+
+/** The last `maxBytes` bytes of a file, as UTF-8 (a character cut at the start is dropped by tail()). */
+function readTail(file: string, maxBytes: number): string {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const len = Math.min(size, maxBytes);
+    const buf = Buffer.alloc(len);
+    readSync(fd, buf, 0, len, size - len);
+    return buf.toString('utf8');
+  } finally {
+    closeSync(fd);
   }
 }

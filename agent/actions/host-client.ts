@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { IPublishPacket, MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
+import { RackguardError } from '../errors.js';
 import { withTimeout } from '../outputs/mqtt-connection.js';
 import {
   commandTopic,
@@ -59,6 +60,17 @@ export interface HostCommandHandle {
   ack: ReplyOutcome;
   /** The last reply for this seq (`final: true`: done, failed, rejected, or would-act), or a timeout. */
   final: Promise<ReplyOutcome>;
+  /**
+   * When `ack` is a timeout: the first reply that still came (the host was away, or the command
+   * waited in a queue, and acted later), or a timeout at the final deadline. Never settles otherwise.
+   */
+  late: Promise<ReplyOutcome>;
+  /**
+   * false: the broker did not confirm the publish (PUBACK) within its deadline. The command then stays
+   * queued in the MQTT client, which delivers it once the broker is back, and it is valid until
+   * `command.expiresAtMs`: the host may still act on it, so it was not "never asked".
+   */
+  published: boolean;
 }
 
 interface Waiter {
@@ -185,8 +197,11 @@ export async function sendHostCommand(client: MqttClient, host: string, params: 
 
   let resolveAck!: (o: ReplyOutcome) => void;
   let resolveFinal!: (o: ReplyOutcome) => void;
+  let resolveLate!: (o: ReplyOutcome) => void;
   const ack = new Promise<ReplyOutcome>((r) => (resolveAck = r));
   const final = new Promise<ReplyOutcome>((r) => (resolveFinal = r));
+  const late = new Promise<ReplyOutcome>((r) => (resolveLate = r));
+  let ackTimedOut = false;
   let acked = false;
   let finished = false;
   let t0 = clock.monoMs();
@@ -199,6 +214,7 @@ export async function sendHostCommand(client: MqttClient, host: string, params: 
     finished = true;
     clock.clearTimeout(finalTimer);
     unwatch();
+    if (ackTimedOut) resolveLate(o);
     resolveFinal(o);
   };
   const settleAck = (o: ReplyOutcome): void => {
@@ -214,6 +230,8 @@ export async function sendHostCommand(client: MqttClient, host: string, params: 
       secret: opts.secret,
       onReply: (reply) => {
         const o: ReplyOutcome = { kind: 'reply', reply, afterMs: since() };
+        // A reply after the acknowledgement deadline: the host acted late, and the trail must say so.
+        if (acked && ackTimedOut) resolveLate(o);
         settleAck(o);
         if (reply.final) settleFinal(o);
       },
@@ -223,15 +241,26 @@ export async function sendHostCommand(client: MqttClient, host: string, params: 
 
   const properties = (opts.protocolVersion ?? 5) === 5 ? { properties: { responseTopic: replyTopic(opts.baseTopic, host), correlationData: correlation } } : {};
   t0 = clock.monoMs();
+  const ackTimeoutMs = opts.ackTimeoutMs ?? 10_000;
+  let published = true;
   try {
-    await withTimeout(client.publishAsync(commandTopic(opts.baseTopic, host), JSON.stringify(command), { qos: 1, ...properties }), opts.publishTimeoutMs ?? 10_000, clock, `command ${seq} to ${host}`);
+    // Bounded by the acknowledgement deadline too: the caller waits that long at most, whatever the broker does.
+    await withTimeout(client.publishAsync(commandTopic(opts.baseTopic, host), JSON.stringify(command), { qos: 1, ...properties }), Math.min(opts.publishTimeoutMs ?? 10_000, ackTimeoutMs), clock, `command ${seq} to ${host}`);
   } catch (err) {
-    unwatch();
-    throw err;
+    if (!(err instanceof RackguardError && err.code === 'E_MQTT_TIMEOUT')) {
+      unwatch();
+      throw err;
+    }
+    // No PUBACK in time, but the QoS 1 message is still in the client's queue and goes out when the
+    // broker is back: the host may act on it until it expires. Not "never asked": keep listening.
+    published = false;
   }
-  if (!acked) ackTimer = clock.setTimeout(() => settleAck({ kind: 'timeout', afterMs: since() }), opts.ackTimeoutMs ?? 10_000);
+  if (!acked) ackTimer = clock.setTimeout(() => {
+    ackTimedOut = true;
+    settleAck({ kind: 'timeout', afterMs: since() });
+  }, Math.max(0, ackTimeoutMs - since()));
   if (!finished) finalTimer = clock.setTimeout(() => settleFinal({ kind: 'timeout', afterMs: since() }), opts.finalTimeoutMs ?? 600_000);
   const ackOutcome = await ack;
-  // Without an acknowledgement no final report is awaited beyond its own deadline; the caller decides.
-  return { command, ack: ackOutcome, final };
+  // Without an acknowledgement the final report is still awaited (`late`) up to its own deadline; the caller decides.
+  return { command, ack: ackOutcome, final, late, published };
 }

@@ -8,6 +8,8 @@
  * NUT cut power too early, nut#2133), so `acknowledged` here means "the host is shutting down".
  */
 import { join } from 'node:path';
+import type { MqttClient } from 'mqtt';
+import type { Clock } from '../clock.js';
 import type { AgentHostDef } from '../config/actions-schema.js';
 import { asError, RackguardError } from '../errors.js';
 import { readHostSecret } from './host-agent.js';
@@ -87,6 +89,13 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
       if (opts.signal.aborted) return outcome(host, 'failed', 'not asked: cancelled (the agent is stopping)', 0);
       const client = deps.mqtt;
       if (!client) return outcome(host, 'unreachable', 'no MQTT connection to the host agents\' broker (outputs.mqtt missing or unreachable)', 0);
+      if (!client.connected) {
+        // The broker is down: wait for it within the host's acknowledgement deadline (mqtt.js keeps
+        // reconnecting). Sending now would fail on the reply subscription, or queue a command that
+        // the broker may deliver long after the trail said "not asked".
+        const up = await connectedWithin(client, opts.ackTimeoutMs, opts.signal, deps.clock);
+        if (!up) return outcome(host, 'unreachable', `not asked: no connection to the broker within ${opts.ackTimeoutMs} ms (the command was not sent and is not queued)`, since());
+      }
       let secret: Buffer;
       try {
         secret = readHostSecret(host.secretFile, deps.logger);
@@ -102,9 +111,10 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
         baseTopic: deps.hostsBaseTopic,
         gateway: deps.gateway,
         protocolVersion: client.options.protocolVersion === 5 ? 5 : 4,
-        ackTimeoutMs: opts.ackTimeoutMs,
-        // The final report is a power-off in progress: wait as long as the host is given to be off.
-        finalTimeoutMs: Math.max(opts.ackTimeoutMs, host.forceOffAfterS * 1000),
+        ackTimeoutMs: Math.max(1, opts.ackTimeoutMs - since()),
+        // The final report is a power-off in progress: wait as long as the host is given to be off,
+        // and at least as long as the command is valid (a late delivery may still be acted on).
+        finalTimeoutMs: Math.max(opts.ackTimeoutMs, host.forceOffAfterS * 1000, ttlS * 1000),
         clock: deps.clock,
       });
       let handle;
@@ -118,7 +128,24 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
       }
       const seq = handle.command.seq;
       const finalPending = handle.ack.kind === 'reply' && !handle.ack.reply.final;
-      const first = fromAck(host, handle.ack, seq, test);
+      let first = fromAck(host, handle.ack, seq, test);
+      if (handle.ack.kind === 'timeout') {
+        if (!handle.published) {
+          const until = new Date(handle.command.expiresAtMs).toISOString();
+          first = outcome(host, 'unreachable', `the broker did not confirm the command within ${Math.round(handle.ack.afterMs)} ms: it stays queued in the gateway's MQTT client and is valid until ${until}; the host may still act on it, and its late reply is recorded`, handle.ack.afterMs, { seq, published: false, expiresAtMs: handle.command.expiresAtMs });
+        }
+        // A host that answers after the deadline (it was away, or the command waited in a queue) did
+        // act: its reply, and the final report after it, still go into the trail.
+        if (opts.onLater) {
+          const onLater = opts.onLater;
+          void handle.late.then((o) => {
+            if (o.kind !== 'reply') return;
+            const late = fromAck(host, o, seq, test);
+            onLater({ ...late, message: `late reply: ${late.message}`, detail: { ...late.detail, late: true } });
+            if (!o.reply.final) void handle.final.then((f) => onLater(fromFinal(host, f, seq, test)));
+          });
+        }
+      }
       // Tells the caller a report follows through onLater (a started command, or a host's test check).
       if (finalPending) first.detail = { ...first.detail, finalPending: true };
       if (finalPending && opts.onLater) {
@@ -146,4 +173,22 @@ function replyDetail(r: HostReply, seq: number): Record<string, unknown> {
 
 function codeOf(err: unknown): string | undefined {
   return err instanceof RackguardError ? err.code : undefined;
+}
+
+/** Resolves true once `client` is connected, false at the deadline or on abort. */
+function connectedWithin(client: MqttClient, ms: number, signal: AbortSignal, clock: Clock): Promise<boolean> {
+  if (client.connected) return Promise.resolve(true);
+  return new Promise<boolean>((resolve) => {
+    const done = (v: boolean): void => {
+      clock.clearTimeout(timer);
+      client.off('connect', onConnect);
+      signal.removeEventListener('abort', onAbort);
+      resolve(v);
+    };
+    const onConnect = (): void => done(true);
+    const onAbort = (): void => done(false);
+    const timer = clock.setTimeout(() => done(false), ms);
+    client.on('connect', onConnect);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }

@@ -1,8 +1,11 @@
 /**
  * The engine's memory of open incidents, persisted in `<stateDir>/actions-incidents.json` so that an
  * agent restart never runs an incident's actions twice: a level is marked handled (and the file
- * written, with fsync and an atomic rename) BEFORE its actions start. At most once, on purpose: a
- * shutdown half-done when the agent crashed is not started again by the restart; the trail says so.
+ * written, with fsync and an atomic rename) BEFORE its actions start, and completed once they all
+ * ended. A level handled but not completed was cut short by a stop or a crash (a shutdown sequence
+ * with groups not yet asked): after the restart it is due again, so a zone still critical finishes
+ * its shutdown (the hosts already asked are asked again; a second power-off request is harmless,
+ * groups never asked are the outage).
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +24,13 @@ export interface IncidentState {
   highest: Level;
   /** Levels whose actions were started (or held back by inhibit / dry run): never again in this incident. */
   handled: Level[];
+  /**
+   * Levels whose actions all ran to their end (succeeded, failed, held back: not cut short by the
+   * agent stopping). A level handled but not completed was interrupted by a stop or a crash: after a
+   * restart it is due again (its actions run once more if the zone reaches it again, through the gate).
+   * Absent in files written before it existed: every handled level then counts as completed.
+   */
+  completed?: Level[];
   /** Indices of the policies that fired: their onClear hooks run when the zone is back to normal. */
   fired: number[];
   /** Wall ms the agent last knew the incident open (refreshed while it runs): decides a resume after restart. */
@@ -46,6 +56,7 @@ function isIncident(i: unknown): i is IncidentState {
     LEVELS.includes(o.highest) &&
     Array.isArray(o.handled) &&
     o.handled.every((l) => LEVELS.includes(l)) &&
+    (o.completed === undefined || (Array.isArray(o.completed) && o.completed.every((l) => LEVELS.includes(l)))) &&
     Array.isArray(o.fired) &&
     o.fired.every((n) => Number.isInteger(n) && (n as number) >= 0) &&
     isFiniteNumber(o.aliveTs)

@@ -27,11 +27,19 @@ export interface InhibitState {
   inhibited: boolean;
   /** Which sources say so: `file <path>`, `topic <topic>`. */
   sources: string[];
+  /**
+   * Sources whose state cannot be read now: `topic <topic>` until the engine's subscription to it
+   * is in place (the broker was not reached since the start). Such a source does not inhibit; see
+   * topicSubscribed().
+   */
+  unknown: string[];
 }
 
 export class Inhibit {
   private fileOn = false;
   private topicOn = false;
+  /** The subscription to the topic was granted at least once since start (its retained state came with it). */
+  private topicKnown = false;
   private timer: TimerHandle | undefined;
   private running = false;
 
@@ -59,6 +67,20 @@ export class Inhibit {
     return this.state();
   }
 
+  /**
+   * The subscription to the inhibit topic was granted: from now on its state is known (the retained
+   * message, if any, is delivered with the subscription; none means no inhibit).
+   *
+   * The choice while it is unknown (the broker unreachable since the start): actions are NOT held
+   * back, and each action record says the inhibit state was unknown. A heating room wins over a
+   * maintenance flag nobody can read; an operator who must be sure uses the inhibit file, which is
+   * always readable. Once known, a state survives a lost connection: an `on` read before the broker
+   * went away still holds actions back until the broker says otherwise.
+   */
+  topicSubscribed(): void {
+    this.topicKnown = true;
+  }
+
   /** A message on the inhibit topic (retained on subscribe, then every change). */
   topicMessage(payload: Buffer | string): void {
     const on = parseInhibitPayload(payload);
@@ -71,7 +93,8 @@ export class Inhibit {
     const sources: string[] = [];
     if (this.fileOn) sources.push(`file ${this.opts.file}`);
     if (this.topicOn) sources.push(`topic ${this.opts.topic}`);
-    return { inhibited: sources.length > 0, sources };
+    const unknown = this.opts.topic !== undefined && !this.topicKnown && !this.topicOn ? [`topic ${this.opts.topic}`] : [];
+    return { inhibited: sources.length > 0, sources, unknown };
   }
 
   private checkFile(): void {

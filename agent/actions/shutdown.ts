@@ -34,6 +34,12 @@ export interface ShutdownDeps {
   record: (e: ShutdownRecord) => void;
   clock: Clock;
   logger: Logger;
+  /**
+   * Whether a maintenance inhibit holds actions back now (its sources), undefined when not. Looked at
+   * before every step: an operator who sees a shutdown start on a false alarm stops the rest of the
+   * sequence by setting the inhibit (file or topic). What was already asked stays asked.
+   */
+  held?: () => string | undefined;
 }
 
 export interface GroupReport {
@@ -52,6 +58,8 @@ export interface ShutdownReport {
   final: ActionResult[];
   /** The agent stopped mid-sequence: later groups were not asked and the final hooks did not run. */
   aborted: boolean;
+  /** A maintenance inhibit stopped the sequence before this step (what it said), the later steps did not run. */
+  inhibited?: { step: string; sources: string };
 }
 
 /** Outcomes that count as "this host is going down" (or, in a test, "would go down"). */
@@ -96,23 +104,32 @@ export async function runShutdown(ctx: ActionContext, deps: ShutdownDeps, signal
     hostSyncS: config.hostSyncS,
   });
 
+  // The operator's brake: an inhibit set while the sequence runs stops it before the next step.
+  const stopped = (step: string): boolean => {
+    if (signal.aborted || report.inhibited) return true;
+    const sources = deps.held?.();
+    if (sources === undefined) return false;
+    report.inhibited = { step, sources };
+    return true;
+  };
+
   // 1. Failover: each hook to its end (or its deadline) before the next, and all before any host.
   // A failed or timed-out failover is recorded but does not stop the shutdown: the heat does not
   // wait for the other site, and hosts powered off late are the outage this exists to prevent.
   for (const hook of config.failover) {
-    if (signal.aborted) break;
+    if (stopped(`failover hook ${hook.name}`)) break;
     report.failover.push(await runOneHook('failover', hook, ctx, deps, signal, record));
   }
 
   // 2. Groups, in order.
   for (const group of config.groups) {
-    if (signal.aborted) break;
+    if (stopped(`group ${group.name}`)) break;
     report.groups.push(await runGroup(group, ctx, deps, signal, record));
   }
 
   // 3. Final hooks, unless the agent is stopping.
   for (const hook of config.final) {
-    if (signal.aborted) break;
+    if (stopped(`final hook ${hook.name}`)) break;
     report.final.push(await runOneHook('final', hook, ctx, deps, signal, record));
   }
 
@@ -124,7 +141,18 @@ export async function runShutdown(ctx: ActionContext, deps: ShutdownDeps, signal
   const summary = Object.entries(byStatus)
     .map(([s, hosts]) => `${s}: ${hosts.join(', ')}`)
     .join('; ');
-  if (report.aborted) {
+  if (report.inhibited && !report.aborted) {
+    const asked = new Set(report.groups.map((g) => g.name));
+    const notAsked = config.groups.filter((g) => !asked.has(g.name)).map((g) => g.name);
+    const finalNotRun = config.final.slice(report.final.length).map((h) => h.name);
+    record('inhibited', `shutdown sequence stopped before ${report.inhibited.step}: maintenance inhibit (${report.inhibited.sources})${notAsked.length ? `; groups not asked: ${notAsked.join(', ')}` : ''}${finalNotRun.length ? `; final hooks not run: ${finalNotRun.join(', ')}` : ''}${summary ? ` (${summary})` : ''}`, {
+      step: 'sequence',
+      durationMs: clock.monoMs() - t0,
+      hosts: byStatus,
+      inhibitedBefore: report.inhibited.step,
+      notAsked,
+    });
+  } else if (report.aborted) {
     const skipped = config.final.map((h) => h.name);
     record('skipped', `shutdown sequence stopped: the agent is stopping (${summary || 'no host asked'})${skipped.length ? `; final hooks not run: ${skipped.join(', ')}` : ''}`, {
       step: 'sequence',
