@@ -240,7 +240,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
   }
 
   /**
-   * The list, in start order: the recorder; the outbox (nothing is read before there is somewhere to
+   * The list, in start order: the HTTP endpoint; the clock watch; the recorder; the outbox (nothing is read before there is somewhere to
    * put it, and it never refuses to start); its consumers; acquisition; the detector's clock.
    */
   private async build(): Promise<Component[]> {
@@ -252,6 +252,9 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       const sensorPoints = this.config.zones.flatMap((z) => z.sensors);
       list.push(new HttpServer(this.config.http, { view: this.view(), sensorPoints, clock: this.clock, logger: this.log.child({ component: 'http' }) }));
     }
+    // Before the outbox, the action engine and acquisition: records, the resume of an incident after a
+    // restart and the first samples must already know whether the wall clock can be trusted.
+    list.push(this.clockWatch);
     const recordFile = this.deps.recordFile;
     if (recordFile) {
       // Never blocks and never rejects: a trace that cannot be written is reported by the recorder.
@@ -293,6 +296,7 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         ...(this.deps.actionsDryRun ? { dryRun: true } : {}),
         ...(this.config.outputs?.mqtt ? { mqtt: this.config.outputs.mqtt } : {}),
         zoneStatus: (zone) => this.detector.status().find((z) => z.zone === zone),
+        clockSynced: () => this.clockWatch.synced,
       });
       this.on('detection', (e) => engine.onDetection(e));
       this.engine = engine;
@@ -306,8 +310,6 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
       },
       stop: async () => undefined,
     });
-    // Before acquisition: the first samples must already know whether the clock can be trusted.
-    list.push(this.clockWatch);
     list.push(...this.acquisition);
     list.push(this.timers());
     list.push(...(this.deps.parts ?? []));

@@ -48,6 +48,7 @@ import { NAME_PATTERN } from './host-protocol.js';
 import { TransportRegistry } from './transports.js';
 import type { ActionContext, ActionResult } from './types.js';
 import { runWebhook, safeUrl } from './webhook.js';
+import { elapsedSince, readBootMark, type BootMark } from '../service/boot.js';
 
 /** An event older than this (wall time) is never acted on. */
 export const MAX_EVENT_AGE_MS = 2 * 60_000;
@@ -81,6 +82,10 @@ export interface ActionEngineDeps {
    * and to see a refused critical level reach quorum without a new event (evidence needed for that).
    */
   zoneStatus?: (zone: string) => { level: Level; blind: boolean; evidence?: ZoneLevelEvent['evidence'] } | undefined;
+  /** False while the wall clock is not known to be right (a Pi without an RTC before NTP). Default: true. */
+  clockSynced?: () => boolean;
+  /** This boot's id and uptime (service/boot.ts); a seam for tests. */
+  boot?: () => BootMark | undefined;
   /** Seams for tests. */
   runShutdown?: (ctx: ActionContext, deps: ShutdownDeps, signal: AbortSignal) => Promise<ShutdownReport>;
   connectMqtt?: (url: string, opts: IClientOptions) => MqttClient;
@@ -230,14 +235,24 @@ export class ActionEngine implements Component {
       this.emit({ action: 'incident', status: 'failed', message: asError(err).message });
     }
     const now = this.deps.clock.wallMs();
+    const boot = this.bootMark();
+    const clockSynced = this.deps.clockSynced?.() ?? true;
     let dropped = this.store.dropped.length > 0;
     for (const id of this.store.dropped) {
       this.emit({ action: 'incident', status: 'failed', message: `incident state ${this.store.path}: malformed entry ${id} dropped (a new escalation of its zone is a new incident)` });
     }
     for (const inc of loaded) {
-      if (now - inc.aliveTs > RESUME_WINDOW_MS) {
+      // How long the agent was down: exact within one boot (uptime); after a reboot only a synchronised
+      // wall clock tells, since a Pi without an RTC restores a saved time (a power cut of hours would
+      // look like seconds, and the old incident would hold back the actions of a new failure).
+      const downMs = elapsedSince({ wallMs: inc.aliveTs, ...(inc.aliveBoot ? { boot: inc.aliveBoot } : {}) }, { wallMs: now, ...(boot ? { boot } : {}), clockSynced });
+      if (downMs === undefined || downMs > RESUME_WINDOW_MS) {
         dropped = true;
-        this.emit({ action: 'incident', status: 'closed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} closed: the agent was down for longer than ${RESUME_WINDOW_MS / 60_000} min; a new escalation is a new incident` });
+        const why =
+          downMs === undefined
+            ? 'the agent restarted after a reboot (or a clock step) with a wall clock not known to be synchronised, so how long it was down is unknown'
+            : `the agent was down for longer than ${RESUME_WINDOW_MS / 60_000} min`;
+        this.emit({ action: 'incident', status: 'closed', zone: inc.zone, incident: inc.id, message: `incident ${inc.id} closed: ${why}; a new escalation is a new incident`, detail: { downMs: downMs ?? null } });
         continue;
       }
       // Levels cut short by the stop or crash are due again (IncidentState.completed).
@@ -261,12 +276,23 @@ export class ActionEngine implements Component {
     }
   }
 
+  private bootMark(): BootMark | undefined {
+    return (this.deps.boot ?? readBootMark)();
+  }
+
+  private markAlive(inc: IncidentState, wallMs: number, boot: BootMark | undefined): void {
+    inc.aliveTs = wallMs;
+    if (boot) inc.aliveBoot = boot;
+    else delete inc.aliveBoot;
+  }
+
   private scheduleAlive(): void {
     this.aliveTimer = this.deps.clock.setTimeout(() => {
       if (!this.running) return;
       if (this.incidents.size > 0) {
         const now = this.deps.clock.wallMs();
-        for (const i of this.incidents.values()) i.aliveTs = now;
+        const boot = this.bootMark();
+        for (const i of this.incidents.values()) this.markAlive(i, now, boot);
         this.save();
       }
       this.scheduleAlive();
@@ -289,13 +315,14 @@ export class ActionEngine implements Component {
     let inc = this.incidents.get(e.zone);
     if (!inc) {
       inc = { id: newIncidentId(e.zone, e.ts), zone: e.zone, startedTs: e.ts, highest: e.level, handled: [], completed: [], fired: [], aliveTs: this.deps.clock.wallMs() };
+      this.markAlive(inc, inc.aliveTs, this.bootMark());
       this.incidents.set(e.zone, inc);
       this.emit({ action: 'incident', status: 'opened', zone: e.zone, incident: inc.id, message: `incident ${inc.id} opened: zone ${e.zone} ${e.level}: ${e.reason}` });
     } else if (levelRank(e.level) > levelRank(inc.highest)) {
       this.emit({ action: 'incident', status: 'escalated', zone: e.zone, incident: inc.id, message: `incident ${inc.id}: zone ${e.zone} ${inc.highest} → ${e.level}: ${e.reason}` });
     }
     if (levelRank(e.level) > levelRank(inc.highest)) inc.highest = e.level;
-    inc.aliveTs = this.deps.clock.wallMs();
+    this.markAlive(inc, this.deps.clock.wallMs(), this.bootMark());
 
     const runs: Array<{ level: Level; policies: number[] }> = [];
     let refused = false;

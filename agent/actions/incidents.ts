@@ -7,6 +7,7 @@
  * its shutdown (the hosts already asked are asked again; a second power-off request is harmless,
  * groups never asked are the outage).
  */
+import type { BootMark } from '../service/boot.js';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -35,6 +36,8 @@ export interface IncidentState {
   fired: number[];
   /** Wall ms the agent last knew the incident open (refreshed while it runs): decides a resume after restart. */
   aliveTs: number;
+  /** The boot and uptime at aliveTs: within one boot, how long the agent was down whatever the wall clock did. */
+  aliveBoot?: BootMark;
 }
 
 /** `row-a-20261130T010203Z-3f9c1a`: the zone, when it started, and randomness against a restart in the same second. */
@@ -59,7 +62,8 @@ function isIncident(i: unknown): i is IncidentState {
     (o.completed === undefined || (Array.isArray(o.completed) && o.completed.every((l) => LEVELS.includes(l)))) &&
     Array.isArray(o.fired) &&
     o.fired.every((n) => Number.isInteger(n) && (n as number) >= 0) &&
-    isFiniteNumber(o.aliveTs)
+    isFiniteNumber(o.aliveTs) &&
+    (o.aliveBoot === undefined || (typeof o.aliveBoot === 'object' && o.aliveBoot !== null && typeof (o.aliveBoot as BootMark).bootId === 'string' && isFiniteNumber((o.aliveBoot as BootMark).uptimeMs)))
   );
 }
 

@@ -79,7 +79,7 @@ describe('agent lifecycle', () => {
     await agent.start();
     await log.next(batchOf('r1', 'good'), 10_000, 'r1 before the restart');
     const parts = [...agent.parts];
-    expect(parts).toEqual(['outbox', 'announce', 'clock-watch', 'bus:l', 'timers']);
+    expect(parts).toEqual(['clock-watch', 'outbox', 'announce', 'bus:l', 'timers']);
     await agent.stop();
     expect(agent.outboxStats()).toBeUndefined();
     await agent.start();
@@ -168,7 +168,7 @@ describe('agent lifecycle', () => {
     writeFileSync(userFile, 'rackguard\n');
     await agent.start();
     await log.next(batchOf('r1', 'good'), 10_000, 'r1 after the retried start');
-    expect(agent.parts).toEqual(['outbox', 'sink:mqtt', 'announce', 'clock-watch', 'bus:l', 'timers']);
+    expect(agent.parts).toEqual(['clock-watch', 'outbox', 'sink:mqtt', 'announce', 'bus:l', 'timers']);
     expect(agent.outboxStats()?.state).toBe('open');
   });
 });

@@ -62,4 +62,93 @@ actions:
     expect(records.filter((r) => r.action === 'page').map((r) => r.status)).toEqual(['dry-run']);
     expect(records.find((r) => r.action === 'incident' && r.status === 'failed')?.message).toContain('malformed entry za-old dropped');
   });
+
+  describe('resume after a restart: how long the agent was down', () => {
+    const MIN = 60_000;
+    function configFor(dir: string) {
+      return parseConfig(
+        `version: 1
+buses:
+  - id: l
+    type: serial
+    path: /dev/null
+    devices:
+      - { id: r1, unitId: 1, profile: xy-md02 }
+      - { id: r2, unitId: 2, profile: xy-md02 }
+zones:
+  - { id: za, sensors: [r1.temperature, r2.temperature] }
+actions:
+  stateDir: state
+  policies:
+    - level: critical
+      actions: [{ kind: exec, name: shutdown-room, argv: [/bin/true] }]
+`,
+        join(dir, 'c.yaml'),
+        { baseDir: dir },
+      );
+    }
+    const sensor = (pointId: string) => ({ pointId, tempC: 34, status: 'good', rateShortCPerMin: 3, rateLongCPerMin: 2, etaCriticalS: 20, flags: ['critical_eta'] });
+    const evidence = { sensors: [sensor('r1.temperature'), sensor('r2.temperature')], chillers: [], agreeingAlarm: 2, agreeingCritical: 2, k: 2, etaCriticalS: 20 };
+
+    /**
+     * A first run handles `critical` (the room's shutdown) and stops; a second starts with the given wall
+     * clock, boot and clock state, and the zone goes critical again. Returns the second run's records.
+     */
+    async function restart(second: { wallShiftMs: number; bootId: string; uptimeMs: number; clockSynced: boolean }): Promise<ActionEvent[]> {
+      const dir = mkdtempSync(join(tmpdir(), 'rackguard-incidents-'));
+      dirs.push(dir);
+      mkdirSync(join(dir, 'state'));
+      const config = configFor(dir);
+      const clock = new VirtualClock({ startWallMs: Date.UTC(2026, 10, 30, 2) });
+      const firstRecords: ActionEvent[] = [];
+      const first = new ActionEngine(config.actions!, { clock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (e) => firstRecords.push(e), dryRun: true, boot: () => ({ bootId: 'boot-a', uptimeMs: 3_600_000 }), clockSynced: () => true });
+      await first.start();
+      first.onDetection({ kind: 'zone_level', zone: 'za', from: 'alarm', level: 'critical', reason: 'to critical', mono: clock.monoMs(), ts: clock.wallMs(), evidence });
+      for (let i = 0; i < 50 && !firstRecords.some((r) => r.action === 'shutdown-room'); i++) await settle();
+      await settle();
+      expect(firstRecords.map((r) => `${r.action}:${r.status}`)).toContain('shutdown-room:dry-run');
+      await first.stop();
+
+      clock.stepWall(second.wallShiftMs);
+      const records: ActionEvent[] = [];
+      const engine = new ActionEngine(config.actions!, { clock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (e) => records.push(e), dryRun: true, boot: () => ({ bootId: second.bootId, uptimeMs: second.uptimeMs }), clockSynced: () => second.clockSynced });
+      engines.push(engine);
+      await engine.start();
+      engine.onDetection({ kind: 'zone_level', zone: 'za', from: 'alarm', level: 'critical', reason: 'to critical', mono: clock.monoMs(), ts: clock.wallMs(), evidence });
+      await settle();
+      return records;
+    }
+    const ranAgain = (records: ActionEvent[]): boolean => records.some((r) => r.action === 'shutdown-room');
+    const status = (records: ActionEvent[]): string | undefined => records.find((r) => r.action === 'incident')?.status;
+
+    it('same boot, 2 min later by uptime: the incident resumes and the shutdown is not repeated, whatever the wall clock did', async () => {
+      const r = await restart({ wallShiftMs: -3 * 3_600_000, bootId: 'boot-a', uptimeMs: 3_600_000 + 2 * MIN, clockSynced: false });
+      expect(status(r)).toBe('resumed');
+      expect(ranAgain(r)).toBe(false);
+    });
+
+    it('same boot, 30 min later by uptime although the wall clock says 1 min: closed, and the new failure is acted on', async () => {
+      const r = await restart({ wallShiftMs: 1 * MIN, bootId: 'boot-a', uptimeMs: 3_600_000 + 30 * MIN, clockSynced: false });
+      expect(status(r)).toBe('closed');
+      expect(ranAgain(r)).toBe(true);
+    });
+
+    it('after a reboot on an unsynchronised clock (fake-hwclock restored a time just after the old one): closed as unknown, and acted on', async () => {
+      const r = await restart({ wallShiftMs: 1 * MIN, bootId: 'boot-b', uptimeMs: 40_000, clockSynced: false });
+      expect(status(r)).toBe('closed');
+      expect(records0(r)).toContain('not known to be synchronised');
+      expect(ranAgain(r)).toBe(true);
+    });
+
+    it('after a reboot on a synchronised clock: the wall clock decides (2 min: resumed; 20 min: closed)', async () => {
+      const soon = await restart({ wallShiftMs: 2 * MIN, bootId: 'boot-b', uptimeMs: 40_000, clockSynced: true });
+      expect(status(soon)).toBe('resumed');
+      expect(ranAgain(soon)).toBe(false);
+      const late = await restart({ wallShiftMs: 20 * MIN, bootId: 'boot-b', uptimeMs: 40_000, clockSynced: true });
+      expect(status(late)).toBe('closed');
+      expect(ranAgain(late)).toBe(true);
+    });
+
+    const records0 = (records: ActionEvent[]): string => records.find((r) => r.action === 'incident')?.message ?? '';
+  });
 });
