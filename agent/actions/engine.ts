@@ -50,7 +50,7 @@ import type { ActionContext, ActionResult } from './types.js';
 import { runWebhook, safeUrl } from './webhook.js';
 import { elapsedSince, readBootMark, type BootMark } from '../service/boot.js';
 
-/** An event older than this (wall time) is never acted on. */
+/** An event older than this (monotonic time since its evaluation) is never acted on. */
 export const MAX_EVENT_AGE_MS = 2 * 60_000;
 /**
  * An incident persisted by a previous run is resumed only if that run knew it open less than this
@@ -176,7 +176,9 @@ export class ActionEngine implements Component {
   }
 
   private judge(e: DetectorEvent): void {
-    const ageMs = this.deps.clock.wallMs() - e.ts;
+    // Monotonic: a wall-clock step (NTP on a Pi without an RTC, weeks at a time) between the evaluation
+    // and this moment must neither make a fresh event look weeks old nor an old one fresh.
+    const ageMs = this.deps.clock.monoMs() - e.mono;
     if (ageMs > MAX_EVENT_AGE_MS) {
       this.deps.logger.warn({ zone: e.zone, event: e.kind, ageMs }, 'detector event too old to act on; ignored');
       return;

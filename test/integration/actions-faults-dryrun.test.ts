@@ -75,7 +75,7 @@ afterAll(async () => {
 function lvl(from: Level, level: Level): DetectorEvent {
   const crit = level === 'critical' ? 2 : 0;
   const s = (id: string) => ({ pointId: id, tempC: 36, status: 'good', rateShortCPerMin: 2, rateLongCPerMin: 1, etaCriticalS: 0, flags: crit ? ['alarm_temp', 'critical_temp'] : [] });
-  return { kind: 'zone_level', zone: 'za', from, level, reason: `to ${level}`, mono: 0, ts: Date.now(), evidence: { sensors: [s('r1.temperature'), s('r2.temperature')], chillers: [], agreeingAlarm: 2, agreeingCritical: crit, k: 2, etaCriticalS: 0 } };
+  return { kind: 'zone_level', zone: 'za', from, level, reason: `to ${level}`, mono: performance.now(), ts: Date.now(), evidence: { sensors: [s('r1.temperature'), s('r2.temperature')], chillers: [], agreeingAlarm: 2, agreeingCritical: crit, k: 2, etaCriticalS: 0 } };
 }
 
 describe('dry run on real parts', () => {

@@ -68,7 +68,7 @@ ${opts.runShutdown ? `  shutdown:\n    failover: [{ kind: exec, name: drain, arg
 const sensor = (id: string, status: string, flags: string[]): SensorEvidence => ({ pointId: id, tempC: 30, status, rateShortCPerMin: 2, rateLongCPerMin: 1, etaCriticalS: 60, flags });
 
 /** A zone_level event; `crit` sensors good and flagged critical, `staleCrit` flagged but stale. */
-function lvl(from: Level, level: Level, o: { crit?: number; staleCrit?: number; k?: number; agreeing?: number; ts?: number } = {}): DetectorEvent {
+function lvl(from: Level, level: Level, o: { crit?: number; staleCrit?: number; k?: number; agreeing?: number; ts?: number; mono?: number } = {}): DetectorEvent {
   const crit = o.crit ?? (level === 'critical' ? 2 : 0);
   const sensors = [
     ...Array.from({ length: crit }, (_, i) => sensor(`r${i + 1}.temperature`, 'good', ['alarm_temp', 'critical_temp'])),
@@ -80,7 +80,7 @@ function lvl(from: Level, level: Level, o: { crit?: number; staleCrit?: number; 
     from,
     level,
     reason: `to ${level}`,
-    mono: 0,
+    mono: o.mono ?? performance.now(),
     ts: o.ts ?? Date.now(),
     evidence: { sensors, chillers: [], agreeingAlarm: crit, agreeingCritical: o.agreeing ?? crit + (o.staleCrit ?? 0), k: o.k ?? 2, etaCriticalS: 60 },
   };
@@ -172,11 +172,19 @@ describe('action engine', () => {
     expect(s.records.find((r) => r.action === 'failover')!.message).toMatch(/blind/);
   });
 
-  it('an event older than 2 minutes is not acted on', async () => {
+  it('an event older than 2 minutes (monotonic) is not acted on', async () => {
     const s = setup();
     const eng = await started(s.make);
-    eng.onDetection(lvl('normal', 'warning', { ts: Date.now() - MAX_EVENT_AGE_MS - 1000 }));
+    eng.onDetection(lvl('normal', 'warning', { mono: performance.now() - MAX_EVENT_AGE_MS - 1000 }));
     eng.onDetection(lvl('normal', 'warning'));
+    await settle(s.records, 1, done);
+    expect(s.marks()).toHaveLength(1);
+  });
+
+  it('a fresh event stamped before a wall-clock step (NTP moved the clock two weeks on) is acted on', async () => {
+    const s = setup();
+    const eng = await started(s.make);
+    eng.onDetection(lvl('normal', 'warning', { ts: Date.now() - 14 * 86_400_000 }));
     await settle(s.records, 1, done);
     expect(s.marks()).toHaveLength(1);
   });

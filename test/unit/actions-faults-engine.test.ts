@@ -33,7 +33,7 @@ function script(dir: string, name: string, body: string): string {
 /** A zone_level event with `crit` good sensors flagged critical (quorum for k = 2). */
 function lvl(from: Level, level: Level, crit = level === 'critical' ? 2 : 0): DetectorEvent {
   const s = (id: string) => ({ pointId: id, tempC: 36, status: 'good', rateShortCPerMin: 2, rateLongCPerMin: 1, etaCriticalS: 0, flags: ['alarm_temp', 'critical_temp'] });
-  return { kind: 'zone_level', zone: 'za', from, level, reason: `to ${level}`, mono: 0, ts: Date.now(), evidence: { sensors: Array.from({ length: crit }, (_, i) => s(`r${i + 1}.temperature`)), chillers: [], agreeingAlarm: crit, agreeingCritical: crit, k: 2, etaCriticalS: 0 } };
+  return { kind: 'zone_level', zone: 'za', from, level, reason: `to ${level}`, mono: performance.now(), ts: Date.now(), evidence: { sensors: Array.from({ length: crit }, (_, i) => s(`r${i + 1}.temperature`)), chillers: [], agreeingAlarm: crit, agreeingCritical: crit, k: 2, etaCriticalS: 0 } };
 }
 
 function setup(policies: string, shutdown = '') {
