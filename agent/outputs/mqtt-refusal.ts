@@ -50,7 +50,8 @@ export class RejectedError extends RackguardError {
 
 /** The event a skipped record becomes; undefined for a refused refusal notice (it would loop forever). */
 export function rejectionNotice(rec: OutboxRecord, msgs: readonly MqttMessage[], topic: string, reasonCode: number | undefined, why: string, wallMs: number): { message: string; notice: OutputNotice | undefined } {
-  const bytes = Math.max(0, ...msgs.map((m) => Buffer.byteLength(m.payload)));
+  const refused = msgs.filter((m) => m.topic === topic);
+  const bytes = Math.max(0, ...(refused.length > 0 ? refused : msgs).map((m) => Buffer.byteLength(m.payload)));
   const e = rec.entry;
   const what = e.type === 'sample' ? `sample of ${e.sample.pointId}` : `${e.event.kind} event`;
   const message = `MQTT publish to ${topic} skipped (${what}, ${bytes} bytes): ${why}`;
@@ -78,6 +79,21 @@ export class RefusalPolicy {
   private readonly strikes = new Map<number, number>();
   /** Records up to this seq are sent one at a time (see the file comment). */
   private probeThroughSeq = 0;
+  /** Per record, the topics given up on (reported): its other messages are still delivered. */
+  private readonly skippedTopics = new Map<number, Set<string>>();
+
+  /** The record's message to `topic` is given up on (and was reported); the rest of it still goes. */
+  skipTopic(seq: number, topic: string): void {
+    const set = this.skippedTopics.get(seq) ?? new Set<string>();
+    set.add(topic);
+    this.skippedTopics.set(seq, set);
+    this.rejectAttempts.delete(seq);
+    this.strikes.delete(seq);
+  }
+
+  isSkipped(seq: number, topic: string): boolean {
+    return this.skippedTopics.get(seq)?.has(topic) ?? false;
+  }
 
   /** Counts one refusal of `seq`; true when it may be tried again. */
   retryAfterRejection(seq: number, reasonCode: number | undefined): { retry: boolean; attempts: number } {
@@ -94,6 +110,7 @@ export class RefusalPolicy {
   delivered(seq: number): void {
     this.rejectAttempts.delete(seq);
     this.strikes.delete(seq);
+    this.skippedTopics.delete(seq);
   }
 
   /** Whether records after `cursor` must go one at a time. */
@@ -123,6 +140,7 @@ export class RefusalPolicy {
   reset(): void {
     this.rejectAttempts.clear();
     this.strikes.clear();
+    this.skippedTopics.clear();
     this.probeThroughSeq = 0;
   }
 }

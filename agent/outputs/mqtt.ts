@@ -168,15 +168,17 @@ export class MqttSink implements Component {
     // The drain may have ended in a dropped link (then this.conn is already cleared).
     if (conn && this.conn === conn) {
       this.conn = undefined;
-      this.closeConnection(conn, new RackguardError('E_MQTT_DISCONNECTED', 'mqtt sink stopped'));
       try {
         if (conn.connected) {
           await withTimeout(conn.client.publishAsync(this.statusTopic, stoppedStatus(this.clock.wallMs()), { qos: 1, retain: true }), stepMs, this.clock, 'publish offline status');
+          // Its PUBACK came after those of the records in the window: it confirms them (./mqtt-window.ts).
+          this.guard('confirm', () => conn.window?.confirm());
           await withTimeout(conn.client.endAsync(false), stepMs, this.clock, 'disconnect');
         }
       } catch (err) {
         this.log.warn({ err: asError(err).message }, 'mqtt: clean disconnect failed; closing');
       } finally {
+        this.closeConnection(conn, new RackguardError('E_MQTT_DISCONNECTED', 'mqtt sink stopped'));
         conn.connected = false;
         conn.client.removeAllListeners();
         // A client ended while still connecting can still report a connack timeout: an 'error' with no
@@ -260,6 +262,10 @@ export class MqttSink implements Component {
       this.lastError = err.message;
       this.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'mqtt connection error');
     });
+    // Any packet from the broker confirms the records acknowledged before it (./mqtt-window.ts).
+    client.on('packetreceive', () => {
+      if (this.conn === conn) this.guard('confirm', () => conn.window?.confirm());
+    });
     client.on('close', () => {
       if (this.conn === conn) this.guard('close', () => this.dropConnection(conn, 'connection closed'));
     });
@@ -337,6 +343,9 @@ export class MqttSink implements Component {
         this.published += n;
       },
       guard: (what, fn) => this.guard(what, fn),
+      requestConfirmation: () => {
+        if (this.conn === conn && conn.connected) conn.client.sendPing();
+      },
     });
   }
 
@@ -395,13 +404,28 @@ export class MqttSink implements Component {
   private noteStrike(conn: Connection): void {
     const window = conn.window;
     const head = window?.head;
-    if (!conn.verified || !window || !head || head.done) return;
+    // A head that is done was acknowledged but never confirmed: the connection died right after its
+    // PUBACK, which is how mosquitto 2.0 answers a publish it refuses under MQTT 3.1.1.
+    if (!conn.verified || !window || !head) return;
     const verdict = this.refusals.connectionLost(window.size, head.rec.seq, this.deps.outbox.cursorOf(this.cursor), window.lastRead);
     if (!verdict.skip) return;
-    window.skipHead(
-      head.msgs[0]?.topic ?? '?',
-      `the connection was lost ${verdict.strikes} times in a row while this publish, sent alone, awaited its acknowledgement (last connection error: ${this.lastError ?? 'none'}; a broker limit such as message_size_limit or max_packet_size?)`,
-    );
+    const why = head.done
+      ? `the broker acknowledged this publish, sent alone, and then closed the connection, ${verdict.strikes} times in a row: it refused it (an ACL denial or a size limit such as message_size_limit; MQTT ${this.config.protocolVersion === 5 ? '5' : '3.1.1 has no reason code for it'})`
+      : `the connection was lost ${verdict.strikes} times in a row while this publish, sent alone, awaited its acknowledgement (last connection error: ${this.lastError ?? 'none'}; a broker limit such as message_size_limit or max_packet_size?)`;
+    window.skipHead(this.suspectTopic(head), why);
+  }
+
+  /**
+   * Which message of a record the broker died on. Under MQTT 3.1.1 mosquitto acknowledges a refused
+   * publish and then closes: the last message acknowledged. Under MQTT 5 a refusal has a reason code,
+   * so a death is the first message left unanswered (mosquitto's 0x95 PUBACK for an oversized payload
+   * is invalid for mqtt.js, which closes the connection on it).
+   */
+  private suspectTopic(slot: WindowSlot): string {
+    const unanswered = slot.msgs.filter((m) => slot.pending.includes(m));
+    const answered = slot.msgs.filter((m) => !slot.pending.includes(m));
+    const m = this.config.protocolVersion === 5 ? (unanswered[0] ?? answered.at(-1)) : (answered.at(-1) ?? unanswered[0]);
+    return m?.topic ?? '?';
   }
 
   private skip(slot: WindowSlot, topic: string, reasonCode: number | undefined, why: string): void {
