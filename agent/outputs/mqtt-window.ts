@@ -38,6 +38,8 @@ export interface WindowSlot {
   msgs: MqttMessage[];
   /** Messages not acknowledged yet: a retry after a refusal sends only these. */
   pending: MqttMessage[];
+  /** Messages sent at least once (not superseded, not given up on before sending). */
+  sent: MqttMessage[];
   done: boolean;
   /** Acknowledged and then confirmed by a later packet of the same connection (see the file comment). */
   confirmed: boolean;
@@ -90,6 +92,8 @@ export interface DeliveryWindowDeps {
    * (a PINGREQ) so that its answer confirms them (the sink then calls confirm()).
    */
   requestConfirmation(): void;
+  /** A record's publishes were acknowledged and confirmed (the sink keeps the newest retained states). */
+  confirmed?(slot: WindowSlot): void;
 }
 
 export class DeliveryWindow {
@@ -140,7 +144,7 @@ export class DeliveryWindow {
         this.readAfter = rec.seq;
         // A message given up on earlier (reported) is not sent again; the record's others still are.
         const msgs = this.deps.messagesFor(rec).filter((m) => !this.deps.refusals.isSkipped(rec.seq, m.topic));
-        const slot: WindowSlot = { rec, msgs, pending: [...msgs], done: false, confirmed: false, live: true, attempt: 0 };
+        const slot: WindowSlot = { rec, msgs, pending: [...msgs], sent: [], done: false, confirmed: false, live: true, attempt: 0 };
         this.slots.push(slot);
         this.send(slot);
       }
@@ -172,6 +176,7 @@ export class DeliveryWindow {
       if (s.done && !s.confirmed) {
         s.confirmed = true;
         this.deps.refusals.delivered(s.rec.seq);
+        this.deps.confirmed?.(s);
         any = true;
       }
     }
@@ -193,6 +198,7 @@ export class DeliveryWindow {
     slot.pending = slot.pending.filter((m) => !(m.retain && retained.superseded(m.topic, seq)));
     for (const m of slot.pending) if (m.retain) retained.noteSent(m.topic, seq);
     const sent = [...slot.pending];
+    for (const m of sent) if (!slot.sent.includes(m)) slot.sent.push(m);
     const attempt = ++slot.attempt;
     let left = sent.length;
     // The first refusal or failure decides at once, as a broker may close the connection right after
@@ -244,6 +250,7 @@ export class DeliveryWindow {
     // the events topic) still go.
     this.deps.refusals.skipTopic(slot.rec.seq, err.topic);
     slot.pending = slot.pending.filter((m) => m.topic !== err.topic);
+    slot.sent = slot.sent.filter((m) => m.topic !== err.topic);
     if (slot.pending.length > 0) {
       this.send(slot);
       return;

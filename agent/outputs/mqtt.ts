@@ -75,6 +75,21 @@ export interface MqttSinkStats {
 }
 
 const DEFAULT_STATUS_REFRESH_MS = 30_000;
+/** A connection failure that repeats unchanged is logged again once every this many attempts. */
+const CONNECT_FAILURE_LOG_EVERY = 12;
+
+/**
+ * What a client error means, naming the broker. A CONNACK refusal (mqtt.js: "Connection refused: Not
+ * authorized", code 4/5 under MQTT 3.1.1, 0x86/0x87 under MQTT 5) points at the credentials.
+ */
+function describeClientError(err: Error, url: string): string {
+  const code = (err as { code?: unknown }).code;
+  if (/^Connection refused/i.test(err.message)) {
+    const auth = code === 4 || code === 5 || code === 0x86 || code === 0x87 || code === 0x8c;
+    return `broker ${url} refused the connection: ${err.message.replace(/^Connection refused:\s*/i, '')} (CONNACK code ${String(code)})${auth ? '; check the MQTT credentials (usernameFile/passwordFile or RACKGUARD_MQTT_USERNAME/RACKGUARD_MQTT_PASSWORD) and the broker ACL' : ''}`;
+  }
+  return `${url}: ${err.message}`;
+}
 const DEFAULT_STOP_DRAIN_MS = 2000;
 const STOP_PUBLISH_TIMEOUT_MS = 2000;
 /** MQTT 5.0 §3.2.2.3.3: absent Receive Maximum means 65,535. */
@@ -89,6 +104,8 @@ interface Connection {
   /** Our `online` status was acknowledged on it: the link works, records may flow. */
   verified: boolean;
   maxPacketBytes: number | undefined;
+  /** The last client error on this connection (named for the log when it never got online). */
+  error?: string;
 }
 
 export class MqttSink implements Component {
@@ -100,6 +117,13 @@ export class MqttSink implements Component {
   private readonly backoff: ReconnectBackoff;
   private readonly refusals = new RefusalPolicy();
   private readonly retained = new RetainedOrder();
+  /**
+   * The newest retained message the broker confirmed per topic (zone and device states), with its
+   * outbox seq and generation. Republished on every new connection: a broker restarted without
+   * persistence lost them, and one killed between two autosaves brings back an older one (a zone back
+   * at `alarm` after `critical` was acknowledged).
+   */
+  private readonly lastRetained = new Map<string, { seq: number; generation: number; message: MqttMessage }>();
   private conn: Connection | undefined;
   private running = false;
   private options: IClientOptions | undefined;
@@ -109,6 +133,9 @@ export class MqttSink implements Component {
   private skipped = 0;
   private reconnects = 0;
   private lastError: string | undefined;
+  /** Connection attempts failed in a row (never verified), for the rate-limited log. */
+  private connectFailures = 0;
+  private loggedConnectError: string | undefined;
   private readonly onAppended = (): void => this.guard('pump', () => this.conn?.window?.pump());
 
   constructor(
@@ -259,8 +286,11 @@ export class MqttSink implements Component {
       if (this.conn === conn) this.guard('connect', () => this.onConnected(conn, connack));
     });
     client.on('error', (err) => {
-      this.lastError = err.message;
-      this.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'mqtt connection error');
+      this.lastError = describeClientError(err, redactUrl(this.config.url));
+      conn.error = this.lastError;
+      // Logged by dropConnection (once per kind of failure, then as a summary): a broker that refuses
+      // us every few seconds must not fill the journal.
+      this.log.debug({ url: redactUrl(this.config.url), err: err.message, code: (err as { code?: unknown }).code }, 'mqtt connection error');
     });
     // Any packet from the broker confirms the records acknowledged before it (./mqtt-window.ts).
     client.on('packetreceive', () => {
@@ -281,7 +311,10 @@ export class MqttSink implements Component {
         if (this.conn !== conn || !this.running) return;
         conn.verified = true;
         this.backoff.reset();
+        this.connectFailures = 0;
+        this.loggedConnectError = undefined;
         this.scheduleRefresh(conn);
+        this.restoreRetained(conn);
         if (this.config.homeAssistantDiscovery) this.announce(conn);
         this.guard('pump', () => {
           conn.window = this.newWindow(conn);
@@ -318,6 +351,30 @@ export class MqttSink implements Component {
     }, this.deps.statusRefreshMs ?? DEFAULT_STATUS_REFRESH_MS);
   }
 
+  private noteRetainedDelivered(slot: WindowSlot): void {
+    const generation = this.deps.outbox.generation;
+    for (const m of slot.sent) {
+      if (!m.retain) continue;
+      const cur = this.lastRetained.get(m.topic);
+      if (cur && cur.generation === generation && cur.seq > slot.rec.seq) continue;
+      this.lastRetained.set(m.topic, { seq: slot.rec.seq, generation, message: m });
+    }
+  }
+
+  /**
+   * Restores our retained states on a new connection, before any record: what the broker holds may be
+   * nothing (restarted without persistence) or older than what it acknowledged (killed between two
+   * autosaves). The same connection carries the newer records after them, in order, so a newer state
+   * still wins.
+   */
+  private restoreRetained(conn: Connection): void {
+    for (const { message } of this.lastRetained.values()) {
+      this.publishOn(conn, message).catch((err: unknown) => {
+        this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
+      });
+    }
+  }
+
   /** A retained side publish (discovery): logged when it fails, never blocks records. */
   private sideline(conn: Connection, m: MqttMessage): void {
     this.publishOn(conn, m).catch((err: unknown) => {
@@ -343,6 +400,7 @@ export class MqttSink implements Component {
         this.published += n;
       },
       guard: (what, fn) => this.guard(what, fn),
+      confirmed: (slot) => this.noteRetainedDelivered(slot),
       requestConfirmation: () => {
         if (this.conn === conn && conn.connected) conn.client.sendPing();
       },
@@ -387,12 +445,28 @@ export class MqttSink implements Component {
     this.refreshTimer = undefined;
     if (!this.running) return;
     const delay = this.backoff.next();
-    if (wasConnected) this.log.warn({ why, retryInMs: delay }, 'mqtt disconnected; will reconnect');
+    if (wasConnected) this.log.warn({ url: redactUrl(this.config.url), why, err: this.lastError, retryInMs: delay }, 'mqtt disconnected; will reconnect');
+    else this.noteConnectFailure(delay, conn.error);
     this.reconnectTimer = this.clock.setTimeout(() => {
       this.reconnectTimer = undefined;
       this.reconnects++;
       this.connect();
     }, delay);
+  }
+
+  /**
+   * A connection attempt failed (refused, unreachable, CONNACK not authorized): an error naming the
+   * broker the first time, whenever the reason changes, and then once every CONNECT_FAILURE_LOG_EVERY
+   * attempts (about a minute at the default 5 s cap). Never the credentials: only the URL without any
+   * user:password part.
+   */
+  private noteConnectFailure(retryInMs: number, error: string | undefined): void {
+    this.connectFailures++;
+    const err = error ?? 'the connection closed before the broker accepted it';
+    if (this.connectFailures > 1 && err === this.loggedConnectError && this.connectFailures % CONNECT_FAILURE_LOG_EVERY !== 0) return;
+    this.loggedConnectError = err;
+    const url = redactUrl(this.config.url);
+    this.log.error({ url, err, attempts: this.connectFailures, retryInMs }, `mqtt: cannot connect to ${url}: ${err}; retrying in ${retryInMs} ms (attempt ${this.connectFailures})`);
   }
 
   private closeConnection(conn: Connection, err: Error): void {
