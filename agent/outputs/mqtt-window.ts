@@ -240,7 +240,7 @@ export class DeliveryWindow {
   }
 
   private onRefused(slot: WindowSlot, err: RejectedError): void {
-    const { retry, attempts } = this.deps.refusals.retryAfterRejection(slot.rec.seq, err.reasonCode);
+    const { retry, attempts } = this.deps.refusals.retryAfterRejection(slot.rec.seq, err.reasonCode, err.topic);
     if (retry) {
       this.send(slot);
       return;

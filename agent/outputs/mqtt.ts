@@ -34,7 +34,7 @@ import { birthTopic, discoveryMessages, discoveryNodeId, discoveryReaction, ownC
 import { messagesFor, onlineStatus, resolveBaseTopic, statusTopic, stoppedStatus, type MqttMessage } from './mqtt-layout.js';
 import { REASON_NAMES, RefusalPolicy, RejectedError, rejectionNotice } from './mqtt-refusal.js';
 import { DeliveryWindow, RetainedOrder, type WindowSlot } from './mqtt-window.js';
-import type { OutboxRecord, SinkStart } from './outbox.js';
+import type { OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
 
 export type { MqttMessage } from './mqtt-layout.js';
 
@@ -351,8 +351,41 @@ export class MqttSink implements Component {
     }, this.deps.statusRefreshMs ?? DEFAULT_STATUS_REFRESH_MS);
   }
 
+  /**
+   * The messages of a record the window sends: those to a quarantined topic (refused again and again,
+   * ./mqtt-refusal.ts) are skipped unsent and counted, and a topic coming out of quarantine reports
+   * what was skipped meanwhile.
+   */
+  private screened(rec: OutboxRecord): MqttMessage[] {
+    const now = this.clock.monoMs();
+    const out: MqttMessage[] = [];
+    for (const m of this.messagesFor(rec)) {
+      if (this.refusals.isSkipped(rec.seq, m.topic)) continue;
+      const verdict = this.refusals.screen(m.topic, now);
+      if (verdict.skip) {
+        this.skipped++;
+        continue;
+      }
+      if (verdict.skippedUnsent > 0) this.reportUnsent(m.topic, verdict.skippedUnsent);
+      out.push(m);
+    }
+    return out;
+  }
+
+  private reportUnsent(topic: string, count: number): void {
+    const message = `MQTT: ${count} messages to ${topic} were skipped unsent while the topic was quarantined after the broker refused it; sending to it again`;
+    this.log.error({ topic, skippedUnsent: count }, message);
+    this.lastError = message;
+    const notice: OutputNotice = { kind: 'output', code: 'mqtt_publish_rejected', severity: 'error', message, ts: this.clock.wallMs(), detail: { topic, skippedUnsent: count } };
+    // Not for the events topic itself: a refused events topic would report into itself for ever.
+    if (topic !== `${this.base}/events`) this.deps.outbox.appendEvent(notice);
+  }
+
   private noteRetainedDelivered(slot: WindowSlot): void {
     const generation = this.deps.outbox.generation;
+    for (const m of slot.sent) {
+      if (this.refusals.topicAccepted(m.topic)) this.log.warn({ topic: m.topic }, 'mqtt: the broker accepts this topic again; its quarantine is over');
+    }
     for (const m of slot.sent) {
       if (!m.retain) continue;
       const cur = this.lastRetained.get(m.topic);
@@ -388,7 +421,7 @@ export class MqttSink implements Component {
       cursor: this.cursor,
       logger: this.log,
       limit: () => (this.refusals.probing(this.deps.outbox.cursorOf(this.cursor)) ? 1 : this.config.maxInFlight),
-      messagesFor: (rec) => this.messagesFor(rec),
+      messagesFor: (rec) => this.screened(rec),
       publish: (m) => this.publishOn(conn, m),
       refusals: this.refusals,
       retained: this.retained,
@@ -504,7 +537,9 @@ export class MqttSink implements Component {
 
   private skip(slot: WindowSlot, topic: string, reasonCode: number | undefined, why: string): void {
     this.skipped++;
-    const { message, notice } = rejectionNotice(slot.rec, slot.msgs, topic, reasonCode, why, this.clock.wallMs());
+    // The events topic carries every alarm: never quarantined on a guess (one oversized event).
+    const q = this.refusals.gaveUp(topic, this.clock.monoMs(), reasonCode, topic !== `${this.base}/events`);
+    const { message, notice } = rejectionNotice(slot.rec, slot.msgs, topic, reasonCode, why, this.clock.wallMs(), q);
     this.log.error({ topic, reasonCode, seq: slot.rec.seq }, message);
     this.lastError = message;
     if (notice) this.deps.outbox.appendEvent(notice);

@@ -118,5 +118,32 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
       await until(() => outbox.depth('mqtt') === 0, 10_000, 'the cursor past every record');
       expect(sink.stats().skipped).toBe(3);
     });
+
+    it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: a sensor whose topic is denied in every cycle does not hold the others back; its skipped messages are reported and counted`, async () => {
+      const id = ++n;
+      const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, `outbox-${id}.db`), commitIntervalMs: 0 }));
+      outbox.open();
+      // The default reconnect schedule: every connection mosquitto closes on a refusal costs about a second.
+      const sink = new MqttSink(mqttSchema.parse({ url: broker.url, protocolVersion, clientId: `rg-acl-${id}`, usernameFile: undefined }), {
+        outbox,
+        context: context(),
+        logger,
+        env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' },
+      });
+      const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-acl-sub-${id}`, topic: `${BASE}/#`, username: 'watcher', password: 'sub-secret', clean: true });
+      cleanups.push(() => outbox.close());
+      cleanups.push(() => sink.stop());
+      cleanups.push(() => s.stop());
+      await sink.start();
+      const cycles = 30;
+      for (let c = 0; c < cycles; c++) outbox.append([...POINTS.map((p) => sample(p, c)), sample(DENIED_POINT, c)]);
+      // Without a quarantine of the refused topic each of its 30 messages costs about three reconnects.
+      await s.waitFor((m) => POINTS.every((p) => sensorTimes(m, p).length === cycles), 25_000, 'every allowed reading');
+      await until(() => outbox.depth('mqtt') === 0, 10_000, 'the cursor past every record');
+      expect(sink.stats().skipped).toBe(cycles);
+      const r = rejections(s.messages).filter((x) => x.detail.topic === `${BASE}/sensors/${DENIED_POINT}`);
+      expect(r.length).toBeGreaterThanOrEqual(1);
+      expect(r.some((x) => /further messages to this topic are skipped unsent for 60 s/.test(x.message))).toBe(true);
+    });
   }
 });
