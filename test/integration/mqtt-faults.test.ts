@@ -142,6 +142,35 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
     }
   });
 
+  it('broker frozen (SIGSTOP: accepts TCP, never answers): the publish deadline drops the link, reconnects time out and back off; after SIGCONT every record arrives', async () => {
+    const broker = await startMosquitto();
+    cleanups.push(() => broker.cleanup());
+    const { logger, lines } = capturedLogger();
+    const outbox = newOutbox();
+    const sink = sinkOn(outbox, broker.url, logger, { publishTimeoutMs: 500 });
+    const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-stop-sub-${n}`, topic: `${BASE}/sensors/#` });
+    cleanups.push(() => s.stop());
+    await sink.start();
+    for (let c = 0; c < 3; c++) outbox.append(cycle(c));
+    await until(() => outbox.depth('mqtt') === 0, 10_000, 'before the freeze');
+    const pid = broker.process.proc.pid!;
+    process.kill(pid, 'SIGSTOP');
+    let frozen = true;
+    const thaw = (): void => {
+      if (frozen) process.kill(pid, 'SIGCONT');
+      frozen = false;
+    };
+    cleanups.push(thaw);
+    for (let c = 3; c < 10; c++) outbox.append(cycle(c));
+    await until(() => !sink.stats().connected && sink.stats().reconnects >= 2, 20_000, 'the link dropped and reconnects tried');
+    expect(outbox.depth('mqtt')).toBeGreaterThan(0);
+    expect(lines.some((l) => l.includes('cannot connect') && l.includes(String(broker.port)))).toBe(true);
+    thaw();
+    const times = (m: { topic: string; payload: string }[], p: string) => new Set(m.filter((x) => x.topic === `${BASE}/sensors/${p}`).map((x) => (JSON.parse(x.payload) as { tsMs: number }).tsMs));
+    await s.waitFor((m) => POINTS.every((p) => times(m, p).size === 10), 20_000, 'every record after SIGCONT');
+    await until(() => outbox.depth('mqtt') === 0, 10_000, 'cursor caught up');
+  });
+
   it('broker SIGKILLed and restarted without persistence: the retained zone state is restored, the backlog arrives', async () => {
     const broker = await startMosquitto({ extra: ['persistence false'] });
     cleanups.push(() => broker.cleanup());
