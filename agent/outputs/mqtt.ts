@@ -106,6 +106,8 @@ interface Connection {
   maxPacketBytes: number | undefined;
   /** The last client error on this connection (named for the log when it never got online). */
   error?: string;
+  /** Retained states republished on this connection and not yet confirmed by a later packet. */
+  restoring?: { topics: string[]; unacked: number };
 }
 
 export class MqttSink implements Component {
@@ -294,7 +296,9 @@ export class MqttSink implements Component {
     });
     // Any packet from the broker confirms the records acknowledged before it (./mqtt-window.ts).
     client.on('packetreceive', () => {
-      if (this.conn === conn) this.guard('confirm', () => conn.window?.confirm());
+      if (this.conn !== conn) return;
+      if (conn.restoring?.unacked === 0) conn.restoring = undefined;
+      this.guard('confirm', () => conn.window?.confirm());
     });
     client.on('close', () => {
       if (this.conn === conn) this.guard('close', () => this.dropConnection(conn, 'connection closed'));
@@ -401,11 +405,36 @@ export class MqttSink implements Component {
    * still wins.
    */
   private restoreRetained(conn: Connection): void {
-    for (const { message } of this.lastRetained.values()) {
-      this.publishOn(conn, message).catch((err: unknown) => {
-        this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
-      });
+    const entries = [...this.lastRetained.values()];
+    if (entries.length === 0) return;
+    const restoring = { topics: entries.map((e) => e.message.topic), unacked: entries.length };
+    conn.restoring = restoring;
+    for (const entry of entries) {
+      const { message } = entry;
+      this.publishOn(conn, message).then(
+        () => {
+          // All acknowledged: a ping's answer confirms them (the connection outlived them).
+          if (--restoring.unacked === 0 && this.conn === conn && conn.connected) conn.client.sendPing();
+        },
+        (err: unknown) => {
+          // Refused now (the ACL changed): stop restoring it, or every connection would die on it.
+          if (err instanceof RejectedError && this.lastRetained.get(message.topic) === entry) this.lastRetained.delete(message.topic);
+          this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
+        },
+      );
     }
+  }
+
+  /**
+   * The connection died before the states it restored were confirmed: under MQTT 3.1.1 a broker that
+   * now refuses one of them acknowledges it and closes, so they are not restored again (a poisoned
+   * restore would kill every connection). A newer record for the topic restores it again.
+   */
+  private abandonRestore(conn: Connection): void {
+    if (!conn.restoring) return;
+    for (const topic of conn.restoring.topics) this.lastRetained.delete(topic);
+    this.log.warn({ topics: conn.restoring.topics }, 'mqtt: the connection died while retained states were being restored; they will not be restored again');
+    conn.restoring = undefined;
   }
 
   /** A retained side publish (discovery): logged when it fails, never blocks records. */
@@ -467,6 +496,7 @@ export class MqttSink implements Component {
   private dropConnection(conn: Connection, why: string): void {
     const wasConnected = conn.connected;
     if (why !== 'connection closed') this.lastError = why;
+    this.abandonRestore(conn);
     this.noteStrike(conn);
     this.conn = undefined;
     conn.connected = false;

@@ -171,6 +171,30 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
     await until(() => outbox.depth('mqtt') === 0, 10_000, 'cursor caught up');
   });
 
+  it('a retained state the broker refuses after a restart (ACL changed) is not restored again and again: telemetry goes on', async () => {
+    const broker = await startMosquitto({ users: { rg: PASSWORD, watcher: PASSWORD }, acl: ['user rg', 'topic write rackguard/#', 'user watcher', 'topic read #'].join('\n') });
+    cleanups.push(() => broker.cleanup());
+    const { logger } = capturedLogger();
+    const outbox = newOutbox();
+    const userFile = join(dir.path, `ruser-${n}`);
+    const passFile = join(dir.path, `rpass-${n}`);
+    writeFileSync(userFile, 'rg\n');
+    writeFileSync(passFile, `${PASSWORD}\n`);
+    const sink = sinkOn(outbox, broker.url, logger, { usernameFile: userFile, passwordFile: passFile });
+    await sink.start();
+    outbox.append([...cycle(0), zone(0, 'warning', 'alarm')]);
+    await until(() => outbox.depth('mqtt') === 0, 10_000, 'the alarm delivered');
+    // The zone topics are denied from now on.
+    writeFileSync(join(broker.dir, 'acl'), ['user rg', `topic write ${BASE}/sensors/#`, `topic write ${BASE}/status`, `topic write ${BASE}/events`, 'user watcher', 'topic read #', ''].join('\n'));
+    await broker.restart();
+    const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-racl-sub-${n}`, topic: `${BASE}/sensors/#`, clean: true, username: 'watcher', password: PASSWORD });
+    cleanups.push(() => s.stop());
+    for (let c = 1; c < 6; c++) outbox.append(cycle(c));
+    const seen = (m: { topic: string; payload: string }[]) => new Set(m.filter((x) => x.topic === `${BASE}/sensors/rack01.temperature`).map((x) => (JSON.parse(x.payload) as { tsMs: number }).tsMs));
+    await s.waitFor((m) => seen(m).size === 5, 20_000, 'telemetry after the restart');
+    await until(() => outbox.depth('mqtt') === 0, 10_000, 'cursor caught up');
+  });
+
   it('broker SIGKILLed and restarted without persistence: the retained zone state is restored, the backlog arrives', async () => {
     const broker = await startMosquitto({ extra: ['persistence false'] });
     cleanups.push(() => broker.cleanup());
