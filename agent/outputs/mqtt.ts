@@ -318,11 +318,14 @@ export class MqttSink implements Component {
         this.connectFailures = 0;
         this.loggedConnectError = undefined;
         this.scheduleRefresh(conn);
-        this.restoreRetained(conn);
         if (this.config.homeAssistantDiscovery) this.announce(conn);
-        this.guard('pump', () => {
-          conn.window = this.newWindow(conn);
-          conn.window.pump();
+        // The restored states go before any record: a newer state in the backlog must come after them.
+        void this.restoreRetained(conn).then(() => {
+          if (this.conn !== conn || !this.running) return;
+          this.guard('pump', () => {
+            conn.window = this.newWindow(conn);
+            conn.window.pump();
+          });
         });
       },
       (err: unknown) => {
@@ -404,9 +407,15 @@ export class MqttSink implements Component {
    * autosaves). The same connection carries the newer records after them, in order, so a newer state
    * still wins.
    */
-  private restoreRetained(conn: Connection): void {
-    const entries = [...this.lastRetained.values()];
+  private async restoreRetained(conn: Connection): Promise<void> {
+    const confirmed = [...this.lastRetained.values()];
+    if (confirmed.length === 0) return;
+    // Only what the broker does not hold as we left it: a network blip must not repeat every state.
+    const held = await this.heldRetained(conn, confirmed.map((e) => e.message.topic));
+    if (this.conn !== conn) return;
+    const entries = confirmed.filter((e) => this.lastRetained.get(e.message.topic) === e && held.get(e.message.topic) !== e.message.payload);
     if (entries.length === 0) return;
+    this.log.info({ topics: entries.map((e) => e.message.topic) }, 'mqtt: restoring retained states the broker lost or holds older');
     const restoring = { topics: entries.map((e) => e.message.topic), unacked: entries.length };
     conn.restoring = restoring;
     for (const entry of entries) {
@@ -422,6 +431,49 @@ export class MqttSink implements Component {
           this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
         },
       );
+    }
+  }
+
+  /**
+   * The retained payloads the broker holds for `topics`, read by subscribing to them: the broker sends
+   * them after its SUBACK, and the answer to a ping sent after the SUBACK comes after them. Empty when
+   * they cannot be read (an ACL without read access, a timeout): then everything is restored.
+   */
+  private async heldRetained(conn: Connection, topics: string[]): Promise<Map<string, string>> {
+    const held = new Map<string, string>();
+    const wanted = new Set(topics);
+    const onMessage = (topic: string, payload: Buffer, packet: { retain?: boolean }): void => {
+      if (packet.retain && wanted.has(topic)) held.set(topic, payload.toString());
+    };
+    let pong: (() => void) | undefined;
+    const onPacket = (packet: { cmd?: string }): void => {
+      if (packet.cmd === 'pingresp') pong?.();
+    };
+    conn.client.on('message', onMessage);
+    conn.client.on('packetreceive', onPacket);
+    try {
+      const granted = await withTimeout(conn.client.subscribeAsync(topics, { qos: 0 }), this.config.publishTimeoutMs, this.clock, 'subscribe to our retained topics');
+      const answered = new Promise<void>((resolve) => {
+        pong = resolve;
+      });
+      conn.client.sendPing();
+      await withTimeout(answered, this.config.publishTimeoutMs, this.clock, 'ping after the retained messages');
+      // A topic we may not read (granted 0x80 or more) tells nothing: restore it.
+      for (const g of granted) if (g.qos >= 0x80) held.delete(g.topic);
+      return held;
+    } catch (err) {
+      this.log.debug({ err: asError(err).message }, 'mqtt: cannot read our retained states back; restoring them all');
+      return new Map();
+    } finally {
+      conn.client.off('message', onMessage);
+      conn.client.off('packetreceive', onPacket);
+      if (this.conn === conn) {
+        try {
+          conn.client.unsubscribeAsync(topics).catch(() => undefined);
+        } catch {
+          // A client without it (a test double): nothing was subscribed either.
+        }
+      }
     }
   }
 

@@ -195,6 +195,28 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
     await until(() => outbox.depth('mqtt') === 0, 10_000, 'cursor caught up');
   });
 
+  it('broker restarted cleanly (it kept the retained states): the zone state is not published again on reconnect', async () => {
+    const broker = await startMosquitto();
+    cleanups.push(() => broker.cleanup());
+    const { logger } = capturedLogger();
+    const outbox = newOutbox();
+    const sink = sinkOn(outbox, broker.url, logger);
+    const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-dup-sub-${n}`, topic: `${BASE}/#` });
+    cleanups.push(() => s.stop());
+    await sink.start();
+    outbox.append([...cycle(0), zone(0, 'warning', 'alarm')]);
+    await until(() => outbox.depth('mqtt') === 0, 10_000, 'the alarm delivered');
+    await broker.restart();
+    await until(() => sink.stats().connected && sink.stats().reconnects >= 1, 15_000, 'reconnected');
+    outbox.append(cycle(1));
+    await s.waitFor((m) => m.some((x) => x.topic === `${BASE}/sensors/rack01.temperature` && (JSON.parse(x.payload) as { tsMs: number }).tsMs === BASE_TS + 1000), 15_000, 'telemetry after the restart');
+    // What the sink sent to the restarted broker, as it logged it (a subscriber would also see the
+    // broker's own DUP redeliveries): no zone state, the broker still held it.
+    const sent = broker.process.lines.filter((l) => /Received PUBLISH from rg-faults-\d+ .*'rackguard\/s1\/g1\/zones\/z1\/state'/.test(l));
+    expect(sent).toHaveLength(0);
+    expect(await retainedZoneLevel(broker.url, `e${n}`)).toBe('alarm');
+  });
+
   it('broker SIGKILLed and restarted without persistence: the retained zone state is restored, the backlog arrives', async () => {
     const broker = await startMosquitto({ extra: ['persistence false'] });
     cleanups.push(() => broker.cleanup());
