@@ -258,7 +258,6 @@ export class DeliveryWindow {
     // Reported, and nothing left to send: the refusal was the broker's answer, nothing to confirm.
     slot.done = true;
     slot.confirmed = true;
-    this.deps.refusals.delivered(slot.rec.seq);
     this.advance();
   }
 
@@ -281,7 +280,11 @@ export class DeliveryWindow {
   /** Acks the contiguous confirmed prefix (only for the file it was read from), then refills. */
   private advance(): void {
     let acked: number | undefined;
-    while (this.slots[0]?.confirmed) acked = this.slots.shift()!.rec.seq;
+    while (this.slots[0]?.confirmed) {
+      acked = this.slots.shift()!.rec.seq;
+      // Acked: its refusal bookkeeping (the topics given up on) is needed no more.
+      this.deps.refusals.delivered(acked);
+    }
     if (acked !== undefined) {
       if (this.deps.outbox.generation === this.generation) this.deps.outbox.ack(this.deps.cursor, acked);
       else this.restart();
