@@ -300,10 +300,32 @@ export class InfluxSink implements Component {
       await this.client!.createDatabase(this.config.database);
     } catch (err) {
       const status = statusOf(err);
-      if (status === undefined || status >= 500) throw err;
+      if (status === undefined || status >= 500) {
+        throw new RackguardError('E_INFLUX_WRITE', `influx CREATE DATABASE ${this.config.database} at ${this.where()} failed: ${this.describe(err)}`, { cause: err, retryable: true });
+      }
       this.log.info({ err: asError(err).message }, 'influx: CREATE DATABASE refused; assuming the database exists');
     }
     this.databaseReady = true;
+  }
+
+  /** The server and database, for errors: the URL without any user:password part. */
+  private where(): string {
+    let url = '(unparsable url)';
+    try {
+      const u = new URL(this.config.url);
+      u.username = '';
+      u.password = '';
+      url = u.toString().replace(/\/$/, '');
+    } catch {
+      // schema-checked; keep the placeholder
+    }
+    return `${url} (database ${this.config.database})`;
+  }
+
+  /** node-influx's error text, with its bare "Request timed out" (a server that never answers, e.g. frozen) made explicit. */
+  private describe(err: unknown): string {
+    const msg = asError(err).message;
+    return /^Request timed out$/i.test(msg) ? `request timed out: no answer within requestTimeoutMs (${this.config.requestTimeoutMs} ms)` : msg;
   }
 
   /** Writes the batch; on a 400/413 splits it in halves until the bad points are isolated and quarantined. */
@@ -319,7 +341,7 @@ export class InfluxSink implements Component {
       const status = statusOf(err);
       if (status === 404 && /database not found/i.test(asError(err).message)) this.databaseReady = false;
       if (status !== 400 && status !== 413) {
-        throw new RackguardError('E_INFLUX_WRITE', `influx write of ${points.length} points failed: ${asError(err).message}`, { cause: err, retryable: true });
+        throw new RackguardError('E_INFLUX_WRITE', `influx write of ${points.length} points to ${this.where()} failed: ${this.describe(err)}`, { cause: err, retryable: true });
       }
       if (points.length === 1) {
         this.quarantine(points[0]!, asError(err).message);

@@ -12,6 +12,16 @@
  *   (re)sent after a newer record's message for the same topic was sent: a refused publish retried
  *   later would otherwise leave an old zone state retained. Anything newer that was sent but not yet
  *   acknowledged is resent after it anyway, in order.
+ *
+ * A PUBACK alone does not move the cursor: the connection must also survive it. mosquitto 2.0 answers a
+ * publish it refuses (ACL, message_size_limit) with a PUBACK and then closes the connection; under MQTT
+ * 3.1.1 that PUBACK carries no reason code, so taking it at its word would ack, and silently lose, every
+ * refused record. A record is therefore confirmed only by a later packet from the broker on the same
+ * connection (the next PUBACK, or the PINGRESP to a ping the window asks for when it has nothing else in
+ * flight); the packets of one connection arrive in order, so that packet proves the broker went on after
+ * it. A record acknowledged and then followed by the connection's death stays unconfirmed, is resent
+ * alone (./mqtt-refusal.ts, probe mode), and is skipped with an event naming its topic if that happens
+ * again and again.
  */
 import type { Logger } from 'pino';
 import { asError } from '../errors.js';
@@ -28,7 +38,11 @@ export interface WindowSlot {
   msgs: MqttMessage[];
   /** Messages not acknowledged yet: a retry after a refusal sends only these. */
   pending: MqttMessage[];
+  /** Messages sent at least once (not superseded, not given up on before sending). */
+  sent: MqttMessage[];
   done: boolean;
+  /** Acknowledged and then confirmed by a later packet of the same connection (see the file comment). */
+  confirmed: boolean;
   /** False once the window dropped it (generation change, close): its late answers are ignored. */
   live: boolean;
   /** Bumped per send and on its first failure: answers to an earlier send are ignored. */
@@ -73,6 +87,13 @@ export interface DeliveryWindowDeps {
   delivered(messages: number): void;
   /** Runs bookkeeping from promise callbacks: an outbox error there is logged, never unhandled. */
   guard(what: string, fn: () => void): void;
+  /**
+   * Every record in the window is acknowledged but not yet confirmed: ask the broker for any packet
+   * (a PINGREQ) so that its answer confirms them (the sink then calls confirm()).
+   */
+  requestConfirmation(): void;
+  /** A record's publishes were acknowledged and confirmed (the sink keeps the newest retained states). */
+  confirmed?(slot: WindowSlot): void;
 }
 
 export class DeliveryWindow {
@@ -81,6 +102,8 @@ export class DeliveryWindow {
   private generation: number;
   private feeding = true;
   private closed = false;
+  /** A confirmation was requested and its answer has not come yet. */
+  private confirmationAsked = false;
   private readonly idleWaiters: Array<() => void> = [];
 
   constructor(private readonly deps: DeliveryWindowDeps) {
@@ -119,8 +142,9 @@ export class DeliveryWindow {
       if (recs.length === 0) break;
       for (const rec of recs) {
         this.readAfter = rec.seq;
-        const msgs = this.deps.messagesFor(rec);
-        const slot: WindowSlot = { rec, msgs, pending: [...msgs], done: false, live: true, attempt: 0 };
+        // A message given up on earlier (reported) is not sent again; the record's others still are.
+        const msgs = this.deps.messagesFor(rec).filter((m) => !this.deps.refusals.isSkipped(rec.seq, m.topic));
+        const slot: WindowSlot = { rec, msgs, pending: [...msgs], sent: [], done: false, confirmed: false, live: true, attempt: 0 };
         this.slots.push(slot);
         this.send(slot);
       }
@@ -139,6 +163,26 @@ export class DeliveryWindow {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * A packet arrived from the broker: every record already acknowledged before it is confirmed (the
+   * connection outlived its PUBACK). Called before the packet itself is handled, so the PUBACK it may
+   * carry confirms only the records acknowledged earlier.
+   */
+  confirm(): void {
+    if (this.closed) return;
+    this.confirmationAsked = false;
+    let any = false;
+    for (const s of this.slots) {
+      if (s.done && !s.confirmed) {
+        s.confirmed = true;
+        this.deps.refusals.delivered(s.rec.seq);
+        this.deps.confirmed?.(s);
+        any = true;
+      }
+    }
+    if (any) this.advance();
+  }
+
   /** The connection is gone: every answer still to come is ignored; nothing more is acked. */
   close(): void {
     this.closed = true;
@@ -154,6 +198,7 @@ export class DeliveryWindow {
     slot.pending = slot.pending.filter((m) => !(m.retain && retained.superseded(m.topic, seq)));
     for (const m of slot.pending) if (m.retain) retained.noteSent(m.topic, seq);
     const sent = [...slot.pending];
+    for (const m of sent) if (!slot.sent.includes(m)) slot.sent.push(m);
     const attempt = ++slot.attempt;
     let left = sent.length;
     // The first refusal or failure decides at once, as a broker may close the connection right after
@@ -165,7 +210,11 @@ export class DeliveryWindow {
       this.deps.guard('mqtt delivery', () => {
         this.deps.delivered(sent.length);
         slot.done = true;
-        this.deps.refusals.delivered(seq);
+        // Nothing was sent (every message superseded): there is no PUBACK to confirm.
+        if (sent.length === 0) {
+          slot.confirmed = true;
+          this.deps.refusals.delivered(seq);
+        }
         this.advance();
       });
     };
@@ -191,34 +240,66 @@ export class DeliveryWindow {
   }
 
   private onRefused(slot: WindowSlot, err: RejectedError): void {
-    const { retry, attempts } = this.deps.refusals.retryAfterRejection(slot.rec.seq, err.reasonCode);
+    const { retry, attempts } = this.deps.refusals.retryAfterRejection(slot.rec.seq, err.reasonCode, err.topic);
     if (retry) {
       this.send(slot);
       return;
     }
     this.deps.skip(slot, err.topic, err.reasonCode, `${err.message}; gave up after ${attempts} attempt(s)`);
+    // Only the refused message is given up on: the record's other messages (a zone state's event on
+    // the events topic) still go.
+    this.deps.refusals.skipTopic(slot.rec.seq, err.topic);
+    slot.pending = slot.pending.filter((m) => m.topic !== err.topic);
+    slot.sent = slot.sent.filter((m) => m.topic !== err.topic);
+    if (slot.pending.length > 0) {
+      this.send(slot);
+      return;
+    }
+    // Reported, and nothing left to send: the refusal was the broker's answer, nothing to confirm.
     slot.done = true;
+    slot.confirmed = true;
     this.advance();
   }
 
-  /** Skips the head record for good (the connection died on it too often) and acks past it. */
+  /**
+   * Gives up on the head record's message to `topic` for good (the connection died on it too often).
+   * Acks past the record when nothing else of it is left to send; otherwise the next connection
+   * re-reads it and sends the rest.
+   */
   skipHead(topic: string, why: string): void {
     const head = this.slots[0];
     if (!head || this.deps.outbox.generation !== this.generation) return;
     this.deps.skip(head, topic, undefined, why);
-    this.deps.outbox.ack(this.deps.cursor, head.rec.seq);
+    this.deps.refusals.skipTopic(head.rec.seq, topic);
+    if (head.done || head.pending.every((m) => m.topic === topic)) {
+      this.deps.refusals.delivered(head.rec.seq);
+      this.deps.outbox.ack(this.deps.cursor, head.rec.seq);
+    }
   }
 
-  /** Acks the contiguous done prefix (only for the file it was read from), then refills. */
+  /** Acks the contiguous confirmed prefix (only for the file it was read from), then refills. */
   private advance(): void {
     let acked: number | undefined;
-    while (this.slots[0]?.done) acked = this.slots.shift()!.rec.seq;
+    while (this.slots[0]?.confirmed) {
+      acked = this.slots.shift()!.rec.seq;
+      // Acked: its refusal bookkeeping (the topics given up on) is needed no more.
+      this.deps.refusals.delivered(acked);
+    }
     if (acked !== undefined) {
       if (this.deps.outbox.generation === this.generation) this.deps.outbox.ack(this.deps.cursor, acked);
       else this.restart();
     }
     this.notifyIfIdle();
     this.pump();
+    this.askConfirmationIfStalled();
+  }
+
+  /** Nothing left in flight but acknowledged records awaiting confirmation: ask for a packet. */
+  private askConfirmationIfStalled(): void {
+    if (this.closed || this.confirmationAsked || this.slots.length === 0) return;
+    if (!this.slots.every((s) => s.done)) return;
+    this.confirmationAsked = true;
+    this.deps.requestConfirmation();
   }
 
   /** The outbox file was replaced: seqs restarted, so what is in flight belongs to the old file. */
@@ -227,6 +308,7 @@ export class DeliveryWindow {
     this.deps.logger.warn({ from: this.generation, to: outbox.generation, dropped: this.slots.length }, 'mqtt: outbox file was replaced; restarting delivery from its cursor');
     for (const s of this.slots) s.live = false;
     this.slots = [];
+    this.confirmationAsked = false;
     this.generation = outbox.generation;
     this.readAfter = outbox.cursorOf(this.deps.cursor);
     this.deps.retained.reset();

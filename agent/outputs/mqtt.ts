@@ -34,7 +34,7 @@ import { birthTopic, discoveryMessages, discoveryNodeId, discoveryReaction, ownC
 import { messagesFor, onlineStatus, resolveBaseTopic, statusTopic, stoppedStatus, type MqttMessage } from './mqtt-layout.js';
 import { REASON_NAMES, RefusalPolicy, RejectedError, rejectionNotice } from './mqtt-refusal.js';
 import { DeliveryWindow, RetainedOrder, type WindowSlot } from './mqtt-window.js';
-import type { OutboxRecord, SinkStart } from './outbox.js';
+import type { OutboxRecord, OutputNotice, SinkStart } from './outbox.js';
 
 export type { MqttMessage } from './mqtt-layout.js';
 
@@ -75,6 +75,21 @@ export interface MqttSinkStats {
 }
 
 const DEFAULT_STATUS_REFRESH_MS = 30_000;
+/** A connection failure that repeats unchanged is logged again once every this many attempts. */
+const CONNECT_FAILURE_LOG_EVERY = 12;
+
+/**
+ * What a client error means, naming the broker. A CONNACK refusal (mqtt.js: "Connection refused: Not
+ * authorized", code 4/5 under MQTT 3.1.1, 0x86/0x87 under MQTT 5) points at the credentials.
+ */
+function describeClientError(err: Error, url: string): string {
+  const code = (err as { code?: unknown }).code;
+  if (/^Connection refused/i.test(err.message)) {
+    const auth = code === 4 || code === 5 || code === 0x86 || code === 0x87 || code === 0x8c;
+    return `broker ${url} refused the connection: ${err.message.replace(/^Connection refused:\s*/i, '')} (CONNACK code ${String(code)})${auth ? '; check the MQTT credentials (usernameFile/passwordFile or RACKGUARD_MQTT_USERNAME/RACKGUARD_MQTT_PASSWORD) and the broker ACL' : ''}`;
+  }
+  return `${url}: ${err.message}`;
+}
 const DEFAULT_STOP_DRAIN_MS = 2000;
 const STOP_PUBLISH_TIMEOUT_MS = 2000;
 /** MQTT 5.0 §3.2.2.3.3: absent Receive Maximum means 65,535. */
@@ -89,6 +104,10 @@ interface Connection {
   /** Our `online` status was acknowledged on it: the link works, records may flow. */
   verified: boolean;
   maxPacketBytes: number | undefined;
+  /** The last client error on this connection (named for the log when it never got online). */
+  error?: string;
+  /** Retained states republished on this connection and not yet confirmed by a later packet. */
+  restoring?: { topics: string[]; unacked: number };
 }
 
 export class MqttSink implements Component {
@@ -100,6 +119,13 @@ export class MqttSink implements Component {
   private readonly backoff: ReconnectBackoff;
   private readonly refusals = new RefusalPolicy();
   private readonly retained = new RetainedOrder();
+  /**
+   * The newest retained message the broker confirmed per topic (zone and device states), with its
+   * outbox seq and generation. Republished on every new connection: a broker restarted without
+   * persistence lost them, and one killed between two autosaves brings back an older one (a zone back
+   * at `alarm` after `critical` was acknowledged).
+   */
+  private readonly lastRetained = new Map<string, { seq: number; generation: number; message: MqttMessage }>();
   private conn: Connection | undefined;
   private running = false;
   private options: IClientOptions | undefined;
@@ -109,6 +135,9 @@ export class MqttSink implements Component {
   private skipped = 0;
   private reconnects = 0;
   private lastError: string | undefined;
+  /** Connection attempts failed in a row (never verified), for the rate-limited log. */
+  private connectFailures = 0;
+  private loggedConnectError: string | undefined;
   private readonly onAppended = (): void => this.guard('pump', () => this.conn?.window?.pump());
 
   constructor(
@@ -168,15 +197,17 @@ export class MqttSink implements Component {
     // The drain may have ended in a dropped link (then this.conn is already cleared).
     if (conn && this.conn === conn) {
       this.conn = undefined;
-      this.closeConnection(conn, new RackguardError('E_MQTT_DISCONNECTED', 'mqtt sink stopped'));
       try {
         if (conn.connected) {
           await withTimeout(conn.client.publishAsync(this.statusTopic, stoppedStatus(this.clock.wallMs()), { qos: 1, retain: true }), stepMs, this.clock, 'publish offline status');
+          // Its PUBACK came after those of the records in the window: it confirms them (./mqtt-window.ts).
+          this.guard('confirm', () => conn.window?.confirm());
           await withTimeout(conn.client.endAsync(false), stepMs, this.clock, 'disconnect');
         }
       } catch (err) {
         this.log.warn({ err: asError(err).message }, 'mqtt: clean disconnect failed; closing');
       } finally {
+        this.closeConnection(conn, new RackguardError('E_MQTT_DISCONNECTED', 'mqtt sink stopped'));
         conn.connected = false;
         conn.client.removeAllListeners();
         // A client ended while still connecting can still report a connack timeout: an 'error' with no
@@ -257,8 +288,17 @@ export class MqttSink implements Component {
       if (this.conn === conn) this.guard('connect', () => this.onConnected(conn, connack));
     });
     client.on('error', (err) => {
-      this.lastError = err.message;
-      this.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'mqtt connection error');
+      this.lastError = describeClientError(err, redactUrl(this.config.url));
+      conn.error = this.lastError;
+      // Logged by dropConnection (once per kind of failure, then as a summary): a broker that refuses
+      // us every few seconds must not fill the journal.
+      this.log.debug({ url: redactUrl(this.config.url), err: err.message, code: (err as { code?: unknown }).code }, 'mqtt connection error');
+    });
+    // Any packet from the broker confirms the records acknowledged before it (./mqtt-window.ts).
+    client.on('packetreceive', () => {
+      if (this.conn !== conn) return;
+      if (conn.restoring?.unacked === 0) conn.restoring = undefined;
+      this.guard('confirm', () => conn.window?.confirm());
     });
     client.on('close', () => {
       if (this.conn === conn) this.guard('close', () => this.dropConnection(conn, 'connection closed'));
@@ -275,11 +315,17 @@ export class MqttSink implements Component {
         if (this.conn !== conn || !this.running) return;
         conn.verified = true;
         this.backoff.reset();
+        this.connectFailures = 0;
+        this.loggedConnectError = undefined;
         this.scheduleRefresh(conn);
         if (this.config.homeAssistantDiscovery) this.announce(conn);
-        this.guard('pump', () => {
-          conn.window = this.newWindow(conn);
-          conn.window.pump();
+        // The restored states go before any record: a newer state in the backlog must come after them.
+        void this.restoreRetained(conn).then(() => {
+          if (this.conn !== conn || !this.running) return;
+          this.guard('pump', () => {
+            conn.window = this.newWindow(conn);
+            conn.window.pump();
+          });
         });
       },
       (err: unknown) => {
@@ -312,6 +358,137 @@ export class MqttSink implements Component {
     }, this.deps.statusRefreshMs ?? DEFAULT_STATUS_REFRESH_MS);
   }
 
+  /**
+   * The messages of a record the window sends: those to a quarantined topic (refused again and again,
+   * ./mqtt-refusal.ts) are skipped unsent and counted, and a topic coming out of quarantine reports
+   * what was skipped meanwhile.
+   */
+  private screened(rec: OutboxRecord): MqttMessage[] {
+    const now = this.clock.monoMs();
+    const out: MqttMessage[] = [];
+    for (const m of this.messagesFor(rec)) {
+      if (this.refusals.isSkipped(rec.seq, m.topic)) continue;
+      const verdict = this.refusals.screen(m.topic, now);
+      if (verdict.skip) {
+        this.skipped++;
+        continue;
+      }
+      if (verdict.skippedUnsent > 0) this.reportUnsent(m.topic, verdict.skippedUnsent);
+      out.push(m);
+    }
+    return out;
+  }
+
+  private reportUnsent(topic: string, count: number): void {
+    const message = `MQTT: ${count} messages to ${topic} were skipped unsent while the topic was quarantined after the broker refused it; sending to it again`;
+    this.log.error({ topic, skippedUnsent: count }, message);
+    this.lastError = message;
+    const notice: OutputNotice = { kind: 'output', code: 'mqtt_publish_rejected', severity: 'error', message, ts: this.clock.wallMs(), detail: { topic, skippedUnsent: count } };
+    // Not for the events topic itself: a refused events topic would report into itself for ever.
+    if (topic !== `${this.base}/events`) this.deps.outbox.appendEvent(notice);
+  }
+
+  private noteRetainedDelivered(slot: WindowSlot): void {
+    const generation = this.deps.outbox.generation;
+    for (const m of slot.sent) {
+      if (this.refusals.topicAccepted(m.topic)) this.log.warn({ topic: m.topic }, 'mqtt: the broker accepts this topic again; its quarantine is over');
+    }
+    for (const m of slot.sent) {
+      if (!m.retain) continue;
+      const cur = this.lastRetained.get(m.topic);
+      if (cur && cur.generation === generation && cur.seq > slot.rec.seq) continue;
+      this.lastRetained.set(m.topic, { seq: slot.rec.seq, generation, message: m });
+    }
+  }
+
+  /**
+   * Restores our retained states on a new connection, before any record: what the broker holds may be
+   * nothing (restarted without persistence) or older than what it acknowledged (killed between two
+   * autosaves). The same connection carries the newer records after them, in order, so a newer state
+   * still wins.
+   */
+  private async restoreRetained(conn: Connection): Promise<void> {
+    const confirmed = [...this.lastRetained.values()];
+    if (confirmed.length === 0) return;
+    // Only what the broker does not hold as we left it: a network blip must not repeat every state.
+    const held = await this.heldRetained(conn, confirmed.map((e) => e.message.topic));
+    if (this.conn !== conn) return;
+    const entries = confirmed.filter((e) => this.lastRetained.get(e.message.topic) === e && held.get(e.message.topic) !== e.message.payload);
+    if (entries.length === 0) return;
+    this.log.info({ topics: entries.map((e) => e.message.topic) }, 'mqtt: restoring retained states the broker lost or holds older');
+    const restoring = { topics: entries.map((e) => e.message.topic), unacked: entries.length };
+    conn.restoring = restoring;
+    for (const entry of entries) {
+      const { message } = entry;
+      this.publishOn(conn, message).then(
+        () => {
+          // All acknowledged: a ping's answer confirms them (the connection outlived them).
+          if (--restoring.unacked === 0 && this.conn === conn && conn.connected) conn.client.sendPing();
+        },
+        (err: unknown) => {
+          // Refused now (the ACL changed): stop restoring it, or every connection would die on it.
+          if (err instanceof RejectedError && this.lastRetained.get(message.topic) === entry) this.lastRetained.delete(message.topic);
+          this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
+        },
+      );
+    }
+  }
+
+  /**
+   * The retained payloads the broker holds for `topics`, read by subscribing to them: the broker sends
+   * them after its SUBACK, and the answer to a ping sent after the SUBACK comes after them. Empty when
+   * they cannot be read (an ACL without read access, a timeout): then everything is restored.
+   */
+  private async heldRetained(conn: Connection, topics: string[]): Promise<Map<string, string>> {
+    const held = new Map<string, string>();
+    const wanted = new Set(topics);
+    const onMessage = (topic: string, payload: Buffer, packet: { retain?: boolean }): void => {
+      if (packet.retain && wanted.has(topic)) held.set(topic, payload.toString());
+    };
+    let pong: (() => void) | undefined;
+    const onPacket = (packet: { cmd?: string }): void => {
+      if (packet.cmd === 'pingresp') pong?.();
+    };
+    conn.client.on('message', onMessage);
+    conn.client.on('packetreceive', onPacket);
+    try {
+      const granted = await withTimeout(conn.client.subscribeAsync(topics, { qos: 0 }), this.config.publishTimeoutMs, this.clock, 'subscribe to our retained topics');
+      const answered = new Promise<void>((resolve) => {
+        pong = resolve;
+      });
+      conn.client.sendPing();
+      await withTimeout(answered, this.config.publishTimeoutMs, this.clock, 'ping after the retained messages');
+      // A topic we may not read (granted 0x80 or more) tells nothing: restore it.
+      for (const g of granted) if (g.qos >= 0x80) held.delete(g.topic);
+      return held;
+    } catch (err) {
+      this.log.debug({ err: asError(err).message }, 'mqtt: cannot read our retained states back; restoring them all');
+      return new Map();
+    } finally {
+      conn.client.off('message', onMessage);
+      conn.client.off('packetreceive', onPacket);
+      if (this.conn === conn) {
+        try {
+          conn.client.unsubscribeAsync(topics).catch(() => undefined);
+        } catch {
+          // A client without it (a test double): nothing was subscribed either.
+        }
+      }
+    }
+  }
+
+  /**
+   * The connection died before the states it restored were confirmed: under MQTT 3.1.1 a broker that
+   * now refuses one of them acknowledges it and closes, so they are not restored again (a poisoned
+   * restore would kill every connection). A newer record for the topic restores it again.
+   */
+  private abandonRestore(conn: Connection): void {
+    if (!conn.restoring) return;
+    for (const topic of conn.restoring.topics) this.lastRetained.delete(topic);
+    this.log.warn({ topics: conn.restoring.topics }, 'mqtt: the connection died while retained states were being restored; they will not be restored again');
+    conn.restoring = undefined;
+  }
+
   /** A retained side publish (discovery): logged when it fails, never blocks records. */
   private sideline(conn: Connection, m: MqttMessage): void {
     this.publishOn(conn, m).catch((err: unknown) => {
@@ -325,7 +502,7 @@ export class MqttSink implements Component {
       cursor: this.cursor,
       logger: this.log,
       limit: () => (this.refusals.probing(this.deps.outbox.cursorOf(this.cursor)) ? 1 : this.config.maxInFlight),
-      messagesFor: (rec) => this.messagesFor(rec),
+      messagesFor: (rec) => this.screened(rec),
       publish: (m) => this.publishOn(conn, m),
       refusals: this.refusals,
       retained: this.retained,
@@ -337,6 +514,10 @@ export class MqttSink implements Component {
         this.published += n;
       },
       guard: (what, fn) => this.guard(what, fn),
+      confirmed: (slot) => this.noteRetainedDelivered(slot),
+      requestConfirmation: () => {
+        if (this.conn === conn && conn.connected) conn.client.sendPing();
+      },
     });
   }
 
@@ -367,6 +548,7 @@ export class MqttSink implements Component {
   private dropConnection(conn: Connection, why: string): void {
     const wasConnected = conn.connected;
     if (why !== 'connection closed') this.lastError = why;
+    this.abandonRestore(conn);
     this.noteStrike(conn);
     this.conn = undefined;
     conn.connected = false;
@@ -378,12 +560,28 @@ export class MqttSink implements Component {
     this.refreshTimer = undefined;
     if (!this.running) return;
     const delay = this.backoff.next();
-    if (wasConnected) this.log.warn({ why, retryInMs: delay }, 'mqtt disconnected; will reconnect');
+    if (wasConnected) this.log.warn({ url: redactUrl(this.config.url), why, err: this.lastError, retryInMs: delay }, 'mqtt disconnected; will reconnect');
+    else this.noteConnectFailure(delay, conn.error);
     this.reconnectTimer = this.clock.setTimeout(() => {
       this.reconnectTimer = undefined;
       this.reconnects++;
       this.connect();
     }, delay);
+  }
+
+  /**
+   * A connection attempt failed (refused, unreachable, CONNACK not authorized): an error naming the
+   * broker the first time, whenever the reason changes, and then once every CONNECT_FAILURE_LOG_EVERY
+   * attempts (about a minute at the default 5 s cap). Never the credentials: only the URL without any
+   * user:password part.
+   */
+  private noteConnectFailure(retryInMs: number, error: string | undefined): void {
+    this.connectFailures++;
+    const err = error ?? 'the connection closed before the broker accepted it';
+    if (this.connectFailures > 1 && err === this.loggedConnectError && this.connectFailures % CONNECT_FAILURE_LOG_EVERY !== 0) return;
+    this.loggedConnectError = err;
+    const url = redactUrl(this.config.url);
+    this.log.error({ url, err, attempts: this.connectFailures, retryInMs }, `mqtt: cannot connect to ${url}: ${err}; retrying in ${retryInMs} ms (attempt ${this.connectFailures})`);
   }
 
   private closeConnection(conn: Connection, err: Error): void {
@@ -395,18 +593,35 @@ export class MqttSink implements Component {
   private noteStrike(conn: Connection): void {
     const window = conn.window;
     const head = window?.head;
-    if (!conn.verified || !window || !head || head.done) return;
+    // A head that is done was acknowledged but never confirmed: the connection died right after its
+    // PUBACK, which is how mosquitto 2.0 answers a publish it refuses under MQTT 3.1.1.
+    if (!conn.verified || !window || !head) return;
     const verdict = this.refusals.connectionLost(window.size, head.rec.seq, this.deps.outbox.cursorOf(this.cursor), window.lastRead);
     if (!verdict.skip) return;
-    window.skipHead(
-      head.msgs[0]?.topic ?? '?',
-      `the connection was lost ${verdict.strikes} times in a row while this publish, sent alone, awaited its acknowledgement (last connection error: ${this.lastError ?? 'none'}; a broker limit such as message_size_limit or max_packet_size?)`,
-    );
+    const why = head.done
+      ? `the broker acknowledged this publish, sent alone, and then closed the connection, ${verdict.strikes} times in a row: it refused it (an ACL denial or a size limit such as message_size_limit; MQTT ${this.config.protocolVersion === 5 ? '5' : '3.1.1 has no reason code for it'})`
+      : `the connection was lost ${verdict.strikes} times in a row while this publish, sent alone, awaited its acknowledgement (last connection error: ${this.lastError ?? 'none'}; a broker limit such as message_size_limit or max_packet_size?)`;
+    window.skipHead(this.suspectTopic(head), why);
+  }
+
+  /**
+   * Which message of a record the broker died on. Under MQTT 3.1.1 mosquitto acknowledges a refused
+   * publish and then closes: the last message acknowledged. Under MQTT 5 a refusal has a reason code,
+   * so a death is the first message left unanswered (mosquitto's 0x95 PUBACK for an oversized payload
+   * is invalid for mqtt.js, which closes the connection on it).
+   */
+  private suspectTopic(slot: WindowSlot): string {
+    const unanswered = slot.msgs.filter((m) => slot.pending.includes(m));
+    const answered = slot.msgs.filter((m) => !slot.pending.includes(m));
+    const m = this.config.protocolVersion === 5 ? (unanswered[0] ?? answered.at(-1)) : (answered.at(-1) ?? unanswered[0]);
+    return m?.topic ?? '?';
   }
 
   private skip(slot: WindowSlot, topic: string, reasonCode: number | undefined, why: string): void {
     this.skipped++;
-    const { message, notice } = rejectionNotice(slot.rec, slot.msgs, topic, reasonCode, why, this.clock.wallMs());
+    // The events topic carries every alarm: never quarantined on a guess (one oversized event).
+    const q = this.refusals.gaveUp(topic, this.clock.monoMs(), reasonCode, topic !== `${this.base}/events`);
+    const { message, notice } = rejectionNotice(slot.rec, slot.msgs, topic, reasonCode, why, this.clock.wallMs(), q);
     this.log.error({ topic, reasonCode, seq: slot.rec.seq }, message);
     this.lastError = message;
     if (notice) this.deps.outbox.appendEvent(notice);

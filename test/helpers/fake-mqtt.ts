@@ -43,6 +43,8 @@ export class FakeClient extends EventEmitter {
         ack: () => {
           if (p.settled) return;
           p.settled = true;
+          // As mqtt.js does, 'packetreceive' comes before the packet is handled.
+          this.emit('packetreceive', { cmd: 'puback' });
           if (p.retain) this.broker.store(topic, p.payload, order);
           resolve(undefined);
         },
@@ -55,6 +57,14 @@ export class FakeClient extends EventEmitter {
       this.publishes.push(p);
       if (this.broker.autoAck) queueMicrotask(() => p.ack());
     });
+  }
+
+  /** PINGREQs sent; each is answered (PINGRESP) on the next microtask unless `answerPings` is false. */
+  pings = 0;
+  answerPings = true;
+  sendPing(): void {
+    this.pings++;
+    if (this.answerPings) queueMicrotask(() => this.emit('packetreceive', { cmd: 'pingresp' }));
   }
 
   /** Publishes sent and not yet answered. */

@@ -70,7 +70,9 @@ describe('MQTT sink seams (fake client, virtual time)', () => {
     expect(outbox.cursorOf('mqtt')).toBe(0);
     p1!.ack();
     await settle();
-    expect(outbox.cursorOf('mqtt')).toBe(1);
+    // A PUBACK counts once a later packet shows the connection outlived it (mosquitto acknowledges a
+    // refused publish and then closes the connection).
+    expect(outbox.cursorOf('mqtt')).toBe(0);
     p2!.ack();
     await settle();
     expect(outbox.cursorOf('mqtt')).toBe(3);
@@ -101,6 +103,43 @@ describe('MQTT sink seams (fake client, virtual time)', () => {
     await settle();
     expect(outbox.cursorOf('mqtt')).toBe(1);
     broker.autoAck = true;
+    await sink.stop();
+  });
+
+  it('a PUBACK followed by the connection closing (mosquitto refusing under MQTT 3.1.1) moves no cursor; alone three times, it is given up with an event naming the topic', async () => {
+    const { clock, outbox, broker, sink, online, records } = setup();
+    outbox.append([sample(1)]);
+    outbox.append([sample(2)]);
+    let client = await online();
+    client.answerPings = false;
+    const [p1, p2] = records(client);
+    p1!.ack(); // accepted
+    await settle();
+    p2!.ack(); // its packet confirms the first; "accepted", then the broker closes: nothing confirms it
+    await settle();
+    expect(outbox.cursorOf('mqtt')).toBe(1);
+    expect(client.pings).toBe(1);
+    client.drop();
+    await settle();
+    for (let strike = 1; strike <= 3; strike++) {
+      clock.advance(800);
+      client = await online();
+      client.answerPings = false;
+      const again = records(client);
+      expect(again.map((p) => JSON.parse(p.payload).value)).toEqual([22]);
+      again[0]!.ack();
+      await settle();
+      expect(outbox.cursorOf('mqtt')).toBe(1); // acknowledged, but not confirmed yet
+      client.drop();
+      await settle();
+    }
+    expect(outbox.cursorOf('mqtt')).toBe(2);
+    const notice = outbox.records.map((r) => r.entry).flatMap((e) => (e.type === 'event' && e.event.kind === 'output' ? [e.event] : []))[0];
+    expect(notice?.detail.topic).toBe(`${BASE}/sensors/r1.t`);
+    expect(notice?.message).toMatch(/acknowledged this publish, sent alone, and then closed the connection, 3 times/);
+    expect(sink.stats().skipped).toBe(1);
+    broker.autoAck = true;
+    clock.advance(800);
     await sink.stop();
   });
 
@@ -208,7 +247,7 @@ describe('MQTT sink seams (fake client, virtual time)', () => {
     expect(client.publishes.filter((p) => p.topic === `${BASE}/status`)).toHaveLength(1); // no offline yet
     p1!.ack();
     await settle();
-    expect(outbox.cursorOf('mqtt')).toBe(1);
+    expect(outbox.cursorOf('mqtt')).toBe(0); // awaits a later packet (the second's PUBACK never comes)
     clock.advance(2000); // the second never gets its PUBACK: the drain deadline passes
     await settle();
     const offline = client.outstanding.find((p) => p.topic === `${BASE}/status`);
