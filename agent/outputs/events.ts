@@ -44,6 +44,8 @@ export type OutputNoticeCode =
   | 'outbox_events_dropped'
   | 'mqtt_publish_rejected'
   | 'influx_point_quarantined'
+  /** InfluxDB answered 401/403 (credentials, write permission): once per episode, until a write succeeds. */
+  | 'influx_auth_failed'
   /** A SIGHUP found an invalid configuration (every problem in detail.problems): the agent runs on the old one. */
   | 'config_reload_failed';
 

@@ -90,6 +90,8 @@ export class InfluxSink implements Component {
   /** Monotonic ms the current hold for an unsynchronised clock began. */
   private holdSinceMono: number | undefined;
   private holdExpired = false;
+  /** An influx_auth_failed event was appended since the last successful write. */
+  private authRefusedReported = false;
   private readonly onSynced = (): void => {
     this.holdSinceMono = undefined;
     this.holdExpired = false;
@@ -258,12 +260,14 @@ export class InfluxSink implements Component {
         partialSinceMono = undefined;
         backoffMs = this.config.retryInitialMs;
         this.lastError = undefined;
+        this.authRefusedReported = false;
       } catch (err) {
         if (!this.running || epoch !== this.epoch) return;
         // Retryable (network, timeout, 5xx, 429, or a refusal we cannot attribute to points): the cursor
         // stays, the same records are written again later, idempotently.
         this.lastError = asError(err).message;
         this.log.warn({ err: this.lastError, retryInMs: backoffMs, depth: outbox.depth(this.cursor) }, 'influx write failed; retrying');
+        this.reportRefusal(statusOf(err) ?? statusOf((err as { cause?: unknown }).cause));
         this.state = 'backoff';
         await this.sleep(backoffMs, false);
         backoffMs = Math.min(backoffMs * 2, this.config.retryMaxMs);
@@ -351,6 +355,25 @@ export class InfluxSink implements Component {
       await this.writeBisecting(points.slice(0, mid));
       await this.writeBisecting(points.slice(mid));
     }
+  }
+
+  /**
+   * 401/403: wrong or missing credentials, or a user without write access. Retrying cannot fix it and
+   * every point waits in the outbox meanwhile: one error event per episode (until a write succeeds), so
+   * an operator sees it in the events and not only in the log.
+   */
+  private reportRefusal(status: number | undefined): void {
+    if ((status !== 401 && status !== 403) || this.authRefusedReported) return;
+    this.authRefusedReported = true;
+    const notice: OutputNotice = {
+      kind: 'output',
+      code: 'influx_auth_failed',
+      severity: 'error',
+      message: `InfluxDB ${this.where()} refused the write with HTTP ${status}: check usernameFile/passwordFile and the user's write permission; points wait in the outbox and are retried`,
+      ts: this.clock.wallMs(),
+      detail: { server: this.where(), httpStatus: status },
+    };
+    this.deps.outbox.appendEvent(notice);
   }
 
   private quarantine(p: TaggedPoint, reason: string): void {

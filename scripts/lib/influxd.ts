@@ -35,7 +35,8 @@ export interface InfluxQueryResult {
   error?: string;
 }
 
-export async function startInfluxd(): Promise<Influxd> {
+/** `auth`: authentication on, with an admin user `admin` / `auth` (the password given) created at start. */
+export async function startInfluxd(opts: { auth?: string } = {}): Promise<Influxd> {
   const tmp: TempDir = await tempDir('rackguard-influxd-');
   let [httpPort, rpcPort] = (await freePorts(2)) as [number, number];
   for (const d of ['meta', 'data', 'wal']) mkdirSync(join(tmp.path, d));
@@ -56,6 +57,7 @@ export async function startInfluxd(): Promise<Influxd> {
       '[http]',
       `  bind-address = "127.0.0.1:${httpPort}"`,
       '  log-enabled = false',
+      ...(opts.auth !== undefined ? ['  auth-enabled = true'] : []),
       '[continuous_queries]',
       '  enabled = false',
       '',
@@ -68,6 +70,12 @@ export async function startInfluxd(): Promise<Influxd> {
     // The line comes just before Serve(); /ping confirms requests are answered.
     const res = await fetch(`${url}/ping`);
     if (res.status !== 204) throw new Error(`influxd /ping answered ${res.status}`);
+    if (opts.auth !== undefined) {
+      // With no user yet, influxd takes this one request unauthenticated (the documented bootstrap).
+      const q = new URLSearchParams({ q: `CREATE USER admin WITH PASSWORD '${opts.auth}' WITH ALL PRIVILEGES` });
+      const made = await fetch(`${url}/query`, { method: 'POST', body: q });
+      if (made.status !== 200 && made.status !== 401) throw new Error(`influxd: creating the admin user answered ${made.status}`);
+    }
     return p;
   };
   // A free port can be taken by another test file between our probe and influxd's bind: try others.
@@ -92,6 +100,10 @@ export async function startInfluxd(): Promise<Influxd> {
     async query(q, db) {
       const params = new URLSearchParams({ q, epoch: 'ms' });
       if (db) params.set('db', db);
+      if (opts.auth !== undefined) {
+        params.set('u', 'admin');
+        params.set('p', opts.auth);
+      }
       const res = await fetch(`${url}/query?${params.toString()}`, { method: 'POST' });
       return (await res.json()) as InfluxQueryResult;
     },

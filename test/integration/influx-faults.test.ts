@@ -4,6 +4,7 @@
  * refused for a field type conflict inside a batch (a partial write, HTTP 400). The MQTT sink on the
  * same outbox goes on meanwhile, against a real mosquitto.
  */
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -151,5 +152,49 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
     expect(msgs[0]).toMatch(/chiller point chiller1\.supply.*field type conflict/);
     // The chiller measurement holds only the foreign point: no bad value became something else.
     expect((await influxTimes(influx, db, 'chiller')).get('chiller1.supply')).toBeUndefined();
+  });
+});
+
+describe('InfluxDB sink against an influxd with authentication', () => {
+  let influx: Influxd;
+  let dir: TempDir;
+  beforeAll(async () => {
+    [influx, dir] = await Promise.all([startInfluxd({ auth: 'right-secret-1' }), tempDir('rackguard-influx-auth-')]);
+  });
+  afterAll(async () => {
+    await influx?.cleanup();
+    await dir?.cleanup();
+  });
+
+  it('a wrong password: one influx_auth_failed error event (not one per retry), points wait; the right one delivers them all, the secret in no event', async () => {
+    const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, 'outbox.db'), commitIntervalMs: 0 }));
+    outbox.open();
+    writeFileSync(join(dir.path, 'user'), 'admin\n');
+    writeFileSync(join(dir.path, 'wrong'), 'not-the-secret-9\n');
+    writeFileSync(join(dir.path, 'right'), 'right-secret-1\n');
+    const cfg = (password: string) => influxSchema.parse({ url: influx.url, database: 'rgauth', flushIntervalMs: 50, retryInitialMs: 50, retryMaxMs: 100, requestTimeoutMs: 2000, usernameFile: join(dir.path, 'user'), passwordFile: join(dir.path, password) });
+    // Counts the sink's retries from its own log lines.
+    let retries = 0;
+    const counting = pino({ level: 'warn' }, { write: (line: string) => void (line.includes('influx write failed; retrying') && retries++) });
+    const wrong = new InfluxSink(cfg('wrong'), { outbox, context: context(), logger: counting, drainMs: 500 });
+    await wrong.start();
+    for (let c = 0; c < 5; c++) outbox.append(cycle(c));
+    // Several refused writes (each retried), still one event.
+    await until(() => retries >= 4, 15_000, 'four refused writes');
+    await wrong.stop();
+    expect(wrong.stats().lastError ?? '').toMatch(/401|authoriz/i);
+    const events = () => outbox.read('probe', 1000, 0).flatMap((r) => (r.entry.type === 'event' && r.entry.event.kind === 'output' ? [r.entry.event] : []));
+    const auth = events().filter((e) => e.code === 'influx_auth_failed');
+    expect(auth).toHaveLength(1);
+    expect(auth[0]!.severity).toBe('error');
+    expect(auth[0]!.message).toContain(`127.0.0.1:${influx.port}`);
+    expect(JSON.stringify(auth[0])).not.toContain('not-the-secret-9');
+    const right = new InfluxSink(cfg('right'), { outbox, context: context(), logger, drainMs: 500 });
+    await right.start();
+    await until(() => right.stats().depth === 0, 15_000, 'drained with the right password');
+    await right.stop();
+    const t = await influxTimes(influx, 'rgauth', 'environment');
+    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(times(0, 4));
+    outbox.close();
   });
 });
