@@ -1,16 +1,16 @@
 /**
  * The watchdog's judgment with a stuck bus loop (issue 9 item 2): the agent library on a real pty with
- * the simulator, its serial port wrapped through the `opener` seam so that a flush never calls back,
- * as a USB adapter whose driver stopped answering does. The event loop keeps running (timers fire,
+ * the simulator, its clock wrapped through the `clock` seam so that a request's deadline verdict never
+ * comes (every wait of the bus loop is bounded by such a verdict, a flush included, so a hang has to be
+ * made there: it stands for any call that never returns). The event loop keeps running (timers fire,
  * other parts work), yet no poll cycle completes: the pings must stop, and start again when the
- * call returns. A bare setInterval ping would go on throughout.
+ * verdict comes. A bare setInterval ping would go on throughout.
  */
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../../agent/app.js';
-import { openSerialPort, type PortLike } from '../../agent/acquisition/serial-link.js';
-import { systemClock } from '../../agent/clock.js';
+import { systemClock, type Clock } from '../../agent/clock.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { Notifier } from '../../agent/service/notify.js';
 import { agentStatusLine } from '../../agent/service/status-line.js';
@@ -53,11 +53,9 @@ zones:
       },
     }),
   );
-  const opener = async (s: Parameters<typeof openSerialPort>[0]): Promise<PortLike> => {
-    const port = await openSerialPort(s);
-    const flush = port.flush.bind(port);
-    port.flush = (cb) => (hang ? held.push(() => flush(cb)) : flush(cb));
-    return port;
+  const clock: Clock = {
+    ...systemClock,
+    afterPendingIo: (fn) => (hang ? void held.push(() => systemClock.afterPendingIo(fn)) : systemClock.afterPendingIo(fn)),
   };
   notifier = new Notifier({
     env: { NOTIFY_SOCKET: '/nonexistent/only-the-sender-below-sees-this', WATCHDOG_USEC: '1000000' },
@@ -67,7 +65,7 @@ zones:
     view: { progress: () => agent.progress(), status: () => agentStatusLine(agent) },
     send: async (a) => void sent.push(a),
   });
-  agent = createAgent(config, { logger, opener, parts: [notifier] });
+  agent = createAgent(config, { logger, clock, parts: [notifier] });
   await agent.start();
 }, 30_000);
 
@@ -82,11 +80,11 @@ afterAll(async () => {
 const pings = (): number => sent.filter((a) => a.includes('WATCHDOG=1')).length;
 
 describe('watchdog with a stuck bus loop', () => {
-  it('pings while cycles complete, stops when the loop hangs on a driver call, resumes when it returns', async () => {
+  it('pings while cycles complete, stops when the bus loop hangs, resumes when it goes on', async () => {
     expect(sent[0]).toContain('READY=1');
     await expect.poll(pings, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
 
-    // A silent r1 makes the line flush its input after the timeout: that flush now never returns.
+    // A silent r1: its request's deadline verdict now never comes.
     hang = true;
     sim.rack.setFault('r1', { type: 'silent' });
     await expect.poll(() => held.length, { timeout: 10_000 }).toBeGreaterThan(0);
