@@ -24,16 +24,10 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-describe('incident file read back after a restart', () => {
-  it('a parseable entry with missing fields is dropped, not thrown from onDetection; the zone still acts', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rackguard-incidents-'));
-    dirs.push(dir);
-    const clock = new VirtualClock({ startWallMs: Date.now() });
-    mkdirSync(join(dir, 'state'));
-    // No `fired`, no `highest`, no `startedTs`: as an older or hand-edited file could have it.
-    writeFileSync(join(dir, 'state', INCIDENTS_FILE), JSON.stringify({ version: 1, incidents: [{ id: 'za-old', zone: 'za', handled: [], aliveTs: clock.wallMs() }] }));
-    const config = parseConfig(
-      `version: 1
+/** Two sensors in zone za, and one exec action `name` (/bin/true) at `level`; state in <dir>/state. */
+function configFor(dir: string, level: 'alarm' | 'critical', name: string) {
+  return parseConfig(
+    `version: 1
 buses:
   - id: l
     type: serial
@@ -46,12 +40,23 @@ zones:
 actions:
   stateDir: state
   policies:
-    - level: alarm
-      actions: [{ kind: exec, name: page, argv: [/bin/true] }]
+    - level: ${level}
+      actions: [{ kind: exec, name: ${name}, argv: [/bin/true] }]
 `,
-      join(dir, 'c.yaml'),
-      { baseDir: dir },
-    );
+    join(dir, 'c.yaml'),
+    { baseDir: dir },
+  );
+}
+
+describe('incident file read back after a restart', () => {
+  it('a parseable entry with missing fields is dropped, not thrown from onDetection; the zone still acts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rackguard-incidents-'));
+    dirs.push(dir);
+    const clock = new VirtualClock({ startWallMs: Date.now() });
+    mkdirSync(join(dir, 'state'));
+    // No `fired`, no `highest`, no `startedTs`: as an older or hand-edited file could have it.
+    writeFileSync(join(dir, 'state', INCIDENTS_FILE), JSON.stringify({ version: 1, incidents: [{ id: 'za-old', zone: 'za', handled: [], aliveTs: clock.wallMs() }] }));
+    const config = configFor(dir, 'alarm', 'page');
     const records: ActionEvent[] = [];
     const engine = new ActionEngine(config.actions!, { clock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (e) => records.push(e), dryRun: true });
     engines.push(engine);
@@ -65,28 +70,6 @@ actions:
 
   describe('resume after a restart: how long the agent was down', () => {
     const MIN = 60_000;
-    function configFor(dir: string) {
-      return parseConfig(
-        `version: 1
-buses:
-  - id: l
-    type: serial
-    path: /dev/null
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02 }
-      - { id: r2, unitId: 2, profile: xy-md02 }
-zones:
-  - { id: za, sensors: [r1.temperature, r2.temperature] }
-actions:
-  stateDir: state
-  policies:
-    - level: critical
-      actions: [{ kind: exec, name: shutdown-room, argv: [/bin/true] }]
-`,
-        join(dir, 'c.yaml'),
-        { baseDir: dir },
-      );
-    }
     const sensor = (pointId: string) => ({ pointId, tempC: 34, status: 'good', rateShortCPerMin: 3, rateLongCPerMin: 2, etaCriticalS: 20, flags: ['critical_eta'] });
     const evidence = { sensors: [sensor('r1.temperature'), sensor('r2.temperature')], chillers: [], agreeingAlarm: 2, agreeingCritical: 2, k: 2, etaCriticalS: 20 };
 
@@ -98,7 +81,7 @@ actions:
       const dir = mkdtempSync(join(tmpdir(), 'rackguard-incidents-'));
       dirs.push(dir);
       mkdirSync(join(dir, 'state'));
-      const config = configFor(dir);
+      const config = configFor(dir, 'critical', 'shutdown-room');
       const clock = new VirtualClock({ startWallMs: Date.UTC(2026, 10, 30, 2) });
       const firstRecords: ActionEvent[] = [];
       const first = new ActionEngine(config.actions!, { clock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (e) => firstRecords.push(e), dryRun: true, boot: () => ({ bootId: 'boot-a', uptimeMs: 3_600_000 }), clockSynced: () => true });
