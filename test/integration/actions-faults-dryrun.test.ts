@@ -13,14 +13,10 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../agent/clock.js';
-import { ActionEngine } from '../../agent/actions/engine.js';
 import { HostAgent } from '../../agent/actions/host-agent.js';
-import { parseConfig } from '../../agent/config/load.js';
 import { parseHostConfig } from '../../agent/config/host-schema.js';
-import type { DetectorEvent, Level } from '../../agent/detection/types.js';
 import type { ActionEvent } from '../../agent/outputs/events.js';
-import { silentLogger } from '../helpers/agent.js';
+import { pollUntil, rigConfig, rigEngine, zoneLevel } from '../helpers/actions-rig.js';
 import { startIpmiSim, type IpmiSim } from '../helpers/ipmi-sim.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
@@ -72,27 +68,14 @@ afterAll(async () => {
   await tmp?.cleanup();
 });
 
-function lvl(from: Level, level: Level): DetectorEvent {
-  const crit = level === 'critical' ? 2 : 0;
-  const s = (id: string) => ({ pointId: id, tempC: 36, status: 'good', rateShortCPerMin: 2, rateLongCPerMin: 1, etaCriticalS: 0, flags: crit ? ['alarm_temp', 'critical_temp'] : [] });
-  return { kind: 'zone_level', zone: 'za', from, level, reason: `to ${level}`, mono: performance.now(), ts: Date.now(), evidence: { sensors: [s('r1.temperature'), s('r2.temperature')], chillers: [], agreeingAlarm: 2, agreeingCritical: crit, k: 2, etaCriticalS: 0 } };
-}
-
 describe('dry run on real parts', () => {
   it('a critical incident and its clearing: nothing runs anywhere, every action and step is recorded as what would run', async () => {
     const url = `http://127.0.0.1:${(web.address() as AddressInfo).port}/hook`;
     const hook = f('hook.sh');
-    const config = parseConfig(
-      `version: 1
-buses:
-  - { id: l, type: serial, path: /dev/null, devices: [{ id: r1, unitId: 1, profile: xy-md02 }, { id: r2, unitId: 2, profile: xy-md02 }] }
-zones:
-  - { id: za, sensors: [r1.temperature, r2.temperature] }
-outputs:
-  outbox: { path: outbox.db }
-  mqtt: { url: "${broker.url}" }
-actions:
-  stateDir: state
+    const config = rigConfig(
+      tmp.path,
+      broker.url,
+      `  stateDir: state
   hostsBaseTopic: ${BASE}
   policies:
     - level: alarm
@@ -107,24 +90,16 @@ actions:
     final: [{ kind: exec, name: last-word, argv: ["${hook}", final] }]
     hostSyncS: 15
 `,
-      f('c.yaml'),
-      { baseDir: tmp.path },
     );
-    const records: ActionEvent[] = [];
-    const engine = new ActionEngine(config.actions!, { clock: systemClock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, mqtt: config.outputs!.mqtt!, dryRun: true, record: (e) => records.push(e) });
-    const seen = (pred: (r: ActionEvent) => boolean, what: string) =>
-      expect
-        .poll(() => records.some(pred), { timeout: 30_000, interval: 20 })
-        .toBe(true)
-        .catch((err: unknown) => {
-          throw new Error(`${what}: ${(err as Error).message}; ${records.map((r) => `${r.action}:${r.status}:${r.message}`).join('\n')}`);
-        });
+    const { engine, records } = rigEngine(config, { dryRun: true });
+    const seen = (pred: (r: ActionEvent) => boolean, what: string): Promise<void> =>
+      pollUntil(() => records.some(pred), what, () => records.map((r) => `${r.action}:${r.status}:${r.message}`).join('\n'), 30_000);
     try {
       await engine.start();
-      engine.onDetection(lvl('normal', 'alarm'));
-      engine.onDetection(lvl('alarm', 'critical'));
+      engine.onDetection(zoneLevel('normal', 'alarm', false));
+      engine.onDetection(zoneLevel('alarm', 'critical', true));
       await seen((r) => r.detail?.step === 'sequence' && r.status !== 'started', 'the dry-run sequence to end');
-      engine.onDetection(lvl('critical', 'normal'));
+      engine.onDetection(zoneLevel('critical', 'normal', false));
       await seen((r) => r.action === 'unpage', 'the onClear hook record');
 
       // Nothing ran: no marker from a hook or the host's command, no POST, no IPMI power command, power on.

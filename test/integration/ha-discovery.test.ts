@@ -17,6 +17,7 @@ import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { twoRacksConfig } from '../helpers/two-racks.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BASE = 'rackguard/lab/gw1';
@@ -43,18 +44,7 @@ interface Cfg {
 beforeAll(async () => {
   tmp = await tempDir('rackguard-ha-');
   [pty, broker] = await Promise.all([startPtyPair(), startMosquitto()]);
-  const text = `version: 1
-site: lab
-gateway: gw1
-logging: { samples: false }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 250 }
-zones:
+  const text = `${twoRacksConfig({ bus: { serialPath: pty.a }, device: 'pollIntervalMs: 250' })}zones:
   - { id: z, sensors: [r1.temperature, r2.temperature], detection: { dwellS: 1 } }
 outputs:
   outbox: { path: ${join(tmp.path, 'outbox.db')} }

@@ -8,61 +8,34 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Sample } from '../../agent/acquisition/types.js';
-import { influxSchema, mqttSchema, outboxSchema } from '../../agent/config/outputs-schema.js';
-import type { OutputContext, PointInfo } from '../../agent/outputs/context.js';
+import { influxSchema, mqttSchema } from '../../agent/config/outputs-schema.js';
+import type { OutputContext } from '../../agent/outputs/context.js';
 import { InfluxSink } from '../../agent/outputs/influx.js';
 import { MqttSink } from '../../agent/outputs/mqtt.js';
-import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
+import type { OutboxEntry } from '../../agent/outputs/outbox.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { startSubscriber } from '../helpers/mqtt.js';
+import { BASE_TS, Cleanups, freeze, cycleEntries, cycleTimes, influxTimes, openOutbox, outputContext, testLogger as logger } from '../helpers/outputs-rig.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { until, withTimeout } from '../helpers/wait.js';
 
-const logger = pino({ level: process.env.RACKGUARD_TEST_LOG ?? 'silent' });
 const BASE = 'rackguard/s1/g1';
 const POINTS = ['rack01.temperature', 'rack02.temperature', 'chiller1.supply'];
-const BASE_TS = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
-
-function context(): OutputContext {
-  const map = new Map<string, PointInfo>();
-  for (const id of POINTS) map.set(id, { id, deviceId: id.split('.')[0]!, unit: '°C', kind: 'temperature', zones: id.startsWith('rack') ? ['z1'] : [], ...(id === 'chiller1.supply' ? { chiller: { id: 'chiller1', role: 'supplyTemp' } } : {}) });
-  return { site: 's1', gateway: 'g1', points: map, zones: ['z1'] };
-}
-
-function cycle(c: number): OutboxEntry[] {
-  return POINTS.map((pointId, i) => ({ type: 'sample', sample: { pointId, deviceId: pointId.split('.')[0]!, value: c + i / 100, unit: '°C', quality: 'good', ts: BASE_TS + c * 1000, mono: c * 1000 } satisfies Sample }));
-}
-
-const times = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => BASE_TS + (from + i) * 1000);
-
-async function influxTimes(influx: Influxd, db: string, measurement: string): Promise<Map<string, number[]>> {
-  const r = await influx.query(`SELECT value FROM ${measurement} GROUP BY point`, db);
-  const out = new Map<string, number[]>();
-  for (const s of r.results[0]?.series ?? []) out.set(s.tags!.point!, (s.values ?? []).map((v) => v[0] as number));
-  return out;
-}
+const context = (): OutputContext => outputContext(POINTS, { chillerPoint: 'chiller1.supply' });
+const cycle = (c: number): OutboxEntry[] => cycleEntries(c, POINTS);
 
 describe('InfluxDB sink against a misbehaving influxd', () => {
   let influx: Influxd;
   let broker: Mosquitto;
   let dir: TempDir;
   let n = 0;
-  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanups = new Cleanups();
 
   beforeAll(async () => {
     [influx, broker, dir] = await Promise.all([startInfluxd(), startMosquitto(), tempDir('rackguard-influx-faults-')]);
   });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch {
-        // best effort
-      }
-    }
-  });
+  afterEach(() => cleanups.run());
   afterAll(async () => {
     await influx?.cleanup();
     await broker?.cleanup();
@@ -72,8 +45,7 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
   function setup(over: Record<string, unknown> = {}) {
     const id = ++n;
     const db = `rgf${id}`;
-    const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, `outbox-${id}.db`), commitIntervalMs: 0 }));
-    outbox.open();
+    const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
     const sink = new InfluxSink(influxSchema.parse({ url: influx.url, database: db, flushIntervalMs: 50, retryInitialMs: 100, retryMaxMs: 400, requestTimeoutMs: 500, ...over }), { outbox, context: context(), logger, drainMs: 1000 });
     cleanups.push(() => outbox.close());
     cleanups.push(() => sink.stop());
@@ -90,14 +62,7 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
     await mqtt.start();
     for (let c = 0; c < 5; c++) outbox.append(cycle(c));
     await until(() => sink.stats().depth === 0, 15_000, 'InfluxDB before the freeze');
-    const pid = influx.process.proc.pid!;
-    process.kill(pid, 'SIGSTOP');
-    let frozen = true;
-    const thaw = (): void => {
-      if (frozen) process.kill(pid, 'SIGCONT');
-      frozen = false;
-    };
-    cleanups.push(thaw);
+    const thaw = freeze(influx.process.proc.pid!, cleanups);
     for (let c = 5; c < 20; c++) outbox.append(cycle(c));
     // MQTT is not held up by the frozen InfluxDB.
     await sub.waitFor((m) => new Set(m.filter((x) => x.topic.endsWith('/rack01.temperature')).map((x) => x.payload)).size === 15, 15_000, 'MQTT delivers while influxd is frozen');
@@ -114,7 +79,7 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
     for (let c = 20; c < 25; c++) outbox.append(cycle(c));
     await until(() => sink.stats().depth === 0, 20_000, 'InfluxDB drained after SIGCONT');
     const t = await influxTimes(influx, db, 'environment');
-    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(times(0, 24));
+    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(cycleTimes(0, 24));
     const count = await influx.query('SELECT count(value) FROM environment', db);
     expect(count.results[0]!.series![0]!.values![0]![1]).toBe(25 * 2);
   });
@@ -128,7 +93,7 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
       await influx.query(`DROP DATABASE ${db}`);
       for (let c = 5 + round * 5; c < 10 + round * 5; c++) outbox.append(cycle(c));
       await until(() => sink.stats().depth === 0, 15_000, `drained after drop ${round + 1}`);
-      expect((await influxTimes(influx, db, 'environment')).get('rack01.temperature')).toEqual(times(5 + round * 5, 9 + round * 5));
+      expect((await influxTimes(influx, db, 'environment')).get('rack01.temperature')).toEqual(cycleTimes(5 + round * 5, 9 + round * 5));
     }
     expect(sink.stats().pointsQuarantined).toBe(0);
   });
@@ -143,7 +108,7 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
     outbox.append(Array.from({ length: 10 }, (_, c) => cycle(c)).flat());
     await until(() => sink.stats().depth === 0, 20_000, 'drained despite the bad points');
     const t = await influxTimes(influx, db, 'environment');
-    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(times(0, 9));
+    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(cycleTimes(0, 9));
     expect(sink.stats().pointsQuarantined).toBe(10);
     expect(sink.stats().pointsWritten).toBe(20 + 1); // + the quarantine event
     const ev = await influx.query(`SELECT message FROM events WHERE code = 'influx_point_quarantined'`, db);
@@ -167,8 +132,7 @@ describe('InfluxDB sink against an influxd with authentication', () => {
   });
 
   it('a wrong password: one influx_auth_failed error event (not one per retry), points wait; the right one delivers them all, the secret in no event', async () => {
-    const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, 'outbox.db'), commitIntervalMs: 0 }));
-    outbox.open();
+    const outbox = openOutbox(dir.path, 'outbox.db', { commitIntervalMs: 0 });
     writeFileSync(join(dir.path, 'user'), 'admin\n');
     writeFileSync(join(dir.path, 'wrong'), 'not-the-secret-9\n');
     writeFileSync(join(dir.path, 'right'), 'right-secret-1\n');
@@ -194,7 +158,7 @@ describe('InfluxDB sink against an influxd with authentication', () => {
     await until(() => right.stats().depth === 0, 15_000, 'drained with the right password');
     await right.stop();
     const t = await influxTimes(influx, 'rgauth', 'environment');
-    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(times(0, 4));
+    for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(cycleTimes(0, 4));
     outbox.close();
   });
 });

@@ -15,10 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { freePort } from '../helpers/ports.js';
-import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
+import type { SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { runBuiltAgent, twoRacksConfig, ZONE_Z1 } from '../helpers/two-racks.js';
 
-const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'agent', 'main.js');
 const STOP_TIMEOUT_S = 2;
 
 let tmp: TempDir;
@@ -46,22 +46,7 @@ function liveMembers(pgid: number): number[] {
 }
 
 function config(dir: string, hook: string): string {
-  return `version: 1
-site: lab
-gateway: gw1
-stopTimeoutS: ${STOP_TIMEOUT_S}
-logging: { samples: false }
-buses:
-  - id: t
-    type: tcp
-    host: 127.0.0.1
-    port: ${port}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 200 }
-zones:
-  - { id: z1, sensors: [r1.temperature, r2.temperature] }
-detection: { warnTempC: 5 }
+  return `${twoRacksConfig({ bus: { tcpPort: port }, top: `stopTimeoutS: ${STOP_TIMEOUT_S}\n`, device: 'pollIntervalMs: 200' })}${ZONE_Z1}detection: { warnTempC: 5 }
 outputs:
   outbox: { path: ${join(dir, 'outbox.db')} }
 actions:
@@ -82,7 +67,7 @@ async function agentWithRunningHook(): Promise<{ agent: SpawnedProcess; pgid: nu
   chmodSync(hook, 0o755);
   const file = join(dir, 'rackguard.yaml');
   writeFileSync(file, config(dir, hook));
-  const agent = await spawnAndWait(process.execPath, [MAIN, 'run', '--config', file], { readyLine: /stubborn-hook started/, timeoutMs: 20_000 });
+  const agent = await runBuiltAgent(file, { readyLine: /stubborn-hook started/, timeoutMs: 20_000 });
   agents.push(agent);
   const pidFile = join(dir, 'hook.pid');
   await expect.poll(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').endsWith('\n'), { timeout: 10_000 }).toBe(true);

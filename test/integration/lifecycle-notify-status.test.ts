@@ -16,11 +16,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { startNotifySocket, type NotifySocket } from '../helpers/notify-socket.js';
-import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
+import type { SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { runBuiltAgent, twoRacksConfig, ZONE_Z1 } from '../helpers/two-racks.js';
 
-const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'agent', 'main.js');
 /** Shorter than the periodic STATUS refresh (10 s): only a refresh on the change itself arrives in time. */
 const STATUS_WAIT_MS = 6000;
 
@@ -41,25 +41,12 @@ beforeAll(async () => {
   ptyDir = join(tmp.path, 'pty');
   mkdirSync(ptyDir);
   pty = await startPtyPair({ dir: ptyDir });
-  text = `version: 1
-site: lab
-gateway: gw1
-logging: { samples: false }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
-zones:
-  - { id: z1, sensors: [r1.temperature, r2.temperature] }
-`;
+  text = twoRacksConfig({ bus: { serialPath: pty.a }, device: 'pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400' }) + ZONE_Z1;
   const file = join(tmp.path, 'agent.yaml');
   writeFileSync(file, text);
   sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
   sock = await startNotifySocket(tmp.path);
-  agent = await spawnAndWait(process.execPath, [MAIN, 'run', '--config', file], {
+  agent = await runBuiltAgent(file, {
     env: { NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '1000000' },
     readyLine: /rackguard starting/,
     timeoutMs: 20_000,

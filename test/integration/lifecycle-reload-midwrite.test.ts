@@ -14,10 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { freePort } from '../helpers/ports.js';
-import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
+import type { SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { runBuiltAgent, twoRacksConfig } from '../helpers/two-racks.js';
 
-const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'agent', 'main.js');
 
 let tmp: TempDir;
 let sim: Simulator;
@@ -28,19 +28,7 @@ let port: number;
 
 /** The configuration in two parts: `head` alone (the buses, no zones) is valid too. */
 function parts(pollMs: number): { head: string; tail: string } {
-  const head = `version: 1
-site: lab
-gateway: gw1
-logging: { samples: false }
-buses:
-  - id: t
-    type: tcp
-    host: 127.0.0.1
-    port: ${port}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: ${pollMs} }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: ${pollMs} }
-outputs:
+  const head = `${twoRacksConfig({ bus: { tcpPort: port }, device: `pollIntervalMs: ${pollMs}` })}outputs:
   outbox: { path: ${outbox} }
 `;
   const tail = `zones:
@@ -59,7 +47,7 @@ beforeAll(async () => {
   writeFileSync(file, head + tail);
   expect(parseConfig(head, 'head').zones).toEqual([]); // the premise: the prefix alone is valid
   sim = await startSimulator({ config: parseConfig(head + tail, 'sim'), tcpPort: port });
-  agent = await spawnAndWait(process.execPath, [MAIN, 'run', '--config', file], { readyLine: /"msg":"device online"/, timeoutMs: 20_000 });
+  agent = await runBuiltAgent(file, { readyLine: /"msg":"device online"/, timeoutMs: 20_000 });
 }, 40_000);
 
 afterAll(async () => {

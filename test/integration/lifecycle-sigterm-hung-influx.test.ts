@@ -14,10 +14,10 @@ import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { freePort } from '../helpers/ports.js';
-import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
+import type { SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { runBuiltAgent, twoRacksConfig, ZONE_Z1 } from '../helpers/two-racks.js';
 
-const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'agent', 'main.js');
 const STOP_TIMEOUT_S = 3;
 
 let tmp: TempDir;
@@ -41,7 +41,7 @@ function cursors(): { mqtt: number; influx: number; maxSeq: number } {
 }
 
 async function startAgent(): Promise<SpawnedProcess> {
-  const a = await spawnAndWait(process.execPath, [MAIN, 'run', '--config', file], { readyLine: /"msg":"rackguard starting"/, timeoutMs: 20_000 });
+  const a = await runBuiltAgent(file, { readyLine: /"msg":"rackguard starting"/, timeoutMs: 20_000 });
   agents.push(a);
   return a;
 }
@@ -52,22 +52,7 @@ beforeAll(async () => {
   await influx.query('CREATE DATABASE rg');
   const port = await freePort();
   outbox = join(tmp.path, 'outbox.db');
-  const text = `version: 1
-site: lab
-gateway: gw1
-stopTimeoutS: ${STOP_TIMEOUT_S}
-logging: { samples: false }
-buses:
-  - id: t
-    type: tcp
-    host: 127.0.0.1
-    port: ${port}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 200 }
-zones:
-  - { id: z1, sensors: [r1.temperature, r2.temperature] }
-outputs:
+  const text = `${twoRacksConfig({ bus: { tcpPort: port }, top: `stopTimeoutS: ${STOP_TIMEOUT_S}\n`, device: 'pollIntervalMs: 200' })}${ZONE_Z1}outputs:
   outbox: { path: ${outbox} }
   mqtt: { url: '${broker.url}', clientId: rg-hung-influx, reconnectInitialMs: 200, reconnectMaxMs: 1000 }
   influx: { url: '${influx.url}', database: rg, flushIntervalMs: 200, retryInitialMs: 200, retryMaxMs: 1000 }

@@ -6,36 +6,25 @@
  * `mqtt_publish_rejected` event names its topic), it never blocks the records after it, and every
  * other reading arrives.
  */
-import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Sample } from '../../agent/acquisition/types.js';
-import { mqttSchema, outboxSchema } from '../../agent/config/outputs-schema.js';
-import type { OutputContext, PointInfo } from '../../agent/outputs/context.js';
+import { mqttSchema } from '../../agent/config/outputs-schema.js';
+import type { OutputContext } from '../../agent/outputs/context.js';
 import { MqttSink } from '../../agent/outputs/mqtt.js';
-import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
+import type { OutboxEntry } from '../../agent/outputs/outbox.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt.js';
+import { BASE_TS, Cleanups, openOutbox, outputContext, sampleEntry as sample, testLogger as logger } from '../helpers/outputs-rig.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
-const logger = pino({ level: process.env.RACKGUARD_TEST_LOG ?? 'silent' });
 const BASE = 'rackguard/s1/g1';
 const POINTS = ['rack01.temperature', 'rack02.temperature'];
 /** The ACL denies publishing to this point's topic. */
 const DENIED_POINT = 'secret.temperature';
-const BASE_TS = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
 const CYCLES = 12;
 
-function context(): OutputContext {
-  const map = new Map<string, PointInfo>();
-  for (const id of [...POINTS, DENIED_POINT]) map.set(id, { id, deviceId: id.split('.')[0]!, unit: '°C', kind: 'temperature', zones: ['z1'] });
-  return { site: 's1', gateway: 'g1', points: map, zones: ['z1'] };
-}
-
-function sample(pointId: string, c: number): OutboxEntry {
-  return { type: 'sample', sample: { pointId, deviceId: pointId.split('.')[0]!, value: c, unit: '°C', quality: 'good', ts: BASE_TS + c * 1000, mono: c * 1000 } satisfies Sample };
-}
+// Every point in zone z1, the denied one too.
+const context = (): OutputContext => outputContext([...POINTS, DENIED_POINT], { allInZone: true });
 
 interface Rejection {
   kind: string;
@@ -55,7 +44,7 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
   let broker: Mosquitto;
   let dir: TempDir;
   let n = 0;
-  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanups = new Cleanups();
 
   beforeAll(async () => {
     [broker, dir] = await Promise.all([
@@ -68,15 +57,7 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
       tempDir('rackguard-mqtt-acl-'),
     ]);
   });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch {
-        // best effort
-      }
-    }
-  });
+  afterEach(() => cleanups.run());
   afterAll(async () => {
     await broker?.cleanup();
     await dir?.cleanup();
@@ -85,8 +66,7 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
   for (const protocolVersion of [4, 5] as const) {
     it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: a denied sensor topic, a denied zone state and an oversized event each become an event naming the topic; every other reading arrives`, async () => {
       const id = ++n;
-      const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, `outbox-${id}.db`), commitIntervalMs: 0 }));
-      outbox.open();
+      const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
       const sink = new MqttSink(
         mqttSchema.parse({ url: broker.url, protocolVersion, clientId: `rg-acl-${id}`, reconnectInitialMs: 50, reconnectMaxMs: 200, publishTimeoutMs: 2000, usernameFile: undefined }),
         { outbox, context: context(), logger, env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' } },
@@ -121,8 +101,7 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
 
     it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: a sensor whose topic is denied in every cycle does not hold the others back; its skipped messages are reported and counted`, async () => {
       const id = ++n;
-      const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, `outbox-${id}.db`), commitIntervalMs: 0 }));
-      outbox.open();
+      const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
       // The default reconnect schedule: every connection mosquitto closes on a refusal costs about a second.
       const sink = new MqttSink(mqttSchema.parse({ url: broker.url, protocolVersion, clientId: `rg-acl-${id}`, usernameFile: undefined }), {
         outbox,

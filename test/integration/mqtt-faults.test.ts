@@ -9,33 +9,25 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Sample } from '../../agent/acquisition/types.js';
-import { influxSchema, mqttSchema, outboxSchema } from '../../agent/config/outputs-schema.js';
-import type { OutputContext, PointInfo } from '../../agent/outputs/context.js';
+import { influxSchema, mqttSchema } from '../../agent/config/outputs-schema.js';
+import type { OutputContext } from '../../agent/outputs/context.js';
 import { InfluxSink } from '../../agent/outputs/influx.js';
 import { MqttSink } from '../../agent/outputs/mqtt.js';
-import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
+import type { Outbox, OutboxEntry } from '../../agent/outputs/outbox.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { startSubscriber, type Subscriber } from '../helpers/mqtt.js';
+import { BASE_TS, Cleanups, freeze, openOutbox, outputContext, sampleEntry } from '../helpers/outputs-rig.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
 const BASE = 'rackguard/s1/g1';
 const POINTS = ['rack01.temperature', 'rack02.temperature'];
-const BASE_TS = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
 const PASSWORD = 'right-s3cret-pw';
 const WRONG = 'wr0ng-s3cret-pw';
 
-function context(): OutputContext {
-  const map = new Map<string, PointInfo>();
-  for (const id of POINTS) map.set(id, { id, deviceId: id.split('.')[0]!, unit: '°C', kind: 'temperature', zones: ['z1'] });
-  return { site: 's1', gateway: 'g1', points: map, zones: ['z1'] };
-}
-
-function cycle(c: number): OutboxEntry[] {
-  return POINTS.map((pointId) => ({ type: 'sample', sample: { pointId, deviceId: pointId.split('.')[0]!, value: c, unit: '°C', quality: 'good', ts: BASE_TS + c * 1000, mono: c * 1000 } satisfies Sample }));
-}
+const context = (): OutputContext => outputContext(POINTS);
+const cycle = (c: number): OutboxEntry[] => POINTS.map((p) => sampleEntry(p, c));
 
 function zone(c: number, from: string, level: string): OutboxEntry {
   return { type: 'event', event: { kind: 'zone_level', zone: 'z1', from, level, reason: `${from} to ${level}`, mono: c * 1000, ts: BASE_TS + c * 1000 + 1, evidence: { sensors: [], chillers: [], agreeingAlarm: 2, agreeingCritical: 2, k: 2, etaCriticalS: 0 } } } as OutboxEntry;
@@ -67,20 +59,12 @@ async function retainedZoneLevel(url: string, id: string): Promise<string> {
 describe('MQTT sink against a misbehaving mosquitto', () => {
   let dir: TempDir;
   let n = 0;
-  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanups = new Cleanups();
 
   beforeAll(async () => {
     dir = await tempDir('rackguard-mqtt-faults-');
   });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch {
-        // best effort
-      }
-    }
-  });
+  afterEach(() => cleanups.run());
   afterAll(async () => {
     await dir?.cleanup();
   });
@@ -92,10 +76,20 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
   }
 
   function newOutbox(): Outbox {
-    const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, `outbox-${++n}.db`), commitIntervalMs: 0 }));
-    outbox.open();
+    const outbox = openOutbox(dir.path, `outbox-${++n}.db`, { commitIntervalMs: 0 });
     cleanups.push(() => outbox.close());
     return outbox;
+  }
+
+  /** A sink on `broker` that has delivered cycle 0 and zone z1 going warning → alarm. */
+  async function alarmDelivered(broker: Mosquitto): Promise<{ outbox: Outbox; sink: MqttSink }> {
+    const { logger } = capturedLogger();
+    const outbox = newOutbox();
+    const sink = sinkOn(outbox, broker.url, logger);
+    await sink.start();
+    outbox.append([...cycle(0), zone(0, 'warning', 'alarm')]);
+    await until(() => outbox.depth('mqtt') === 0, 10_000, 'the alarm delivered');
+    return { outbox, sink };
   }
 
   describe('credentials refused (CONNACK not authorized)', () => {
@@ -153,14 +147,7 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
     await sink.start();
     for (let c = 0; c < 3; c++) outbox.append(cycle(c));
     await until(() => outbox.depth('mqtt') === 0, 10_000, 'before the freeze');
-    const pid = broker.process.proc.pid!;
-    process.kill(pid, 'SIGSTOP');
-    let frozen = true;
-    const thaw = (): void => {
-      if (frozen) process.kill(pid, 'SIGCONT');
-      frozen = false;
-    };
-    cleanups.push(thaw);
+    const thaw = freeze(broker.process.proc.pid!, cleanups);
     for (let c = 3; c < 10; c++) outbox.append(cycle(c));
     await until(() => !sink.stats().connected && sink.stats().reconnects >= 2, 20_000, 'the link dropped and reconnects tried');
     expect(outbox.depth('mqtt')).toBeGreaterThan(0);
@@ -220,12 +207,7 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
   it('broker SIGKILLed and restarted without persistence: the retained zone state is restored, the backlog arrives', async () => {
     const broker = await startMosquitto({ extra: ['persistence false'] });
     cleanups.push(() => broker.cleanup());
-    const { logger } = capturedLogger();
-    const outbox = newOutbox();
-    const sink = sinkOn(outbox, broker.url, logger);
-    await sink.start();
-    outbox.append([...cycle(0), zone(0, 'warning', 'alarm')]);
-    await until(() => outbox.depth('mqtt') === 0, 10_000, 'the alarm delivered');
+    const { outbox, sink } = await alarmDelivered(broker);
     expect(await retainedZoneLevel(broker.url, `a${n}`)).toBe('alarm');
     await broker.process.stop('SIGKILL');
     await until(() => !sink.stats().connected, 10_000, 'the sink notices');
@@ -241,12 +223,7 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
     // Persistence, saved only on a clean stop: what the broker acknowledged after the last save is lost by SIGKILL.
     const broker = await startMosquitto({ extra: ['autosave_interval 0', 'autosave_on_changes false'] });
     cleanups.push(() => broker.cleanup());
-    const { logger } = capturedLogger();
-    const outbox = newOutbox();
-    const sink = sinkOn(outbox, broker.url, logger);
-    await sink.start();
-    outbox.append([...cycle(0), zone(0, 'warning', 'alarm')]);
-    await until(() => outbox.depth('mqtt') === 0, 10_000, 'alarm delivered');
+    const { outbox, sink } = await alarmDelivered(broker);
     await broker.restart(); // SIGTERM: `alarm` saved
     await until(() => sink.stats().connected && outbox.depth('mqtt') === 0, 15_000, 'reconnected');
     outbox.append([...cycle(1), zone(1, 'alarm', 'critical')]);

@@ -16,6 +16,7 @@ import { Notifier } from '../../agent/service/notify.js';
 import { agentStatusLine } from '../../agent/service/status-line.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
+import { twoRacksConfig, ZONE_Z1 } from '../helpers/two-racks.js';
 
 let pty: PtyPair;
 let sim: Simulator;
@@ -28,20 +29,7 @@ const held: Array<() => void> = [];
 
 beforeAll(async () => {
   pty = await startPtyPair();
-  const text = `version: 1
-site: lab
-gateway: gw1
-logging: { samples: false }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
-zones:
-  - { id: z1, sensors: [r1.temperature, r2.temperature] }
-`;
+  const text = twoRacksConfig({ bus: { serialPath: pty.a }, device: 'pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400' }) + ZONE_Z1;
   const config = parseConfig(text, 'test');
   sim = await startSimulator({ config, serialPath: pty.b });
   const logger = pino(

@@ -6,40 +6,26 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Sample } from '../../agent/acquisition/types.js';
-import { influxSchema, mqttSchema, outboxSchema } from '../../agent/config/outputs-schema.js';
-import type { OutputContext, PointInfo } from '../../agent/outputs/context.js';
+import { influxSchema, mqttSchema } from '../../agent/config/outputs-schema.js';
+import type { OutputContext } from '../../agent/outputs/context.js';
 import { InfluxSink } from '../../agent/outputs/influx.js';
 import { MqttSink } from '../../agent/outputs/mqtt.js';
-import { Outbox, type OutboxEntry } from '../../agent/outputs/outbox.js';
+import type { OutboxEntry } from '../../agent/outputs/outbox.js';
 import { startInfluxd, type Influxd } from '../helpers/influxd.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait } from '../helpers/proc.js';
 import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt.js';
+import { BASE_TS, Cleanups, cycleEntries, cycleTimes as expectedTimes, influxTimes, openOutbox, outputContext, testLogger as logger } from '../helpers/outputs-rig.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { until } from '../helpers/wait.js';
 
-const logger = pino({ level: process.env.RACKGUARD_TEST_LOG ?? 'silent' });
 const WRITER = fileURLToPath(new URL('../fixtures/outbox-writer.ts', import.meta.url));
 const POINTS = ['rack01.temperature', 'rack02.temperature', 'rack03.temperature', 'chiller1.supply'];
 const BASE = 'rackguard/s1/g1';
-// Recent wall time: InfluxDB's default retention keeps everything, but shards are per week.
-const BASE_TS = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
 
-function context(points = POINTS, chillerPoint?: string): OutputContext {
-  const map = new Map<string, PointInfo>();
-  for (const id of points) map.set(id, { id, deviceId: id.split('.')[0]!, unit: '°C', kind: 'temperature', zones: id.startsWith('rack') ? ['z1'] : [], ...(id === chillerPoint ? { chiller: { id: 'chiller1', role: 'supplyTemp' } } : {}) });
-  return { site: 's1', gateway: 'g1', points: map, zones: ['z1'] };
-}
-
-function cycle(c: number, points = POINTS): OutboxEntry[] {
-  return points.map((pointId, i) => ({
-    type: 'sample',
-    sample: { pointId, deviceId: pointId.split('.')[0]!, value: c + i / 100, unit: '°C', quality: 'good', ts: BASE_TS + c * 1000, mono: c * 1000 } satisfies Sample,
-  }));
-}
+const context = (points = POINTS, chillerPoint?: string): OutputContext => outputContext(points, { chillerPoint });
+const cycle = (c: number, points = POINTS): OutboxEntry[] => cycleEntries(c, points);
 
 function alarmEvent(c: number): OutboxEntry {
   return { type: 'event', event: { kind: 'zone_level', zone: 'z1', from: 'warning', level: 'alarm', reason: `cycle ${c}`, mono: c * 1000, ts: BASE_TS + c * 1000 + 1, evidence: { sensors: [], chillers: [], agreeingAlarm: 2, agreeingCritical: 0, k: 2, etaCriticalS: 300 } } };
@@ -69,36 +55,17 @@ function arrivals(messages: Received[]): Map<string, number[]> {
   return out;
 }
 
-async function influxTimes(influx: Influxd, db: string, measurement: string): Promise<Map<string, number[]>> {
-  const r = await influx.query(`SELECT value FROM ${measurement} GROUP BY point`, db);
-  const out = new Map<string, number[]>();
-  for (const s of r.results[0]?.series ?? []) out.set(s.tags!.point!, (s.values ?? []).map((v) => v[0] as number));
-  return out;
-}
-
-function expectedTimes(fromCycle: number, toCycle: number): number[] {
-  return Array.from({ length: toCycle - fromCycle + 1 }, (_, i) => BASE_TS + (fromCycle + i) * 1000);
-}
-
 describe('outputs against real mosquitto and influxd', () => {
   let broker: Mosquitto;
   let influx: Influxd;
   let dir: TempDir;
   let n = 0;
-  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanups = new Cleanups();
 
   beforeAll(async () => {
     [broker, influx, dir] = await Promise.all([startMosquitto(), startInfluxd(), tempDir('rackguard-outputs-')]);
   });
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch {
-        // best effort
-      }
-    }
-  });
+  afterEach(() => cleanups.run());
   afterAll(async () => {
     await broker?.cleanup();
     await influx?.cleanup();
@@ -108,8 +75,7 @@ describe('outputs against real mosquitto and influxd', () => {
   function setup(over: { maxBytes?: number; mqtt?: Record<string, unknown> | false; influx?: Record<string, unknown> | false; ctx?: OutputContext; url?: string } = {}) {
     const id = ++n;
     const db = `rg${id}`;
-    const outbox = new Outbox(outboxSchema.parse({ path: join(dir.path, `outbox-${id}.db`), ...(over.maxBytes ? { maxBytes: over.maxBytes } : {}) }));
-    outbox.open();
+    const outbox = openOutbox(dir.path, `outbox-${id}.db`, over.maxBytes ? { maxBytes: over.maxBytes } : {});
     const ctx = over.ctx ?? context();
     const mqttSink =
       over.mqtt === false ? undefined : new MqttSink(mqttSchema.parse({ url: over.url ?? broker.url, baseTopic: 'rackguard/{site}/{gateway}', clientId: `rg-pub-${id}`, reconnectInitialMs: 100, reconnectMaxMs: 400, publishTimeoutMs: 2000, ...(over.mqtt ?? {}) }), { outbox, context: ctx, logger });

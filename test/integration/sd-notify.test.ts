@@ -16,6 +16,7 @@ import { startNotifySocket, type NotifySocket } from '../helpers/notify-socket.j
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { twoRacksConfig, ZONE_Z1 } from '../helpers/two-racks.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const WATCHDOG_USEC = 2_000_000; // pings expected every 1 s
@@ -32,20 +33,7 @@ const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 beforeAll(async () => {
   tmp = await tempDir('rackguard-sd-notify-');
   pty = await startPtyPair();
-  const text = `version: 1
-site: lab
-gateway: gw1
-logging: { samples: false }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400 }
-zones:
-  - { id: z1, sensors: [r1.temperature, r2.temperature] }
-`;
+  const text = twoRacksConfig({ bus: { serialPath: pty.a }, device: 'pollIntervalMs: 200, timeoutMs: 200, backoffInitialMs: 200, backoffMaxMs: 400' }) + ZONE_Z1;
   const file = join(tmp.path, 'agent.yaml');
   writeFileSync(file, text);
   sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });

@@ -15,6 +15,7 @@ import { startSubscriber, type Subscriber } from '../helpers/mqtt.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { twoRacksConfig, ZONE_Z1 } from '../helpers/two-racks.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BASE = 'rackguard/lab/gw1';
@@ -47,21 +48,7 @@ beforeAll(async () => {
   tmp = await tempDir('rackguard-sigterm-outage-');
   [pty, broker] = await Promise.all([startPtyPair(), startMosquitto()]);
   outboxPath = join(tmp.path, 'outbox.db');
-  const text = `version: 1
-site: lab
-gateway: gw1
-stopTimeoutS: ${STOP_TIMEOUT_S}
-logging: { samples: false }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: ${POLL_MS} }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: ${POLL_MS} }
-zones:
-  - { id: z1, sensors: [r1.temperature, r2.temperature] }
-outputs:
+  const text = `${twoRacksConfig({ bus: { serialPath: pty.a }, top: `stopTimeoutS: ${STOP_TIMEOUT_S}\n`, device: `pollIntervalMs: ${POLL_MS}` })}${ZONE_Z1}outputs:
   outbox: { path: ${outboxPath} }
   mqtt: { url: '${broker.url}', clientId: rg-sigterm, reconnectInitialMs: 200, reconnectMaxMs: 1000 }
 http: { port: 0 }
