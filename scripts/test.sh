@@ -23,4 +23,6 @@ else
   npm install
 fi
 npm run build
+# The tests too (vitest only strips their types).
+npm run typecheck
 npx vitest run "$@"

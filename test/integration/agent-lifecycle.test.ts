@@ -6,7 +6,7 @@
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../../agent/app.js';
 import type { Component } from '../../agent/component.js';
@@ -47,7 +47,7 @@ ${extra.mqtt ?? ''}`;
 }
 
 /** A logger whose JSON lines the test can read. */
-function capture(): { logger: ReturnType<typeof pino>; lines: Array<Record<string, unknown>> } {
+function capture(): { logger: Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
   const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
   return { logger, lines };

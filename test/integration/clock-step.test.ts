@@ -145,8 +145,8 @@ async function times(db: string, measurement: string): Promise<number[]> {
 async function settle(agent: Agent): Promise<void> {
   // Everything appended so far (the ramp, the step, the alarm) reached InfluxDB. Acquisition goes on
   // meanwhile, so waiting for a depth of 0 would race the next poll (under load it never wins).
-  const target = agent.outputsStats().outbox.lastSeq;
-  await expect.poll(() => agent.outputsStats().outbox.sinks.influx?.cursor ?? 0, { timeout: 20_000, interval: 100 }).toBeGreaterThanOrEqual(target);
+  const target = agent.outputsStats().outbox!.lastSeq;
+  await expect.poll(() => agent.outputsStats().outbox?.sinks.influx?.cursor ?? 0, { timeout: 20_000, interval: 100 }).toBeGreaterThanOrEqual(target);
   await agent.stop();
 }
 

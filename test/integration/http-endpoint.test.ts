@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../../agent/app.js';
 import { parseConfig } from '../../agent/config/load.js';
@@ -78,7 +78,7 @@ async function rig(scenarioText?: string, timeScale = 1): Promise<Rig> {
 }
 
 /** A logger whose JSON lines the test can read and await. */
-function capture(): { logger: ReturnType<typeof pino>; lines: Array<Record<string, unknown>>; bus: EventEmitter } {
+function capture(): { logger: Logger; lines: Array<Record<string, unknown>>; bus: EventEmitter } {
   const lines: Array<Record<string, unknown>> = [];
   const bus = new EventEmitter();
   const logger = pino({ level: 'info' }, {
@@ -236,7 +236,7 @@ describe('HTTP endpoint', () => {
       expect(query.status, `${path} with ?token=`).toBe(path === 'nope' ? 404 : 200);
       await query.body?.cancel();
     }
-    for (const headers of [{ authorization: `Bearer ${TOKEN}` }, {}]) {
+    for (const headers of [{ authorization: `Bearer ${TOKEN}` }, {}] as Array<Record<string, string>>) {
       const sse = await SseReader.open(`${base}api/events/stream${'authorization' in headers ? '' : `?token=${TOKEN}`}`, headers);
       expect(sse.response.status).toBe(200);
       const first = await sse.next((m) => m.event === 'state', 5000, 'the first state message');
