@@ -29,6 +29,8 @@ export type NotifySender = (assignments: string[]) => Promise<void>;
 const SEND_TIMEOUT_MS = 10_000;
 /** How often the STATUS line is refreshed besides zone changes. */
 const STATUS_INTERVAL_MS = 10_000;
+/** The shortest gap between two STATUS messages. */
+export const STATUS_MIN_GAP_MS = 1000;
 
 /** The default sender: `systemd-notify VAR=VALUE…`, no shell, NOTIFY_SOCKET given to it alone. */
 export function systemdNotifySender(socket: string, binary = 'systemd-notify'): NotifySender {
@@ -84,6 +86,10 @@ export class Notifier implements Component {
   private readonly pending = new Map<string, string>();
   /** The stalled sources last reported, so a withheld ping is logged once per change, not every tick. */
   private withheldFor = '';
+  /** Monotonic ms of the last STATUS sent, and the refresh waiting for STATUS_MIN_GAP_MS to pass. */
+  private lastStatusMono = -Infinity;
+  private statusSoon: TimerHandle | undefined;
+  private statusPrefix: string | undefined;
   /** Pings sent since start (for tests and the log). */
   pings = 0;
 
@@ -112,8 +118,10 @@ export class Notifier implements Component {
     this.on = false;
     this.deps.clock.clearTimeout(this.watchdogTimer);
     this.deps.clock.clearTimeout(this.statusTimer);
+    this.deps.clock.clearTimeout(this.statusSoon);
     this.watchdogTimer = undefined;
     this.statusTimer = undefined;
+    this.statusSoon = undefined;
   }
 
   /**
@@ -126,12 +134,25 @@ export class Notifier implements Component {
     this.on = false;
     this.deps.clock.clearTimeout(this.watchdogTimer);
     this.deps.clock.clearTimeout(this.statusTimer);
+    this.deps.clock.clearTimeout(this.statusSoon);
     return this.send(['STOPPING=1', 'STATUS=stopping']).catch((err: unknown) => this.deps.logger.warn({ err: (err as Error).message }, 'sd_notify STOPPING failed'));
   }
 
   /** A STATUS line now (a zone changed level, a reload): a person looking should not see a stale one. */
   refreshStatus(prefix?: string): void {
     if (!this.enabled || !this.on) return;
+    // At most one STATUS per STATUS_MIN_GAP_MS: each is a process spawn, and a flapping device or a
+    // burst of zone events would otherwise spawn one per event. The last one in a burst is sent.
+    const wait = this.lastStatusMono + STATUS_MIN_GAP_MS - this.deps.clock.monoMs();
+    if (wait > 0) {
+      this.statusPrefix = prefix;
+      this.statusSoon ??= this.deps.clock.setTimeout(() => {
+        this.statusSoon = undefined;
+        this.refreshStatus(this.statusPrefix);
+      }, wait);
+      return;
+    }
+    this.lastStatusMono = this.deps.clock.monoMs();
     this.notify({ STATUS: this.statusText(prefix) });
   }
 

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from '../../agent/clock.js';
-import { Notifier, watchdogIntervalMs } from '../../agent/service/notify.js';
+import { STATUS_MIN_GAP_MS, Notifier, watchdogIntervalMs } from '../../agent/service/notify.js';
 import type { SourceProgress } from '../../agent/service/progress.js';
 import { statusLine } from '../../agent/service/status-line.js';
 import { silentLogger } from '../helpers/agent.js';
@@ -85,11 +85,12 @@ describe('Notifier', () => {
   });
 
   it('keeps one message in flight and merges what comes meanwhile, the latest STATUS winning', async () => {
-    const { n, sent, releases, setStatus } = rig({ NOTIFY_SOCKET: '/run/x' }, { hold: true });
+    const { n, sent, releases, setStatus, clock } = rig({ NOTIFY_SOCKET: '/run/x' }, { hold: true });
     await n.start();
     setStatus('one');
     n.refreshStatus();
     setStatus('two');
+    clock.advance(STATUS_MIN_GAP_MS);
     n.refreshStatus();
     expect(sent).toHaveLength(1);
     releases.shift()!();
@@ -100,6 +101,28 @@ describe('Notifier', () => {
     expect(sent[2]).toEqual(['STOPPING=1', 'STATUS=stopping']);
     for (const r of releases.splice(0)) r();
     await stopped;
+  });
+});
+
+describe('Notifier STATUS rate', () => {
+  it('a burst of refreshes (a flapping device) sends one STATUS now and the last one after the gap, not one per event', async () => {
+    const { n, sent, setStatus, clock } = rig({ NOTIFY_SOCKET: '/run/x' });
+    await n.start();
+    await flush();
+    const statuses = (): string[] => sent.flatMap((a) => a.filter((x) => x.startsWith('STATUS=')));
+    const before = statuses().length;
+    for (let i = 1; i <= 20; i++) {
+      setStatus(`burst ${i}`);
+      n.refreshStatus();
+      clock.advance(10);
+      await flush();
+    }
+    expect(statuses().slice(before)).toEqual(['STATUS=burst 1']);
+    clock.advance(STATUS_MIN_GAP_MS);
+    await flush();
+    expect(statuses().slice(before)).toEqual(['STATUS=burst 1', 'STATUS=burst 20']);
+    await n.stop();
+    expect(clock.pendingTimers()).toBe(0);
   });
 });
 
