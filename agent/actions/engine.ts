@@ -258,7 +258,10 @@ export class ActionEngine implements Component {
         continue;
       }
       // Levels cut short by the stop or crash are due again (IncidentState.completed).
-      const interrupted = inc.completed === undefined ? [] : inc.handled.filter((l) => !inc.completed!.includes(l));
+      // A file from before `completed` existed: every handled level counts as completed (set it now,
+      // or the first level completed later would make the older ones look interrupted).
+      inc.completed ??= [...inc.handled];
+      const interrupted = inc.handled.filter((l) => !inc.completed!.includes(l));
       if (interrupted.length > 0) {
         inc.handled = inc.handled.filter((l) => !interrupted.includes(l));
         dropped = true;

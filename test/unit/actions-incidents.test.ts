@@ -24,8 +24,8 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-/** Two sensors in zone za, and one exec action `name` (/bin/true) at `level`; state in <dir>/state. */
-function configFor(dir: string, level: 'alarm' | 'critical', name: string) {
+/** Two sensors in zone za, and an exec action `name` (/bin/true) at `level` (and more `extra`); state in <dir>/state. */
+function configFor(dir: string, level: 'alarm' | 'critical', name: string, extra: Array<[level: 'alarm' | 'critical', name: string]> = []) {
   return parseConfig(
     `version: 1
 buses:
@@ -40,9 +40,7 @@ zones:
 actions:
   stateDir: state
   policies:
-    - level: ${level}
-      actions: [{ kind: exec, name: ${name}, argv: [/bin/true] }]
-`,
+${[[level, name], ...extra].map(([l, n]) => `    - level: ${l}\n      actions: [{ kind: exec, name: ${n}, argv: [/bin/true] }]\n`).join('')}`,
     join(dir, 'c.yaml'),
     { baseDir: dir },
   );
@@ -133,5 +131,35 @@ describe('incident file read back after a restart', () => {
     });
 
     const records0 = (records: ActionEvent[]): string => records.find((r) => r.action === 'incident')?.message ?? '';
+
+    it('an incident file from before `completed` existed: after two restarts the old level is still not run again', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'rackguard-incidents-'));
+      dirs.push(dir);
+      mkdirSync(join(dir, 'state'));
+      const config = configFor(dir, 'alarm', 'page', [['critical', 'shutdown-room']]);
+      const clock = new VirtualClock({ startWallMs: Date.UTC(2026, 10, 30, 2) });
+      // Written by an older version: `alarm` handled (and ran to its end), no `completed` field.
+      writeFileSync(join(dir, 'state', INCIDENTS_FILE), JSON.stringify({ version: 1, incidents: [{ id: 'za-1', zone: 'za', startedTs: clock.wallMs() - 60_000, highest: 'alarm', handled: ['alarm'], fired: [0], aliveTs: clock.wallMs() - 30_000, aliveBoot: { bootId: 'boot-a', uptimeMs: 1_000_000 } }] }));
+      const records: ActionEvent[] = [];
+      const make = (uptimeMs: number) => {
+        const e = new ActionEngine(config.actions!, { clock, logger: silentLogger, site: 's', gateway: 'g', zones: config.zones, record: (r) => records.push(r), dryRun: true, boot: () => ({ bootId: 'boot-a', uptimeMs }), clockSynced: () => true });
+        engines.push(e);
+        return e;
+      };
+      const first = make(1_030_000);
+      await first.start();
+      first.onDetection({ kind: 'zone_level', zone: 'za', from: 'alarm', level: 'critical', reason: 'to critical', mono: clock.monoMs(), ts: clock.wallMs(), evidence });
+      for (let i = 0; i < 50 && !records.some((r) => r.action === 'shutdown-room'); i++) await settle();
+      await settle();
+      await first.stop();
+      const second = make(1_060_000);
+      await second.start();
+      second.onDetection({ kind: 'zone_level', zone: 'za', from: 'normal', level: 'alarm', reason: 'to alarm', mono: clock.monoMs(), ts: clock.wallMs(), evidence });
+      second.onDetection({ kind: 'zone_level', zone: 'za', from: 'alarm', level: 'critical', reason: 'to critical', mono: clock.monoMs(), ts: clock.wallMs(), evidence });
+      for (let i = 0; i < 20; i++) await settle();
+      expect(records.filter((r) => r.action === 'page')).toEqual([]);
+      expect(records.filter((r) => r.action === 'shutdown-room').map((r) => r.status)).toEqual(['dry-run']);
+      expect(records.filter((r) => r.action === 'incident').map((r) => r.status)).toEqual(['resumed', 'escalated', 'resumed']);
+    });
   });
 });
