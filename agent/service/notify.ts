@@ -145,10 +145,13 @@ export class Notifier implements Component {
     // burst of zone events would otherwise spawn one per event. The last one in a burst is sent.
     const wait = this.lastStatusMono + STATUS_MIN_GAP_MS - this.deps.clock.monoMs();
     if (wait > 0) {
-      this.statusPrefix = prefix;
+      // A prefix (a refused reload) is kept for the deferred message even if a plain refresh comes after.
+      this.statusPrefix = prefix ?? this.statusPrefix;
       this.statusSoon ??= this.deps.clock.setTimeout(() => {
         this.statusSoon = undefined;
-        this.refreshStatus(this.statusPrefix);
+        const kept = this.statusPrefix;
+        this.statusPrefix = undefined;
+        this.refreshStatus(kept);
       }, wait);
       return;
     }

@@ -121,6 +121,13 @@ describe('Notifier STATUS rate', () => {
     clock.advance(STATUS_MIN_GAP_MS);
     await flush();
     expect(statuses().slice(before)).toEqual(['STATUS=burst 1', 'STATUS=burst 20']);
+    // A refused reload's prefix survives a plain refresh that follows it within the gap.
+    n.refreshStatus('reload refused: 2 problems in a.yaml');
+    setStatus('after');
+    n.refreshStatus();
+    clock.advance(STATUS_MIN_GAP_MS);
+    await flush();
+    expect(statuses().at(-1)).toBe('STATUS=reload refused: 2 problems in a.yaml; after');
     await n.stop();
     expect(clock.pendingTimers()).toBe(0);
   });
