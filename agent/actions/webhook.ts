@@ -160,6 +160,8 @@ async function readHead(res: Response, max: number): Promise<string> {
       chunks.push(value);
       n += value.byteLength;
     }
+  } catch {
+    // cut off (deadline, reset): what came is enough for the record
   } finally {
     await reader.cancel().catch(() => undefined);
   }
@@ -202,13 +204,15 @@ export async function runWebhook(def: HttpActionDef, ctx: ActionContext, deps: W
     timedOut = false;
     try {
       const res = await doFetch(def.url, { method: 'POST', headers, body, signal: ac.signal, redirect: 'manual' });
-      // Read a bounded part of the body for the record, then drop the rest (a receiver that streams
-      // megabytes, or never ends its body, must neither fill memory nor turn a 200 into a timeout).
-      const text = await readHead(res, RESPONSE_TAIL_BYTES);
       lastStatus = res.status;
       if (res.status >= 200 && res.status < 300) {
+        // The status is the verdict: the body is not waited for (a receiver that streams megabytes, or
+        // holds its body open, must neither fill memory nor turn a 200 into a timeout and a second POST).
+        void res.body?.cancel().catch(() => undefined);
         return result('succeeded', `${def.name}: HTTP ${res.status} after ${attempt} attempt(s)`, { httpStatus: res.status, attempts: attempt });
       }
+      // A refusal: a bounded head of its body for the record, whatever of it comes before the deadline.
+      const text = await readHead(res, RESPONSE_TAIL_BYTES);
       lastError = `HTTP ${res.status}${text ? `: ${text.split('\n')[0]!.slice(0, 200)}` : ''}`;
       if (!retryable(res.status)) return result('failed', `${def.name}: ${lastError} (not retried)`, { httpStatus: res.status, attempts: attempt, responseTail: text });
     } catch (err) {

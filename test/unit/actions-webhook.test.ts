@@ -132,7 +132,7 @@ describe('webhook action', () => {
     expect(got).toHaveLength(2);
   });
 
-  it('a 200 whose body never ends succeeds at once, keeping only the head of the body', async () => {
+  it('a 200 whose body never ends succeeds at once, without downloading it', async () => {
     let written = 0;
     server = createServer((req: IncomingMessage, res: ServerResponse) => {
       req.resume();
@@ -155,6 +155,24 @@ describe('webhook action', () => {
     expect(r.detail).toMatchObject({ httpStatus: 200, attempts: 1 });
     await closed; // the client dropped the connection instead of downloading the rest
     expect(written).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('a 200 whose body is held open (headers sent, no byte more) succeeds once: no timeout, no second POST', async () => {
+    let posts = 0;
+    server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      req.resume();
+      req.on('end', () => {
+        posts++;
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+        res.flushHeaders(); // and never the 100 bytes
+      });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const r = await runWebhook(def(url, { timeoutS: 0.5, retries: 2 }), ctx, { clock: systemClock, site: 's', gateway: 'g' });
+    expect(r.status).toBe('succeeded');
+    expect(r.detail).toMatchObject({ httpStatus: 200, attempts: 1 });
+    expect(posts).toBe(1);
   });
 
   it('a refused connection is retried and fails with the network error', async () => {
