@@ -296,7 +296,8 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
         ...(this.deps.actionsDryRun ? { dryRun: true } : {}),
         ...(this.config.outputs?.mqtt ? { mqtt: this.config.outputs.mqtt } : {}),
         zoneStatus: (zone) => this.detector.status().find((z) => z.zone === zone),
-        clockSynced: () => this.clockWatch.synced,
+        // Evidence only (timesyncd or a step): judges a downtime across a reboot (service/boot.ts).
+        clockSynced: () => this.clockWatch.knownSynced,
       });
       this.on('detection', (e) => engine.onDetection(e));
       this.engine = engine;

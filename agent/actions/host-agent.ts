@@ -14,7 +14,7 @@
  * The protocol is in docs/host-agent.md.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
@@ -120,11 +120,34 @@ export class HostAgent implements Component {
    * Reads the secret and the last accepted seq (a damaged state file is E_HOST_STATE: the agent does
    * not start rather than accept replays), then connects in the background; resolves at once.
    */
+  /**
+   * Output files of commands a previous run did not see end: the shutdown command stops this agent by
+   * design, so after a real shutdown its file is never read back. A command still running keeps
+   * writing to its (unlinked) file: nothing is lost that anyone would read.
+   */
+  private removeStaleOutputs(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.config.stateDir);
+    } catch {
+      return; // no state directory yet
+    }
+    for (const name of names) {
+      if (!/^command-\d+\.out$/.test(name)) continue;
+      try {
+        rmSync(join(this.config.stateDir, name), { force: true });
+      } catch (err) {
+        this.deps.logger.warn({ file: name, err: asError(err).message }, 'cannot remove an old command output file');
+      }
+    }
+  }
+
   async start(): Promise<void> {
     if (this.client) return;
     const { config, deps } = this;
     this.secret = readHostSecret(config.secretFile, deps.logger);
     this.lastSeq = this.seqStore.read();
+    this.removeStaleOutputs();
     const username = readCredential(config.mqtt.usernameFile, 'RACKGUARD_MQTT_USERNAME', this.env);
     const password = readCredential(config.mqtt.passwordFile, 'RACKGUARD_MQTT_PASSWORD', this.env);
     const pem = (f: string | undefined): Buffer | undefined => (f === undefined ? undefined : Buffer.from(readRegularFile(f, 1024 * 1024)));

@@ -76,6 +76,7 @@ export interface ClockWatchDeps {
 export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Component, ClockSync {
   readonly name = 'clock-watch';
   private synced_ = false;
+  private syncedBy: 'timesyncd' | 'step' | 'assumed' | undefined;
   private timer: TimerHandle | undefined;
   private running = false;
   private lastMono = 0;
@@ -98,9 +99,18 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
     this.exists = deps.exists ?? existsSync;
   }
 
-  /** True once the wall clock is known to be right (timesyncd's file, or a step seen). */
+  /** True once the wall clock is known to be right (timesyncd's file, or a step seen), or taken as right (no timesyncd). */
   get synced(): boolean {
     return this.synced_;
+  }
+
+  /**
+   * True only on evidence (timesyncd's file, or a step seen), not on the "no timesyncd here" default:
+   * a Pi with chrony and fake-hwclock is taken as synchronised for timestamps, but its wall clock after
+   * a reboot cannot say how long the agent was down.
+   */
+  get knownSynced(): boolean {
+    return this.synced_ && this.syncedBy !== 'assumed';
   }
 
   /**
@@ -124,9 +134,12 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
     this.lastMono = this.deps.clock.monoMs();
     this.lastWall = this.deps.clock.wallMs();
     if (!this.synced_) {
-      if (this.exists(this.syncedFile)) this.synced_ = true;
-      else if (!this.exists(dirname(this.syncedFile))) {
+      if (this.exists(this.syncedFile)) {
         this.synced_ = true;
+        this.syncedBy = 'timesyncd';
+      } else if (!this.exists(dirname(this.syncedFile))) {
+        this.synced_ = true;
+        this.syncedBy = 'assumed';
         this.deps.logger.info({ syncedFile: this.syncedFile }, 'clock: timesyncd not present, cannot tell whether the wall clock is synchronised; taking it as synchronised (steps are still detected)');
       } else {
         this.deps.logger.warn({ syncedFile: this.syncedFile, wall: new Date(this.lastWall).toISOString() }, 'clock: wall clock not synchronised yet; samples are marked clockUnsynced until NTP steps it or timesyncd reports it synchronised');
@@ -181,8 +194,11 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
   }
 
   private markSynced(why: 'step' | 'timesyncd'): void {
+    // A step (or the file) on a clock only assumed right is the evidence it lacked.
+    if (this.synced_ && this.syncedBy === 'assumed') this.syncedBy = why;
     if (this.synced_) return;
     this.synced_ = true;
+    this.syncedBy = why;
     this.deps.logger.info({ why, wall: new Date(this.deps.clock.wallMs()).toISOString() }, 'clock: wall clock synchronised');
     this.emit('synced');
   }

@@ -5,7 +5,7 @@
  * to its end: it must not die of a broken output pipe (SIGPIPE) at its next line of output.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,6 +76,13 @@ describe('host agent gone while its command runs', () => {
         // No event tells when an orphaned process ends: its /proc entry is the external state.
         await expect.poll(() => alive(pid), { timeout: 10_000, interval: 20 }).toBe(false);
         expect(existsSync(marks) ? readFileSync(marks, 'utf8') : '(no marks: the command died before its end)').toBe('done\n');
+        // Nobody read its output file back; the next start of the host agent removes it.
+        const outputs = (): string[] => readdirSync(join(dir, 'state')).filter((n) => /^command-\d+\.out$/.test(n));
+        expect(outputs()).toHaveLength(1);
+        host = await spawnAndWait(process.execPath, [MAIN, 'host', '--config', yaml], { readyLine: /host agent ready/, timeoutMs: 20_000, cwd: dir });
+        expect(outputs()).toEqual([]);
+        await host.stop('SIGTERM');
+        host = undefined;
       } finally {
         router.detach();
       }

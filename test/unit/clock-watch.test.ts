@@ -89,9 +89,17 @@ describe('ClockWatch', () => {
     expect(synced).toBe(1);
     await w.stop();
 
+    expect(w.knownSynced).toBe(true);
+
+    // No timesyncd (chrony, ntpd, a container): taken as synchronised for timestamps, but not known to
+    // be (a reboot's downtime cannot be judged on it) until a step is seen.
     const none = new ClockWatch({ syncedFile: join(dir.path, 'no-such-dir', 'synchronized') }, { clock, logger: log });
     await none.start();
     expect(none.synced).toBe(true);
+    expect(none.knownSynced).toBe(false);
+    clock.stepWall(3_600_000);
+    clock.advance(1000);
+    expect(none.knownSynced).toBe(true);
     await none.stop();
   });
 });
