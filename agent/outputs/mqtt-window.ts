@@ -175,7 +175,8 @@ export class DeliveryWindow {
     for (const s of this.slots) {
       if (s.done && !s.confirmed) {
         s.confirmed = true;
-        this.deps.refusals.delivered(s.rec.seq);
+        // Its refusal bookkeeping is forgotten when it is acked (advance()), not now: a slot ahead of it
+        // may still be in flight, and if the connection dies it is re-read and must not report again.
         this.deps.confirmed?.(s);
         any = true;
       }
@@ -211,10 +212,7 @@ export class DeliveryWindow {
         this.deps.delivered(sent.length);
         slot.done = true;
         // Nothing was sent (every message superseded): there is no PUBACK to confirm.
-        if (sent.length === 0) {
-          slot.confirmed = true;
-          this.deps.refusals.delivered(seq);
-        }
+        if (sent.length === 0) slot.confirmed = true;
         this.advance();
       });
     };

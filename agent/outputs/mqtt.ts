@@ -107,7 +107,15 @@ interface Connection {
   /** The last client error on this connection (named for the log when it never got online). */
   error?: string;
   /** Retained states republished on this connection and not yet confirmed by a later packet. */
-  restoring?: { topics: string[]; unacked: number };
+  /** The retained states being restored on this connection (the lastRetained entries sent), and how many await their PUBACK. */
+  restoring?: { entries: RetainedEntry[]; unacked: number };
+}
+
+/** The newest retained state the broker confirmed for a topic. */
+interface RetainedEntry {
+  seq: number;
+  generation: number;
+  message: MqttMessage;
 }
 
 export class MqttSink implements Component {
@@ -125,7 +133,7 @@ export class MqttSink implements Component {
    * persistence lost them, and one killed between two autosaves brings back an older one (a zone back
    * at `alarm` after `critical` was acknowledged).
    */
-  private readonly lastRetained = new Map<string, { seq: number; generation: number; message: MqttMessage }>();
+  private readonly lastRetained = new Map<string, RetainedEntry>();
   private conn: Connection | undefined;
   private running = false;
   private options: IClientOptions | undefined;
@@ -416,21 +424,22 @@ export class MqttSink implements Component {
     const entries = confirmed.filter((e) => this.lastRetained.get(e.message.topic) === e && held.get(e.message.topic) !== e.message.payload);
     if (entries.length === 0) return;
     this.log.info({ topics: entries.map((e) => e.message.topic) }, 'mqtt: restoring retained states the broker lost or holds older');
-    const restoring = { topics: entries.map((e) => e.message.topic), unacked: entries.length };
+    const restoring = { entries, unacked: entries.length };
     conn.restoring = restoring;
+    // All settled: a ping's answer confirms them (the connection outlived them) and ends the restore.
+    const settled = (): void => {
+      if (--restoring.unacked === 0 && this.conn === conn && conn.connected) conn.client.sendPing();
+    };
     for (const entry of entries) {
       const { message } = entry;
-      this.publishOn(conn, message).then(
-        () => {
-          // All acknowledged: a ping's answer confirms them (the connection outlived them).
-          if (--restoring.unacked === 0 && this.conn === conn && conn.connected) conn.client.sendPing();
-        },
-        (err: unknown) => {
-          // Refused now (the ACL changed): stop restoring it, or every connection would die on it.
-          if (err instanceof RejectedError && this.lastRetained.get(message.topic) === entry) this.lastRetained.delete(message.topic);
-          this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
-        },
-      );
+      this.publishOn(conn, message).then(settled, (err: unknown) => {
+        // Refused now (the ACL changed): stop restoring it, or every connection would die on it. A
+        // failure that leaves the connection up (an MQTT 5 refusal, a timeout) still counts as settled,
+        // or the restore would never end and a later blip would forget every state it restored.
+        if (err instanceof RejectedError && this.lastRetained.get(message.topic) === entry) this.lastRetained.delete(message.topic);
+        this.log.warn({ topic: message.topic, err: asError(err).message }, 'mqtt: republishing a retained state failed');
+        settled();
+      });
     }
   }
 
@@ -484,8 +493,10 @@ export class MqttSink implements Component {
    */
   private abandonRestore(conn: Connection): void {
     if (!conn.restoring) return;
-    for (const topic of conn.restoring.topics) this.lastRetained.delete(topic);
-    this.log.warn({ topics: conn.restoring.topics }, 'mqtt: the connection died while retained states were being restored; they will not be restored again');
+    const { entries } = conn.restoring;
+    // Only the states restored here: a newer one confirmed since for the same topic stays.
+    for (const e of entries) if (this.lastRetained.get(e.message.topic) === e) this.lastRetained.delete(e.message.topic);
+    this.log.warn({ topics: entries.map((e) => e.message.topic) }, 'mqtt: the connection died while retained states were being restored; they will not be restored again');
     conn.restoring = undefined;
   }
 

@@ -210,6 +210,42 @@ describe('MQTT sink seams (fake client, virtual time)', () => {
     await sink.stop();
   });
 
+  it('a restored state refused on a live connection (MQTT 5) ends the restore: a later blip does not forget the other restored states', async () => {
+    const { clock, broker, outbox, sink, online, records } = setup({ protocolVersion: 5 });
+    outbox.append([zone('critical', 'alarm')]);
+    outbox.append([{ type: 'event', event: { kind: 'device_state', deviceId: 'd1', state: 'online', previous: 'unknown', ts: TS } }]);
+    let client = await online();
+    for (let i = 0; i < 5; i++) {
+      for (const p of records(client)) p.ack();
+      await settle();
+    }
+    expect(outbox.cursorOf('mqtt')).toBe(2);
+    const retainedTopics = (c: FakeClient): string[] => c.publishes.filter((p) => p.retain && p.topic !== `${BASE}/status`).map((p) => p.topic).sort();
+    const confirmed = retainedTopics(client);
+    expect(confirmed).toContain(`${BASE}/zones/z1/state`);
+    // A blip: the new connection restores every confirmed state; the ACL now refuses one of them.
+    client.drop();
+    await settle();
+    clock.advance(800);
+    client = await online();
+    expect(retainedTopics(client)).toEqual(confirmed);
+    for (const p of records(client)) {
+      if (p.topic === `${BASE}/devices/d1/state`) p.refuse(0x87);
+      else p.ack();
+    }
+    await settle();
+    // Another blip, later: the states that were restored are still ours to restore (not the refused one).
+    client.drop();
+    await settle();
+    clock.advance(800);
+    client = await online();
+    expect(retainedTopics(client)).toEqual(confirmed.filter((t) => t !== `${BASE}/devices/d1/state`));
+    broker.autoAck = true;
+    for (const p of records(client)) p.ack();
+    await settle();
+    await sink.stop();
+  });
+
   it('retained newest-wins: a refused zone state retried after a newer state was acknowledged is not resent', async () => {
     const { broker, outbox, sink, online, records } = setup({ protocolVersion: 5 });
     outbox.append([zone('alarm', 'warning'), zone('critical', 'alarm')]);
