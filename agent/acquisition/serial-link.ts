@@ -57,6 +57,8 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> implements Compon
   private generation = 0;
   private reopenTimer: TimerHandle | undefined;
   private readonly backoff: Backoff;
+  /** Flushes given up on by their deadline that have not called back yet. */
+  private abandonedFlushes = 0;
   /** Times the port was (re)opened, for health and tests. */
   opens = 0;
   lastError: string | undefined;
@@ -129,14 +131,21 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> implements Compon
         clock.afterPendingIo(() => {
           if (done) return;
           done = true;
+          // The flush holds a thread of libuv's pool until it returns; the port is not reopened before
+          // it does (a truly wedged adapter would otherwise take one more thread per reopen, and with
+          // them DNS lookups and file I/O of the whole process).
+          this.abandonedFlushes++;
           const why = `input flush did not complete within ${deadlineMs} ms`;
           this.drop(port, why);
-          reject(new RackguardError('E_PORT_CLOSED', `${this.settings.path}: ${why}; reopening the port`, { retryable: true }));
+          reject(new RackguardError('E_PORT_CLOSED', `${this.settings.path}: ${why}; reopening the port once it returns`, { retryable: true }));
         });
       }, deadlineMs);
       port.flush(() => {
         clock.clearTimeout(timer);
-        if (done) return;
+        if (done) {
+          this.abandonedFlushes--;
+          return;
+        }
         done = true;
         resolve();
       });
@@ -205,7 +214,9 @@ export class SerialLink extends EventEmitter<SerialLinkEvents> implements Compon
     const gen = this.generation;
     this.reopenTimer = this.deps.clock.setTimeout(() => {
       this.reopenTimer = undefined;
-      if (!this.stopped && gen === this.generation) void this.open(gen);
+      if (this.stopped || gen !== this.generation) return;
+      if (this.abandonedFlushes > 0) this.scheduleReopen('an abandoned input flush has not returned yet (wedged adapter)');
+      else void this.open(gen);
     }, delay);
   }
 }

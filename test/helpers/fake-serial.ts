@@ -24,12 +24,20 @@ export class FakePort implements PortLike {
     queueMicrotask(() => cb(null));
   }
 
-  /** A wedged adapter: flush() never calls back. */
+  /** A wedged adapter: flush() does not call back until releaseFlushes(). */
   flushHangs = false;
+  private readonly heldFlushes: Array<(err?: Error | null) => void> = [];
 
   flush(cb: (err?: Error | null) => void): void {
     this.events.push({ kind: 'flush', at: this.clock.monoMs() });
-    if (!this.flushHangs) queueMicrotask(() => cb(null));
+    if (this.flushHangs) this.heldFlushes.push(cb);
+    else queueMicrotask(() => cb(null));
+  }
+
+  /** The wedged flushes return at last (the driver recovered, or the adapter was replugged). */
+  releaseFlushes(): void {
+    this.flushHangs = false;
+    for (const cb of this.heldFlushes.splice(0)) cb(null);
   }
 
   close(cb: (err?: Error | null) => void): void {
