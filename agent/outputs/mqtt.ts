@@ -111,6 +111,30 @@ interface Connection {
   restoring?: { entries: RetainedEntry[]; unacked: number };
 }
 
+/**
+ * Whether the broker's retained payload `held` should be replaced by `ours` on a reconnect: it holds
+ * nothing, or something else that is not newer. A state the broker acknowledged but we had not
+ * confirmed when the link died is newer than our last confirmed one (its `tsMs` says so) and stays;
+ * the backlog resends it anyway. Payloads without a time (availability) are restored when different.
+ */
+export function heldIsOlder(held: string | undefined, ours: string): boolean {
+  if (held === undefined) return true;
+  if (held === ours) return false;
+  const heldTs = payloadTsMs(held);
+  const ourTs = payloadTsMs(ours);
+  return heldTs === undefined || ourTs === undefined || heldTs <= ourTs;
+}
+
+function payloadTsMs(payload: string): number | undefined {
+  if (!payload.startsWith('{')) return undefined;
+  try {
+    const ts = (JSON.parse(payload) as { tsMs?: unknown }).tsMs;
+    return typeof ts === 'number' && Number.isFinite(ts) ? ts : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The newest retained state the broker confirmed for a topic. */
 interface RetainedEntry {
   seq: number;
@@ -421,7 +445,7 @@ export class MqttSink implements Component {
     // Only what the broker does not hold as we left it: a network blip must not repeat every state.
     const held = await this.heldRetained(conn, confirmed.map((e) => e.message.topic));
     if (this.conn !== conn) return;
-    const entries = confirmed.filter((e) => this.lastRetained.get(e.message.topic) === e && held.get(e.message.topic) !== e.message.payload);
+    const entries = confirmed.filter((e) => this.lastRetained.get(e.message.topic) === e && heldIsOlder(held.get(e.message.topic), e.message.payload));
     if (entries.length === 0) return;
     this.log.info({ topics: entries.map((e) => e.message.topic) }, 'mqtt: restoring retained states the broker lost or holds older');
     const restoring = { entries, unacked: entries.length };

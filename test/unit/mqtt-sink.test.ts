@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { VirtualClock } from '../../agent/clock.js';
 import { mqttSchema } from '../../agent/config/outputs-schema.js';
 import type { OutputContext } from '../../agent/outputs/context.js';
-import { MqttSink, type MqttSinkDeps } from '../../agent/outputs/mqtt.js';
+import { heldIsOlder, MqttSink, type MqttSinkDeps } from '../../agent/outputs/mqtt.js';
 import type { OutboxEntry } from '../../agent/outputs/outbox.js';
 import { FakeBroker, settle, type FakeClient } from '../helpers/fake-mqtt.js';
 import { MemoryOutbox } from '../helpers/memory-outbox.js';
@@ -345,5 +345,18 @@ describe('MQTT sink seams (fake client, virtual time)', () => {
     await settle();
     client.outstanding.forEach((p) => p.ack());
     await stopping;
+  });
+});
+
+describe('restoring retained states on a reconnect: which ones', () => {
+  const state = (level: string, tsMs: number): string => JSON.stringify({ level, tsMs });
+  it('restores what the broker lost or holds older; keeps what it holds newer (acknowledged, not yet confirmed when the link died)', () => {
+    expect(heldIsOlder(undefined, state('critical', 2000))).toBe(true);
+    expect(heldIsOlder(state('critical', 2000), state('critical', 2000))).toBe(false);
+    expect(heldIsOlder(state('alarm', 1000), state('critical', 2000))).toBe(true);
+    expect(heldIsOlder(state('normal', 3000), state('critical', 2000))).toBe(false);
+    // No time to compare (availability): a different payload is restored.
+    expect(heldIsOlder('offline', 'online')).toBe(true);
+    expect(heldIsOlder('online', 'online')).toBe(false);
   });
 });
