@@ -62,8 +62,10 @@ afterAll(async () => {
 const ctx = (incident: string): ActionContext => ({ incident, zone: 'z1', level: 'critical', etaS: 60, reason: 'fault test', ts: Date.now(), dryRun: false });
 
 /** A host agent in process whose shutdown command appends a line to `marks` (after `gate` exists, when given). */
+let hostDirs = 0;
 async function hostAgent(host: string, opts: { gate?: string } = {}) {
-  const dir = join(tmp.path, host);
+  // A directory of its own per call: a retried test must not find the last attempt's marks or state.
+  const dir = join(tmp.path, `${host}-${++hostDirs}`);
   mkdirSync(dir, { recursive: true });
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
@@ -139,6 +141,8 @@ describe('host commands under faults (real mosquitto, real host agent)', () => {
     await startBroker();
     const o = await asking;
     expect([o.status, o.message]).toEqual(['acknowledged', expect.stringMatching(/accepted/)]);
+    // The acknowledgement comes when the command is accepted; its final report once it has run.
+    await waitFor(g.laterEv, 'later', () => g.later.some((l) => l.detail?.final === true), 20_000, 'the final report', () => JSON.stringify({ later: g.later, marks: h.marks() }));
     expect(h.marks()).toHaveLength(1);
   }, 60_000);
 
@@ -174,7 +178,7 @@ describe('host commands under faults (real mosquitto, real host agent)', () => {
   }, 60_000);
 
   it('a QoS 1 redelivery of an accepted shutdown runs it once, and the copy does not turn the gateway\'s final report into a rejection', async () => {
-    const gate = join(tmp.path, 'gate-web-02');
+    const gate = join(tmp.path, `gate-web-02-${++hostDirs}`);
     const h = await hostAgent('web-02', { gate });
     const gw = await gatewayClient('faults-gw-2');
     const secret = readFileSync(h.secretFile, 'utf8').trim();

@@ -167,11 +167,12 @@ describe('coordinated shutdown through real host agents', () => {
       { name: 'web', hosts: ['web-01', 'ghost-01', 'web-02'] },
       { name: 'storage', hosts: ['db-01'] },
     ], hostSyncS);
-    expect(report.groups.map((g) => g.hosts.map((o) => `${o.host}:${o.status}`))).toEqual([['web-01:acknowledged', 'ghost-01:timeout', 'web-02:acknowledged'], ['db-01:acknowledged']]);
+    const shown = JSON.stringify(report.groups);
+    expect(report.groups.map((g) => g.hosts.map((o) => `${o.host}:${o.status}`)), shown).toEqual([['web-01:acknowledged', 'ghost-01:timeout', 'web-02:acknowledged'], ['db-01:acknowledged']]);
     const web = report.groups[0]!;
-    // At most hostSyncS (plus scheduling slack), and not before it: the ghost was waited for.
-    expect(web.endedAtMs - web.startedAtMs).toBeGreaterThanOrEqual(hostSyncS * 1000 - 5);
-    expect(web.endedAtMs - web.startedAtMs).toBeLessThan(hostSyncS * 1000 + 3000);
+    // At most hostSyncS (plus scheduling slack on a loaded machine), and not before it: the ghost was waited for.
+    expect(web.endedAtMs - web.startedAtMs, shown).toBeGreaterThanOrEqual(hostSyncS * 1000 - 5);
+    expect(web.endedAtMs - web.startedAtMs, shown).toBeLessThan(hostSyncS * 1000 + 5000);
     expect(markerNs('inc-ghost-failover-end')).toBeLessThan(markerNs('inc-ghost-web-01'));
     expect(markerNs('inc-ghost-web-02')).toBeLessThan(markerNs('inc-ghost-db-01'));
     expect(existsSync(join(markers(), 'inc-ghost-ghost-01'))).toBe(false);
