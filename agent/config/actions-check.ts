@@ -15,7 +15,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { MIN_CRITICAL_SENSORS } from '../actions/gate.js';
 import type { ActionsConfig, HookDef, HostDef, ShutdownDef } from './actions-schema.js';
-import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES } from './read-file.js';
+import { configFileChecker, fileProblem, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES } from './read-file.js';
 
 export interface ActionsCheckContext {
   /** Zone ids of the resolved config. */
@@ -28,10 +28,6 @@ export interface ActionsCheckContext {
   baseDir: string;
 }
 
-function fileProblem(err: unknown): string {
-  if (err instanceof FileReadError) return err.reason === 'os' ? (err.code ?? err.message) : err.message;
-  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-}
 
 /**
  * Returns `actions` with every file path made absolute, pushing one `<path>: <problem>` line per
@@ -39,15 +35,7 @@ function fileProblem(err: unknown): string {
  */
 export function resolveActions(actions: ActionsConfig, ctx: ActionsCheckContext, problems: string[]): ActionsConfig {
   const abs = (f: string): string => (isAbsolute(f) ? f : resolve(ctx.baseDir, f));
-  const readable = (where: string, file: string, maxBytes: number): string => {
-    const path = abs(file);
-    try {
-      checkRegularFile(path, maxBytes);
-    } catch (err) {
-      problems.push(`${where}: cannot read ${path}: ${fileProblem(err)}`);
-    }
-    return path;
-  };
+  const readable = configFileChecker(ctx.baseDir, problems);
 
   const hook = <T extends HookDef>(a: T, where: string): T => {
     if (a.kind === 'exec') {

@@ -11,7 +11,7 @@ import { NAME_PATTERN } from '../actions/host-protocol.js';
 import { RackguardError } from '../errors.js';
 import { HOUR_S, MINUTE_MS } from './durations.js';
 import { ConfigError, formatIssues, yamlToData } from './load.js';
-import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, readRegularFile } from './read-file.js';
+import { configFileChecker, MAX_CONFIG_FILE_BYTES, readRegularFile } from './read-file.js';
 
 export const HOST_CONFIG_VERSION = 1;
 
@@ -103,16 +103,8 @@ export function parseHostConfig(text: string, source: string, baseDir: string): 
   const cfg = parsed.data;
   const problems: string[] = [];
   const abs = (f: string): string => (isAbsolute(f) ? f : resolve(baseDir, f));
-  const checkFile = (where: string, f: string | undefined): string | undefined => {
-    if (f === undefined) return undefined;
-    const path = abs(f);
-    try {
-      checkRegularFile(path);
-    } catch (err) {
-      problems.push(`${where}: cannot read ${path}: ${err instanceof FileReadError && err.reason === 'os' ? (err.code ?? err.message) : (err as Error).message}`);
-    }
-    return path;
-  };
+  const check = configFileChecker(baseDir, problems);
+  const checkFile = (where: string, f: string | undefined): string | undefined => (f === undefined ? undefined : check(where, f));
   cfg.secretFile = checkFile('secretFile', cfg.secretFile)!;
   for (const f of ['usernameFile', 'passwordFile', 'ca', 'cert', 'key'] as const) {
     const p = checkFile(`mqtt.${f}`, cfg.mqtt[f]);

@@ -13,7 +13,7 @@ import { RackguardError } from '../errors.js';
 import { bundledProfilesDir } from '../paths.js';
 import { resolveActions } from './actions-check.js';
 import { humanDuration } from './durations.js';
-import { checkRegularFile, FileReadError, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES, readRegularFile } from './read-file.js';
+import { configFileChecker, fileProblem, FileReadError, MAX_CONFIG_FILE_BYTES, MAX_CREDENTIAL_FILE_BYTES, readRegularFile } from './read-file.js';
 import { DETECTION_DEFAULTS, configSchema, profileSchema, type DetectionParams, type ParsedConfig, type Profile, type ModbusPointConfig } from './schema.js';
 import {
   defaultInterFrameGapMs,
@@ -51,12 +51,6 @@ export function loadConfigFile(file: string, opts: LoadOptions = {}): Config {
     throw new RackguardError('E_CONFIG_READ', `${file}: cannot read configuration: ${(err as Error).message}`, { cause: err });
   }
   return parseConfig(text, file, { ...opts, baseDir: dirname(resolve(file)) });
-}
-
-/** A file problem in one phrase: the OS code (ENOENT, EACCES) or what is wrong with the file. */
-function fileProblem(err: unknown): string {
-  if (err instanceof FileReadError) return err.reason === 'os' ? (err.code ?? err.message) : err.message;
-  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
 
 /**
@@ -517,18 +511,9 @@ function resolveConfig(cfg: ParsedConfig, source: string, profiles: ProfileStore
  */
 function resolveOutputs(outputs: NonNullable<ParsedConfig['outputs']>, baseDir: string, problems: string[]): NonNullable<ParsedConfig['outputs']> {
   const abs = (f: string): string => (isAbsolute(f) ? f : resolve(baseDir, f));
-  const check = (where: string, file: string | undefined, maxBytes: number): string | undefined => {
-    if (file === undefined) return undefined;
-    const path = abs(file);
-    try {
-      // Opened without blocking and not read: a FIFO or /dev/zero here must not hang check-config. The
-      // size cap: the sinks read these files whole, and a huge one is a wrong path, not a password.
-      checkRegularFile(path, maxBytes);
-    } catch (err) {
-      problems.push(`${where}: cannot read ${path}: ${fileProblem(err)}`);
-    }
-    return path;
-  };
+  // The size cap: the sinks read these files whole, and a huge one is a wrong path, not a password.
+  const checkFile = configFileChecker(baseDir, problems);
+  const check = (where: string, file: string | undefined, maxBytes: number): string | undefined => (file === undefined ? undefined : checkFile(where, file, maxBytes));
   const out = { ...outputs, outbox: { ...outputs.outbox, path: abs(outputs.outbox.path) } };
   if (outputs.mqtt) {
     const m = { ...outputs.mqtt };
@@ -569,13 +554,7 @@ export function isLoopbackAddress(host: string): boolean {
 function resolveHttp(http: NonNullable<ParsedConfig['http']>, baseDir: string, problems: string[]): NonNullable<ParsedConfig['http']> {
   const out = { ...http };
   if (http.tokenFile !== undefined) {
-    const path = isAbsolute(http.tokenFile) ? http.tokenFile : resolve(baseDir, http.tokenFile);
-    try {
-      checkRegularFile(path);
-    } catch (err) {
-      problems.push(`http.tokenFile: cannot read ${path}: ${fileProblem(err)}`);
-    }
-    out.tokenFile = path;
+    out.tokenFile = configFileChecker(baseDir, problems)('http.tokenFile', http.tokenFile);
   } else if (!isLoopbackAddress(http.bind)) {
     problems.push(`http.bind: "${http.bind}" is not a loopback address; binding it needs http.tokenFile (a file holding the token every request must carry)`);
   }

@@ -10,6 +10,7 @@
  * up to the cap plus one byte (the file may grow after fstat).
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
 
 /** The cap on configuration, profile and scenario files: real ones are a few kB. */
 export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
@@ -162,4 +163,28 @@ export function checkRegularFile(file: string, maxBytes?: number): void {
   const { fd, st } = openRegular(file);
   closeSync(fd);
   if (maxBytes !== undefined && st.size > maxBytes) throw new FileReadError('too_large', `larger than the ${formatBytes(maxBytes)} limit (${formatBytes(st.size)})`);
+}
+
+/** A file problem in one phrase: the OS code (ENOENT, EACCES) or what is wrong with the file. */
+export function fileProblem(err: unknown): string {
+  if (err instanceof FileReadError) return err.reason === 'os' ? (err.code ?? err.message) : err.message;
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+}
+
+/**
+ * For the files a configuration names (credentials, TLS, tokens, hook scripts' inputs): resolves
+ * `file` against the configuration's directory, checks it with checkRegularFile (not read: a FIFO
+ * must not hang check-config, and the contents are the parts' business), pushes one
+ * `<where>: cannot read <path>: <problem>` line per problem, and returns the absolute path.
+ */
+export function configFileChecker(baseDir: string, problems: string[]): (where: string, file: string, maxBytes?: number) => string {
+  return (where, file, maxBytes) => {
+    const path = isAbsolute(file) ? file : resolve(baseDir, file);
+    try {
+      checkRegularFile(path, maxBytes);
+    } catch (err) {
+      problems.push(`${where}: cannot read ${path}: ${fileProblem(err)}`);
+    }
+    return path;
+  };
 }
