@@ -6,7 +6,7 @@
  * any host acts, then group 1's hosts, then group 2's; each host's local command writes a marker.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAgent, type Agent } from '../../agent/app.js';
@@ -18,6 +18,7 @@ import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { writeScript } from '../helpers/cli-run.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -34,12 +35,7 @@ const hostAgents: SpawnedProcess[] = [];
 const markers = (): string => join(tmp.path, 'markers');
 const markerNs = (name: string): bigint => BigInt(readFileSync(join(markers(), name), 'utf8').trim().split('\n')[0]!);
 
-function script(name: string, body: string): string {
-  const file = join(tmp.path, name);
-  writeFileSync(file, `#!/bin/sh\n${body}\n`);
-  chmodSync(file, 0o755);
-  return file;
-}
+const script = (name: string, body: string): string => writeScript(tmp.path, name, body);
 
 beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);

@@ -6,7 +6,6 @@
  * service receives no Reset and every session it created is deleted. A wrong BMC password fails that
  * host's row, naming the host, and the exit code is 1.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +15,7 @@ import { freeUdpPort, startIpmiSim, type IpmiSim } from '../helpers/ipmi-sim.js'
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { runCli, tableRows } from '../helpers/cli-run.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -66,29 +66,9 @@ ${opts.withAgent === false ? '' : `          - { via: agent, name: web-01, secre
   return path;
 }
 
-/** Runs the CLI to its exit, asynchronously: the Redfish service answers from this very process. */
-function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: tmp.path, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The table's rows as [group, host, via, status]. */
-const rows = (stdout: string): string[][] =>
-  stdout
-    .split('\n')
-    .filter((l) => /^g\d /.test(l))
-    .map((l) => l.split(/\s+/).slice(0, 4));
+/** Runs the CLI to its exit (asynchronously). */
+const cli = (...args: string[]) => runCli(MAIN, tmp.path, ...args);
+const rows = tableRows;
 
 /** The table's line for `host`. */
 const line = (stdout: string, host: string): string => stdout.split('\n').find((l) => new RegExp(`^g\\d\\s+${host}\\s`).test(l)) ?? `(no row for ${host})`;

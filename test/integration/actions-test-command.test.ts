@@ -4,14 +4,14 @@
  * (no shutdown marker appears), no failover hook runs, a host's harmless test check runs and its
  * failure counts, a host that is not running shows as a timeout, and the exit code says it all.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { runCli, tableRows, writeScript } from '../helpers/cli-run.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -24,12 +24,7 @@ const hosts: SpawnedProcess[] = [];
 const markers = (): string => join(tmp.path, 'markers');
 const secretFile = (host: string): string => join(tmp.path, `${host}.secret`);
 
-function script(name: string, body: string): string {
-  const file = join(tmp.path, name);
-  writeFileSync(file, `#!/bin/sh\n${body}\n`);
-  chmodSync(file, 0o755);
-  return file;
-}
+const script = (name: string, body: string): string => writeScript(tmp.path, name, body);
 
 /** A gateway config whose shutdown sequence names `groups` (host names; all via host agent). */
 function gatewayConfig(name: string, groups: string[][]): string {
@@ -65,29 +60,9 @@ ${groupYaml}
   return file;
 }
 
-/** Runs the CLI to its exit (asynchronously: the host agents and the broker are other processes, but keep the loop free anyway). */
-function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: tmp.path, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The table's rows as [group, host, via, status]. */
-const rows = (stdout: string): string[][] =>
-  stdout
-    .split('\n')
-    .filter((l) => /^g\d /.test(l))
-    .map((l) => l.split(/\s+/).slice(0, 4));
+/** Runs the CLI to its exit (asynchronously). */
+const cli = (...args: string[]) => runCli(MAIN, tmp.path, ...args);
+const rows = tableRows;
 
 beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);

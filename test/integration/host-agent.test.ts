@@ -5,7 +5,7 @@
  * log, only the locally configured command ever runs, a hung command dies at its timeout with its
  * children, and the retained status turns offline through the last will when the host agent is killed.
  */
-import { existsSync, readFileSync, readdirSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -18,6 +18,7 @@ import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { until, waitFor } from '../helpers/wait.js';
+import { writeScript } from '../helpers/cli-run.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -42,12 +43,7 @@ const markerDir = (): string => join(tmp.path, 'markers');
 const shutdownRuns = (): string[] => readdirSync(markerDir()).filter((f) => f.startsWith('shutdown-'));
 const testRuns = (): string[] => readdirSync(markerDir()).filter((f) => f.startsWith('test-'));
 
-function script(name: string, body: string): string {
-  const file = join(tmp.path, name);
-  writeFileSync(file, `#!/bin/sh\n${body}\n`);
-  chmodSync(file, 0o755);
-  return file;
-}
+const script = (name: string, body: string): string => writeScript(tmp.path, name, body);
 
 function hostYaml(file: string, host: string, secretFile: string, over: string): string {
   writeFileSync(

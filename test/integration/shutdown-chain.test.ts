@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
@@ -22,6 +22,7 @@ import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
+import { writeScript } from '../helpers/cli-run.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -40,12 +41,7 @@ const markers = (): string => join(tmp.path, 'markers');
 const markerNs = (name: string): bigint => BigInt(readFileSync(join(markers(), name), 'utf8').trim().split('\n')[0]!);
 const secretFile = (host: string): string => join(tmp.path, `${host}.secret`);
 
-function script(name: string, body: string): string {
-  const file = join(tmp.path, name);
-  writeFileSync(file, `#!/bin/sh\n${body}\n`);
-  chmodSync(file, 0o755);
-  return file;
-}
+const script = (name: string, body: string): string => writeScript(tmp.path, name, body);
 
 /** An exec-like hook runner: spawns the hook's argv (no shell) and waits for its exit. */
 function runHook(hook: HookDef, ctx: ActionContext): Promise<ActionResult> {
