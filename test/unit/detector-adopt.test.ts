@@ -8,7 +8,8 @@ import type { Sample } from '../../agent/acquisition/types.js';
 import { parseConfig } from '../../agent/config/load.js';
 import { Detector } from '../../agent/detection/detector.js';
 
-function config(zoneB: string) {
+/** Zone a on `zoneA` (r1 by default), zone b on r2 with `zoneB` as its detection overrides. */
+function config(zoneB: string, zoneA = 'r1.temperature') {
   return parseConfig(
     `version: 1
 buses:
@@ -21,7 +22,7 @@ buses:
       - { id: r3, profile: xy-md02, unitId: 3 }
 detection: { shortWindowS: 20, longWindowS: 40, k: 1 }
 zones:
-  - { id: a, sensors: [r1.temperature] }
+  - { id: a, sensors: [${zoneA}] }
   - { id: b, sensors: [r2.temperature], detection: { ${zoneB} } }
 `,
     'test.yaml',
@@ -62,23 +63,7 @@ describe('Detector.adopt', () => {
     const base = config('');
     const d = new Detector(base);
     feed(d, 0, 40, (t) => 22 + t / 60);
-    const withR3 = parseConfig(
-      `version: 1
-buses:
-  - id: rs485
-    type: serial
-    path: /dev/ttyTEST0
-    devices:
-      - { id: r1, profile: xy-md02, unitId: 1 }
-      - { id: r2, profile: xy-md02, unitId: 2 }
-      - { id: r3, profile: xy-md02, unitId: 3 }
-detection: { shortWindowS: 20, longWindowS: 40, k: 1 }
-zones:
-  - { id: a, sensors: [r1.temperature, r3.temperature] }
-  - { id: b, sensors: [r2.temperature], detection: {  } }
-`,
-      'test.yaml',
-    );
+    const withR3 = config('', 'r1.temperature, r3.temperature');
     expect(d.adopt(withR3)).toEqual({ keptZones: ['b'], newZones: ['a'] });
     d.tick(M0 + 41_000, 0); // the new zone machine's first evaluation (the agent ticks every second)
     const a = d.status()[0]!;
