@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../agent/config/load.js';
+import { rackText } from '../helpers/config-text.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rackguard-actions-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,17 +26,7 @@ writeFileSync(join(dir, 'bmc-pass'), 'secret\n');
 mkdirSync(join(dir, 'a-directory'));
 
 function configText(actions: string, opts: { mqtt?: boolean } = {}): string {
-  return `version: 1
-buses:
-  - id: l
-    type: serial
-    path: /dev/null
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02 }
-      - { id: r2, unitId: 2, profile: xy-md02 }
-zones:
-  - { id: row-a, sensors: [r1.temperature, r2.temperature] }
-${opts.mqtt ? 'outputs:\n  outbox: { path: ob.sqlite }\n  mqtt: { url: "mqtt://127.0.0.1:1883" }\n' : ''}actions:
+  return `${rackText(2, { id: 'row-a' })}${opts.mqtt ? 'outputs:\n  outbox: { path: ob.sqlite }\n  mqtt: { url: "mqtt://127.0.0.1:1883" }\n' : ''}actions:
 ${actions}
 `;
 }

@@ -15,6 +15,7 @@ import { parseConfig } from '../../agent/config/load.js';
 import type { DetectorEvent, Level, SensorEvidence } from '../../agent/detection/types.js';
 import type { ActionEvent } from '../../agent/outputs/events.js';
 import { silentLogger } from '../helpers/agent.js';
+import { rackText } from '../helpers/config-text.js';
 
 const root = mkdtempSync(join(tmpdir(), 'rackguard-engine-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -33,18 +34,7 @@ function setup(extra = '', opts: { dryRun?: boolean; runShutdown?: ConstructorPa
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const h = hook(dir);
-  const text = `version: 1
-buses:
-  - id: l
-    type: serial
-    path: /dev/null
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02 }
-      - { id: r2, unitId: 2, profile: xy-md02 }
-      - { id: r3, unitId: 3, profile: xy-md02 }
-zones:
-  - { id: za, sensors: [r1.temperature, r2.temperature, r3.temperature] }
-actions:
+  const text = `${rackText(3, { id: 'za' })}actions:
   stateDir: state
   inhibit: { file: maintenance }
 ${extra}

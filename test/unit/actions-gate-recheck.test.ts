@@ -17,6 +17,7 @@ import type { Evidence, Level, ZoneStatus } from '../../agent/detection/types.js
 import type { ActionEvent } from '../../agent/outputs/events.js';
 import { silentLogger } from '../helpers/agent.js';
 import { settle } from '../helpers/fake-serial.js';
+import { rackText } from '../helpers/config-text.js';
 
 const dirs: string[] = [];
 const engines: ActionEngine[] = [];
@@ -44,18 +45,7 @@ async function setup() {
   const dir = mkdtempSync(join(tmpdir(), 'rackguard-gate-recheck-'));
   dirs.push(dir);
   const config = parseConfig(
-    `version: 1
-buses:
-  - id: l
-    type: serial
-    path: /dev/null
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02 }
-      - { id: r2, unitId: 2, profile: xy-md02 }
-      - { id: r3, unitId: 3, profile: xy-md02 }
-zones:
-  - { id: za, sensors: [r1.temperature, r2.temperature, r3.temperature], detection: { corroborationLowersK: true } }
-actions:
+    `${rackText(3, { id: 'za', extra: 'detection: { corroborationLowersK: true }' })}actions:
   stateDir: state
   policies:
     - level: critical

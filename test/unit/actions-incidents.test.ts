@@ -16,6 +16,7 @@ import { parseConfig } from '../../agent/config/load.js';
 import type { ActionEvent } from '../../agent/outputs/events.js';
 import { silentLogger } from '../helpers/agent.js';
 import { settle } from '../helpers/fake-serial.js';
+import { rackText } from '../helpers/config-text.js';
 
 const dirs: string[] = [];
 const engines: ActionEngine[] = [];
@@ -27,17 +28,7 @@ afterEach(async () => {
 /** Two sensors in zone za, and an exec action `name` (/bin/true) at `level` (and more `extra`); state in <dir>/state. */
 function configFor(dir: string, level: 'alarm' | 'critical', name: string, extra: Array<[level: 'alarm' | 'critical', name: string]> = []) {
   return parseConfig(
-    `version: 1
-buses:
-  - id: l
-    type: serial
-    path: /dev/null
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02 }
-      - { id: r2, unitId: 2, profile: xy-md02 }
-zones:
-  - { id: za, sensors: [r1.temperature, r2.temperature] }
-actions:
+    `${rackText(2, { id: 'za' })}actions:
   stateDir: state
   policies:
 ${[[level, name], ...extra].map(([l, n]) => `    - level: ${l}\n      actions: [{ kind: exec, name: ${n}, argv: [/bin/true] }]\n`).join('')}`,

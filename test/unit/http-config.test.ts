@@ -10,20 +10,14 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, isLoopbackAddress, loadConfigFile, parseConfig } from '../../agent/config/load.js';
 import { packageRoot } from '../../agent/paths.js';
+import { rackText } from '../helpers/config-text.js';
 
 const ROOT = packageRoot();
 const dir = mkdtempSync(join(tmpdir(), 'rackguard-http-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function configText(http: string): string {
-  return `version: 1
-buses:
-  - id: l
-    type: serial
-    path: /dev/null
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02 }
-${http}
+  return `${rackText(1)}${http}
 `;
 }
 
