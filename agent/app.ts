@@ -596,22 +596,20 @@ class AgentImpl extends EventEmitter<AgentEvents> implements Agent {
     // Unsynchronised: marked, and re-dated with the outbox when the step comes. Synchronised: a sample
     // stamped before a step that was detected while its poll was still going is moved here (the outbox
     // was re-dated without it).
-    const redatedMs = new Map<Sample, number>();
-    if (!this.clockWatch.synced) for (const s of samples) s.clockUnsynced = true;
-    else {
-      for (const s of samples) {
-        const ts = this.clockWatch.rebase(s.ts, s.mono);
-        if (ts === s.ts) continue;
-        redatedMs.set(s, ts - s.ts);
-        s.ts = ts;
+    const unsynced = !this.clockWatch.synced;
+    const entries: OutboxEntry[] = samples.map((sample) => {
+      if (unsynced) {
+        sample.clockUnsynced = true;
+        return { type: 'sample', sample };
       }
-    }
+      const ts = this.clockWatch.rebase(sample.ts, sample.mono);
+      if (ts === sample.ts) return { type: 'sample', sample };
+      const clockRedatedMs = ts - sample.ts;
+      sample.ts = ts;
+      return { type: 'sample', sample, clockRedatedMs };
+    });
     this.recorder?.write(samples);
     const events = this.detector.ingest(samples);
-    const entries: OutboxEntry[] = samples.map((sample) => {
-      const d = redatedMs.get(sample);
-      return d === undefined ? { type: 'sample', sample } : { type: 'sample', sample, clockRedatedMs: d };
-    });
     for (const event of events) entries.push({ type: 'event', event });
     this.append(entries);
     this.emit('samples', samples);
