@@ -71,6 +71,11 @@ export interface HostCommandHandle {
    * `command.expiresAtMs`: the host may still act on it, so it was not "never asked".
    */
   published: boolean;
+  /**
+   * Set when the host refused a first command (`seq`) for its time window or its seq, and this one
+   * was issued again in the host's time (its clock is `hostClockOffsetMs` ahead of ours).
+   */
+  reissued?: { seq: number; reason: string; hostClockOffsetMs: number };
 }
 
 interface Waiter {
@@ -187,11 +192,44 @@ export interface HostClientOptions {
  */
 export async function sendHostCommand(client: MqttClient, host: string, params: HostCommandParams, opts: HostClientOptions): Promise<HostCommandHandle> {
   const clock = opts.clock ?? systemClock;
+  const first = await sendOnce(client, host, params, opts, clock, clock.wallMs());
+  const retry = reissueTime(first, clock);
+  const ackTimeoutMs = opts.ackTimeoutMs ?? 10_000;
+  if (!retry || first.ack.afterMs >= ackTimeoutMs) return first;
+  // Once, in the host's time: a second refusal is reported as it is.
+  const second = await sendOnce(client, host, params, { ...opts, ackTimeoutMs: ackTimeoutMs - first.ack.afterMs }, clock, retry.hostNowMs);
+  return { ...second, reissued: { seq: first.command.seq, reason: retry.reason, hostClockOffsetMs: retry.hostClockOffsetMs } };
+}
+
+/** The host refusals that only say our clock or counter is off from the host's, not that the command is wrong. */
+const CLOCK_REFUSALS = new Set<string>(['expired', 'not-yet-valid', 'replayed']);
+
+/**
+ * When the host refused the command for its time window or its seq, the time to issue it again in:
+ * the host's wall clock, from the signed reply. A Raspberry Pi gateway without a real-time clock, cut
+ * off from NTP during the very incident it must act on, can be days behind; its hosts' clocks are
+ * right. The validity window exists to bound how long a captured command works on that host, so the
+ * host's clock is the one that counts, and a signed refusal for this seq is proof of it (a forged or
+ * replayed refusal does not verify, or names another seq). `replayed` after a lost counter file:
+ * the seq floor is the wall clock (nextSeq), so the host's clock lifts it above what the host saw.
+ */
+function reissueTime(first: HostCommandHandle, clock: Clock): { hostNowMs: number; reason: string; hostClockOffsetMs: number } | undefined {
+  if (first.ack.kind !== 'reply') return undefined;
+  const r = first.ack.reply;
+  if (r.status !== 'rejected' || r.reason === undefined || !CLOCK_REFUSALS.has(r.reason) || r.seq !== first.command.seq) return undefined;
+  const now = clock.wallMs();
+  // `replayed` with clocks that agree: a host that saw a seq above our wall clock (another gateway
+  // ahead of us, or a forged seq that once verified) cannot be outrun by our clock; nothing to gain.
+  if (r.reason === 'replayed' && r.tsMs <= now) return undefined;
+  return { hostNowMs: r.tsMs, reason: r.reason, hostClockOffsetMs: r.tsMs - now };
+}
+
+async function sendOnce(client: MqttClient, host: string, params: HostCommandParams, opts: HostClientOptions, clock: Clock, nowWallMs: number): Promise<HostCommandHandle> {
   // The seq is on disk before the command leaves: a gateway restarted right after the publish must
   // not issue the same seq again (the host would reject the new command as a replay).
-  const seq = nextSeq(opts.seqStore.read(), clock.wallMs());
+  const seq = nextSeq(opts.seqStore.read(), nowWallMs);
   opts.seqStore.write(seq);
-  const command = signCommand(buildCommand(host, params, { gateway: opts.gateway, seq, nowWallMs: clock.wallMs() }), opts.secret);
+  const command = signCommand(buildCommand(host, params, { gateway: opts.gateway, seq, nowWallMs }), opts.secret);
   const correlation = randomBytes(16);
   const corrHex = correlation.toString('hex');
 

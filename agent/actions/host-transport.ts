@@ -146,6 +146,15 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
           });
         }
       }
+      if (handle.reissued) {
+        // The action went through, but the clocks disagree: the trail and the log must say so, so that
+        // the operator fixes NTP before it matters more (the gateway's STATUS says clock unsynced too).
+        const { seq: refusedSeq, reason, hostClockOffsetMs } = handle.reissued;
+        const skew = `${hostClockOffsetMs >= 0 ? 'behind' : 'ahead of'} the host's by ${Math.abs(Math.round(hostClockOffsetMs / 1000))} s`;
+        deps.logger.warn({ host: host.name, refusedSeq, seq, reason, hostClockOffsetMs }, `host ${host.name} refused command ${refusedSeq} (${reason}): this gateway's clock is ${skew}; sent again as ${seq} in the host's time (check NTP on the gateway)`);
+        first.message = `${first.message} [sent again in the host's time after "${reason}": this gateway's clock is ${skew}]`;
+        first.detail = { ...first.detail, reissued: handle.reissued };
+      }
       // Tells the caller a report follows through onLater (a started command, or a host's test check).
       if (finalPending) first.detail = { ...first.detail, finalPending: true };
       if (finalPending && opts.onLater) {
