@@ -29,6 +29,7 @@ let ipmi: IpmiSim;
 let web: Server;
 const posts: string[] = [];
 let host: HostAgent;
+let attempts = 0;
 
 const f = (name: string): string => join(tmp.path, name);
 const markers = (): string => f('markers');
@@ -72,8 +73,12 @@ describe('dry run on real parts', () => {
   it('a critical incident and its clearing: nothing runs anywhere, every action and step is recorded as what would run', async () => {
     const url = `http://127.0.0.1:${(web.address() as AddressInfo).port}/hook`;
     const hook = f('hook.sh');
+    // Its own directory per attempt (incident state, outbox): a retry must not resume the failed attempt's incident.
+    const dir = f(`attempt${++attempts}`);
+    mkdirSync(dir);
+    posts.length = 0;
     const config = rigConfig(
-      tmp.path,
+      dir,
       broker.url,
       `  stateDir: state
   hostsBaseTopic: ${BASE}

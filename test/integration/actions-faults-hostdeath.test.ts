@@ -23,6 +23,7 @@ let broker: Mosquitto;
 let tmp: TempDir;
 let gw: MqttClient;
 let host: SpawnedProcess | undefined;
+let attempts = 0;
 
 beforeAll(async () => {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
@@ -49,7 +50,8 @@ const alive = (pid: number): boolean => {
 describe('host agent gone while its command runs', () => {
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     it(`${signal} to the host agent: its shutdown command still runs to the end, writing output after the agent is gone`, async () => {
-      const dir = join(tmp.path, signal);
+      // A directory per attempt: a retry must not meet the failed attempt's directory, pid or marks.
+      const dir = join(tmp.path, `${signal}-${++attempts}`);
       mkdirSync(dir);
       const secretFile = join(dir, 'secret');
       writeFileSync(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
@@ -85,6 +87,9 @@ describe('host agent gone while its command runs', () => {
         host = undefined;
       } finally {
         router.detach();
+        // Not left running for a retry (same client id) after a failure.
+        await host?.stop('SIGKILL');
+        host = undefined;
       }
     }, 60_000);
   }

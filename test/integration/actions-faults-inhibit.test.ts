@@ -5,6 +5,8 @@
  * each record says the inhibit state was unknown; once the broker is back, its retained `on` holds
  * the next actions back.
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inhibitActions, markingHook, pollUntil, rigConfig, rigEngine, zoneLevel } from '../helpers/actions-rig.js';
@@ -13,6 +15,7 @@ import { tempDir, type TempDir } from '../helpers/tmp.js';
 
 let tmp: TempDir;
 let broker: Mosquitto;
+let attempts = 0;
 beforeAll(async () => {
   tmp = await tempDir('rackguard-faults-inhibit-');
   broker = await startMosquitto();
@@ -24,7 +27,9 @@ afterAll(async () => {
 
 describe('inhibit topic unreadable at start', () => {
   it('broker down at start: the alarm action runs and its records say the inhibit was unknown; the retained `on` then holds the critical action back', async () => {
-    const dir = tmp.path;
+    // A directory per attempt (marks, incident state, outbox): a retry must not meet the failed attempt's.
+    const dir = join(tmp.path, `attempt${++attempts}`);
+    mkdirSync(dir);
     const { hook, marks } = markingHook(dir);
     const config = rigConfig(dir, broker.url, inhibitActions(hook));
     // Maintenance was announced (retained), then the broker went away before the gateway started.
@@ -32,6 +37,7 @@ describe('inhibit topic unreadable at start', () => {
     await pub.publishAsync('site/maintenance', 'on', { qos: 1, retain: true });
     await pub.endAsync();
     await broker.stop();
+    let brokerDown = true;
 
     const { engine, records } = rigEngine(config);
     const until = (pred: () => boolean, what: string): Promise<void> => pollUntil(pred, what, () => JSON.stringify(records), 20_000);
@@ -45,12 +51,15 @@ describe('inhibit topic unreadable at start', () => {
       expect(started.message).toMatch(/maintenance inhibit unknown/);
 
       await broker.restart();
+      brokerDown = false;
       await until(() => records.some((r) => r.action === 'inhibit' && r.status === 'on'), 'inhibit on from the retained message once the broker is back');
       engine.onDetection(zoneLevel('alarm', 'critical', true));
       await until(() => records.some((r) => r.action === 'failover' && r.status === 'inhibited'), 'failover held back');
       expect(marks()).toEqual(['page']);
     } finally {
       await engine.stop();
+      // The broker back up for a retry after a failure while it was down.
+      if (brokerDown) await broker.restart();
     }
   }, 60_000);
 });

@@ -4,6 +4,8 @@
  * actions back (`inhibited` records, inhibit `on` event), a retained `off` lets them run again.
  * Detector events are built here (the engine's seam), the hooks are real scripts.
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inhibitActions, markingHook, pollUntil, rigConfig, rigEngine, zoneLevel } from '../helpers/actions-rig.js';
@@ -12,6 +14,7 @@ import { tempDir, type TempDir } from '../helpers/tmp.js';
 
 let tmp: TempDir;
 let broker: Mosquitto;
+let attempts = 0;
 beforeAll(async () => {
   tmp = await tempDir('rackguard-inhibit-mqtt-');
   broker = await startMosquitto();
@@ -23,7 +26,9 @@ afterAll(async () => {
 
 describe('inhibit through a retained MQTT topic', () => {
   it('retained on: actions held back and recorded; retained off: they run again', async () => {
-    const dir = tmp.path;
+    // A directory per attempt (marks, incident state, outbox): a retry must not meet the failed attempt's.
+    const dir = join(tmp.path, `attempt${++attempts}`);
+    mkdirSync(dir);
     const { hook, marks } = markingHook(dir);
     const config = rigConfig(dir, broker.url, inhibitActions(hook));
     const pub = await mqtt.connectAsync(broker.url, { clientId: 'maint-tool' });

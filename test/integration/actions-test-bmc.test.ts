@@ -176,7 +176,8 @@ describe('rackguard actions test against host agents and both BMC kinds', () => 
     const sessionsBefore = redfish.sessionsCreated;
     redfish.override = (q) => (q.method === 'GET' && q.path === systemPath ? 'hang' : undefined);
     try {
-      const r = await cli('actions', 'test', '--config', gatewayConfig('stall.yaml', { ipmi: file('ipmi.pass'), redfish: file('redfish.pass') }, { hostSyncS: 2, withAgent: false }));
+      // hostSyncS also bounds the BMC that answers: 5 s, wide enough for ipmitool's handshake on a loaded machine.
+      const r = await cli('actions', 'test', '--config', gatewayConfig('stall.yaml', { ipmi: file('ipmi.pass'), redfish: file('redfish.pass') }, { hostSyncS: 5, withAgent: false }));
       expect(r.code).toBe(1);
       expect(rows(r.stdout)).toEqual([
         ['g1', 'node-i', 'ipmi', 'would-act'],
@@ -192,13 +193,13 @@ describe('rackguard actions test against host agents and both BMC kinds', () => 
 
   it('an IPMI BMC that never answers: an unreachable row naming it within hostSyncS, and no ipmitool left running after the CLI exits', async () => {
     const silentPort = await freeUdpPort(); // nobody listens: ipmitool's own retries would last ~20 s
-    const r = await cli('actions', 'test', '--config', gatewayConfig('silent.yaml', { ipmi: file('ipmi.pass'), redfish: file('redfish.pass') }, { hostSyncS: 2, ipmiPort: silentPort, withAgent: false }));
+    const r = await cli('actions', 'test', '--config', gatewayConfig('silent.yaml', { ipmi: file('ipmi.pass'), redfish: file('redfish.pass') }, { hostSyncS: 5, ipmiPort: silentPort, withAgent: false }));
     expect(r.code).toBe(1);
     expect(rows(r.stdout)).toEqual([
       ['g1', 'node-i', 'ipmi', 'unreachable'],
       ['g2', 'node-r', 'redfish', 'would-act'],
     ]);
-    expect(line(r.stdout, 'node-i')).toContain(`host node-i (ipmi 127.0.0.1:${silentPort}): no answer from the BMC within 2 s (ipmitool chassis power status killed)`);
+    expect(line(r.stdout, 'node-i')).toContain(`host node-i (ipmi 127.0.0.1:${silentPort}): no answer from the BMC within 5 s (ipmitool chassis power status killed)`);
     expect(ipmitoolsFor(silentPort)).toEqual([]);
     expectNoPowerChange();
   });

@@ -26,7 +26,11 @@ const secretFile = (host: string): string => join(tmp.path, `${host}.secret`);
 
 const script = (name: string, body: string): string => writeScript(tmp.path, name, body);
 
-/** A gateway config whose shutdown sequence names `groups` (host names; all via host agent). */
+/**
+ * A gateway config whose shutdown sequence names `groups` (host names; all via host agent). hostSyncS
+ * bounds the answering hosts too (their test check runs within it): 6 s, so that a loaded machine's
+ * host agents answer in time; the host that is not running times out at it.
+ */
 function gatewayConfig(name: string, groups: string[][]): string {
   const file = join(tmp.path, name);
   const groupYaml = groups.map((hs, i) => `      - name: g${i + 1}\n        hosts:\n${hs.map((h) => `          - { via: agent, name: ${h}, secretFile: ${secretFile(h)} }`).join('\n')}`).join('\n');
@@ -52,7 +56,7 @@ actions:
   shutdown:
     failover: [{ kind: exec, name: drain, argv: [${join(tmp.path, 'failover.sh')}] }]
     final: [{ kind: exec, name: notify, argv: [${join(tmp.path, 'failover.sh')}] }]
-    hostSyncS: 3
+    hostSyncS: 6
     groups:
 ${groupYaml}
 `,

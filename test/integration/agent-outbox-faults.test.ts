@@ -36,6 +36,10 @@ let broker: Mosquitto;
 let sub: MqttClient;
 const msgs: Msg[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
+// Each attempt of a test (vitest retries a failed one) gets its own directory and gateway name (so its
+// own topics): a retry must not meet the outbox file, mount or messages of the attempt before it.
+let attempts = 0;
+const fresh = (name: string): string => `${name}${++attempts}`;
 
 function sh(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -184,9 +188,10 @@ const isEvent = (base: string, code: string) => (m: Msg) => m.topic === `${base}
 
 describe('the agent never refuses to start because of its outbox', () => {
   it('outbox path is a directory: starts, polls, reports once (log + event), opens when fixed and writes the held events', async () => {
-    const path = join(tmp.path, 'dir-case', 'outbox.db');
+    const name = fresh('gwdir');
+    const path = join(tmp.path, name, 'outbox.db');
     mkdirSync(path, { recursive: true }); // the path IS a directory
-    const r = await rig('gwdir', path);
+    const r = await rig(name, path);
     const agent = await startAgent(r);
     const error = JSON.parse(await agent.waitForLine(/cannot be opened/, 10_000)) as LogLine;
     expect(error).toMatchObject({ level: 50, path, stage: 'open' });
@@ -211,13 +216,14 @@ describe('the agent never refuses to start because of its outbox', () => {
   });
 
   it('read-only filesystem: starts, polls, reports once, opens after remount rw and writes the held events', async () => {
-    const mnt = join(tmp.path, 'ro-case');
+    const name = fresh('gwro');
+    const mnt = join(tmp.path, name);
     mountTmpfs(mnt, 'size=1m');
     sh('mount', ['-o', 'remount,ro', mnt]);
     // Root is refused too: this is the case chmod cannot make.
     expect(() => writeFileSync(join(mnt, 'probe'), 'x')).toThrow(/EROFS/);
     const path = join(mnt, 'outbox.db');
-    const r = await rig('gwro', path);
+    const r = await rig(name, path);
     const agent = await startAgent(r);
     expect(JSON.parse(await agent.waitForLine(/cannot be opened/, 10_000)) as LogLine).toMatchObject({ level: 50, stage: 'open' });
     await waitMsg(isEvent(r.base, 'outbox_unavailable'), 15_000, 'outbox_unavailable event');
@@ -238,11 +244,12 @@ describe('the agent never refuses to start because of its outbox', () => {
 
 describe('no event is lost while the outbox cannot be written', () => {
   it('8 MB tmpfs full during a chiller trip: zone events reach MQTT live and the file afterwards, one gap event, few error lines', async () => {
-    const mnt = join(tmp.path, 'full-case');
+    const name = fresh('gwfull');
+    const mnt = join(tmp.path, name);
     mountTmpfs(mnt, 'size=8m');
     const path = join(mnt, 'outbox.db');
     // The chiller trips 20 s in; the room heats fast (a high-density room), so both zones climb to critical within the budget.
-    const r = await rig('gwfull', path, {
+    const r = await rig(name, path, {
       scenario: 'name: fast-trip\ndurationS: 1200\nseed: 3\nroom: { itLoadKw: 100, initialRiseCPerMin: 5 }\nevents:\n  - { at: 20, chiller: trip }\n',
     });
     const agent = await startAgent(r);

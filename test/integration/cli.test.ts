@@ -3,14 +3,14 @@
  * errors on stderr, JSON logs on stdout, clean stop on SIGTERM, and the demo.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
 import { freePort } from '../helpers/ports.js';
-import { spawnAndWait } from '../helpers/proc.js';
+import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 
@@ -89,7 +89,9 @@ function cli(...argv: string[]) {
   return r;
 }
 
+/** A FIFO at `path`, replacing whatever a failed attempt of the same test (vitest retries) left there. */
 function mkfifo(path: string): string {
+  rmSync(path, { force: true });
   expect(spawnSync('mkfifo', [path]).status).toBe(0);
   return path;
 }
@@ -133,7 +135,7 @@ describe('configuration files that crashed or hung the loader: exit 2 naming the
 
   it('a directory', () => {
     const dir = join(tmp.path, 'a-directory.yaml');
-    mkdirSync(dir);
+    mkdirSync(dir, { recursive: true }); // a retry of this test finds it there
     expectRefused(cli('check-config', dir), dir, 'cannot read configuration: a directory, not a regular file');
   });
 
@@ -149,7 +151,7 @@ describe('configuration files that crashed or hung the loader: exit 2 naming the
     writeFileSync(huge, Buffer.alloc(2 * 1024 * 1024, 0x61));
     const fifo = mkfifo(join(tmp.path, 'password-fifo'));
     const dir = join(tmp.path, 'password-dir');
-    mkdirSync(dir);
+    mkdirSync(dir, { recursive: true }); // a retry of this test finds it there
     const file = join(tmp.path, 'credentials.yaml');
     writeFileSync(file, `${TINY_CONFIG}outputs:\n  outbox: { path: ${join(tmp.path, 'ob.db')} }\n  mqtt: { url: "mqtt://127.0.0.1:1", passwordFile: ${huge}, usernameFile: ${fifo} }\n  influx: { url: "http://127.0.0.1:1", database: x, passwordFile: ${dir} }\n`);
     const r = cli('check-config', file);
@@ -209,7 +211,7 @@ describe('small usage errors', () => {
     const config = join(ROOT, 'config/demo.yaml');
     const scenario = join(ROOT, 'firmware-sim/scenarios/chiller-trip-2c.yaml');
     const dir = join(tmp.path, 'report-dir.html');
-    mkdirSync(dir);
+    mkdirSync(dir, { recursive: true }); // a retry of this test finds it there
     const fifo = mkfifo(join(tmp.path, 'report-fifo.html'));
     for (const [flag, path, why] of [
       ['--report', dir, 'a directory, not a regular file'],
@@ -232,7 +234,7 @@ describe('small usage errors', () => {
 
   it('check-config flags an outbox path that is a directory, and warns about a missing directory', () => {
     const dir = join(tmp.path, 'outbox-dir');
-    mkdirSync(dir);
+    mkdirSync(dir, { recursive: true }); // a retry of this test finds it there
     const file = join(tmp.path, 'outbox-is-dir.yaml');
     writeFileSync(file, `${TINY_CONFIG}outputs:\n  outbox: { path: ${dir} }\n`);
     const r = cli('check-config', file);
@@ -275,10 +277,15 @@ buses:
   it('logs samples and device health as JSON lines and stops cleanly on SIGTERM', async () => {
     const [cmd, args] = node('agent/main.ts', 'run', '--config', file);
     const p = await spawnAndWait(cmd, args, { readyLine: /"msg":"samples"/, timeoutMs: 20_000 });
-    await p.waitForLine(/"msg":"device health"/, 10_000);
-    await p.waitForLine((l) => l.includes('"device":"ch"') && l.includes('"supply_temp":7'), 10_000);
-    const code = await p.stop('SIGTERM');
-    expect(code).toBe(0);
+    try {
+      await p.waitForLine(/"msg":"device health"/, 10_000);
+      await p.waitForLine((l) => l.includes('"device":"ch"') && l.includes('"supply_temp":7'), 10_000);
+      const code = await p.stop('SIGTERM');
+      expect(code).toBe(0);
+    } finally {
+      // A failed attempt must not leave its agent holding the pty for the retry.
+      await p.stop('SIGKILL');
+    }
     const records = p.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
     const r1 = records.find((r) => r.msg === 'samples' && r.device === 'r1' && (r.values as { temperature: unknown }).temperature !== null)!;
     expect(r1.values).toMatchObject({ temperature: 24.2 });
@@ -312,43 +319,53 @@ zones:
     await pty?.stop();
   });
 
+  let attempts = 0;
   it('records every sample as a trace that replays to the same detector events', async () => {
-    const trace = join(tmp.path, 'live.csv');
+    // The simulator's state as beforeAll left it: a retry (vitest re-runs a failed test, not beforeAll)
+    // must start from it again, not from where the failed attempt changed it.
+    sim.rack.setValue('r1.temperature', 26.5);
+    sim.rack.setValue('r2.temperature', 21.5);
+    sim.rack.setFault('r2', { type: 'silent' });
+    const trace = join(tmp.path, `live-${++attempts}.csv`);
     const [cmd, args] = node('agent/main.ts', 'run', '--config', file, '--record', trace);
     const p = await spawnAndWait(cmd, args, { readyLine: /recording samples to a trace/, timeoutMs: 20_000 });
-    // r1 reads 26.5 °C ≥ warnTempC 25: the live detector raises a warning; r2 is silent.
-    await p.waitForLine(/zone z: normal → warning/, 15_000);
-    await p.waitForLine(/"device":"r2".*"msg":"device failing"/, 15_000);
-    // More than one event to compare: the silent r2 blinds the zone (quorum lost), r2 answering again
-    // brings it back, and r1 cooling below warnTempC − hysteresis then clears the warning.
-    await p.waitForLine(/zone z: quorum lost/, 15_000);
-    sim.rack.setFault('r2', { type: 'none' });
-    await p.waitForLine(/zone z: quorum back/, 15_000);
-    sim.rack.setValue('r1.temperature', 22);
-    await p.waitForLine(/zone z: warning → normal/, 15_000);
-    expect(await p.stop('SIGTERM')).toBe(0);
-    const rows = readFileSync(trace, 'utf8').trim().split('\n');
-    expect(rows[0]).toBe('time_s,point,value');
-    expect(rows.some((r) => /^\d+\.\d{3},r1\.temperature,26\.5$/.test(r))).toBe(true);
-    expect(rows.some((r) => /^\d+\.\d{3},r2\.temperature,$/.test(r))).toBe(true);
+    try {
+      // r1 reads 26.5 °C ≥ warnTempC 25: the live detector raises a warning; r2 is silent.
+      await p.waitForLine(/zone z: normal → warning/, 15_000);
+      await p.waitForLine(/"device":"r2".*"msg":"device failing"/, 15_000);
+      // More than one event to compare: the silent r2 blinds the zone (quorum lost), r2 answering again
+      // brings it back, and r1 cooling below warnTempC − hysteresis then clears the warning.
+      await p.waitForLine(/zone z: quorum lost/, 15_000);
+      sim.rack.setFault('r2', { type: 'none' });
+      await p.waitForLine(/zone z: quorum back/, 15_000);
+      sim.rack.setValue('r1.temperature', 22);
+      await p.waitForLine(/zone z: warning → normal/, 15_000);
+      expect(await p.stop('SIGTERM')).toBe(0);
+      const rows = readFileSync(trace, 'utf8').trim().split('\n');
+      expect(rows[0]).toBe('time_s,point,value');
+      expect(rows.some((r) => /^\d+\.\d{3},r1\.temperature,26\.5$/.test(r))).toBe(true);
+      expect(rows.some((r) => /^\d+\.\d{3},r2\.temperature,$/.test(r))).toBe(true);
 
-    const [rcmd, rargs] = node('agent/main.ts', 'replay', '--config', file, '--trace', trace, '--json');
-    const r = spawnSync(rcmd, rargs, { encoding: 'utf8' });
-    expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
-    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; kind: string; level: string; from: string | null; reason: string });
-    expect(events[0]).toMatchObject({ zone: 'z', level: 'warning', from: 'normal' });
-    expect(events[0]!.reason).toMatch(/r1 at 26\.5 °C ≥ 25 °C/);
-    // Every event, not only the first: the replay gives the same events, in the same order, with the
-    // same reasons, as the live detector logged them.
-    const live = p.lines
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { zone?: string; event?: string; msg: string })
-      .filter((rec) => rec.zone !== undefined && (rec.event === 'zone_level' || rec.event === 'zone_blind'))
-      .map((rec) => ({ zone: rec.zone, kind: rec.event, text: rec.msg }));
-    const replayed = events.map((e) => ({ zone: e.zone, kind: e.kind, text: e.kind === 'zone_level' ? `zone ${e.zone}: ${e.from} → ${e.level}: ${e.reason}` : `zone ${e.zone}: ${e.reason}` }));
-    expect(live.length).toBeGreaterThan(2);
-    expect(replayed).toEqual(live);
+      const [rcmd, rargs] = node('agent/main.ts', 'replay', '--config', file, '--trace', trace, '--json');
+      const r = spawnSync(rcmd, rargs, { encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { zone: string; kind: string; level: string; from: string | null; reason: string });
+      expect(events[0]).toMatchObject({ zone: 'z', level: 'warning', from: 'normal' });
+      expect(events[0]!.reason).toMatch(/r1 at 26\.5 °C ≥ 25 °C/);
+      // Every event, not only the first: the replay gives the same events, in the same order, with the
+      // same reasons, as the live detector logged them.
+      const live = p.lines
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { zone?: string; event?: string; msg: string })
+        .filter((rec) => rec.zone !== undefined && (rec.event === 'zone_level' || rec.event === 'zone_blind'))
+        .map((rec) => ({ zone: rec.zone, kind: rec.event, text: rec.msg }));
+      const replayed = events.map((e) => ({ zone: e.zone, kind: e.kind, text: e.kind === 'zone_level' ? `zone ${e.zone}: ${e.from} → ${e.level}: ${e.reason}` : `zone ${e.zone}: ${e.reason}` }));
+      expect(live.length).toBeGreaterThan(2);
+      expect(replayed).toEqual(live);
+    } finally {
+      await p.stop('SIGKILL');
+    }
   });
 });
 
@@ -388,12 +405,16 @@ buses:
   it('SIGHUP does not kill the agent: it reloads the configuration and goes on', async () => {
     const [cmd, args] = node('agent/main.ts', 'run', '--config', file);
     const p = await spawnAndWait(cmd, args, { readyLine: /"msg":"device health"/, timeoutMs: 20_000 });
-    p.proc.kill('SIGHUP');
-    await p.waitForLine(/"msg":"configuration reloaded/, 10_000);
-    // Still polling after the signal: a further health line (one a second) arrives.
-    const from = p.lines.length;
-    await p.waitForLine(/"msg":"device health"/, 10_000, from);
-    expect(await p.stop('SIGTERM')).toBe(0);
+    try {
+      p.proc.kill('SIGHUP');
+      await p.waitForLine(/"msg":"configuration reloaded/, 10_000);
+      // Still polling after the signal: a further health line (one a second) arrives.
+      const from = p.lines.length;
+      await p.waitForLine(/"msg":"device health"/, 10_000, from);
+      expect(await p.stop('SIGTERM')).toBe(0);
+    } finally {
+      await p.stop('SIGKILL');
+    }
   });
 
   it('a second SIGTERM during a slow stop exits 1 at once, saying so', async () => {
@@ -401,9 +422,10 @@ buses:
     // A reader that opens the FIFO and never reads: the pipe fills, the recorder's buffer fills, and
     // its flush at stop cannot finish.
     const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    let p: SpawnedProcess | undefined;
     try {
       const [cmd, args] = node('agent/main.ts', 'run', '--config', file, '--record', fifo);
-      const p = await spawnAndWait(cmd, args, { readyLine: /"msg":"recording samples to a trace"/, timeoutMs: 20_000 });
+      p = await spawnAndWait(cmd, args, { readyLine: /"msg":"recording samples to a trace"/, timeoutMs: 20_000 });
       // 2,000 polls of 4 points are over 150 kB of rows: more than a pipe holds (64 KiB on Linux).
       const polls = (l: string): number => {
         if (!l.includes('"msg":"device health"')) return 0;
@@ -420,6 +442,8 @@ buses:
       expect(p.lines.some((l) => l.includes('SIGTERM again while stopping: exiting now'))).toBe(true);
       expect(p.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(false);
     } finally {
+      // A failed attempt must not leave an agent polling at full speed behind it.
+      await p?.stop('SIGKILL');
       closeSync(reader);
     }
   });

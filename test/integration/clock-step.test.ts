@@ -131,6 +131,10 @@ async function run(name: string, initialOffsetMs: number, step?: { deltaMs: numb
     if (e.kind !== 'zone_level') throw new Error('unreachable');
     const rates = e.evidence.sensors.map((s) => s.rateShortCPerMin ?? NaN);
     return { agent, db, alarmAfterMs: e.mono - rampStartMono, rates, events, realStartMs, stepRealMs };
+  } catch (err) {
+    // No alarm: stop this agent here, or it would poll on in this process through the retry.
+    await agent.stop();
+    throw err;
   } finally {
     clearInterval(driver);
   }
@@ -204,22 +208,26 @@ async function checkRun(r: RunResult & { agent: Agent; db: string }, stepMs: num
 describe('wall-clock steps during a rising trace', () => {
   it('without a step (the reference): the alarm comes; samples on the unsynchronised clock are held from InfluxDB', async () => {
     const b = await run('baseline', 0);
-    for (const rate of b.rates) expect(rate).toBeGreaterThan(4.5);
-    baseline = b;
-    // Never synchronised (within unsyncedHoldS): InfluxDB holds nothing at a possibly wrong time.
-    expect(b.agent.outputsStats().sinks.influx).toMatchObject({ state: 'held' });
-    expect(b.agent.outputsStats().sinks.influx!.depth).toBeGreaterThan(20);
-    expect(await times(b.db, 'environment')).toEqual([]);
-    await b.agent.stop();
+    try {
+      for (const rate of b.rates) expect(rate).toBeGreaterThan(4.5);
+      baseline = b;
+      // Never synchronised (within unsyncedHoldS): InfluxDB holds nothing at a possibly wrong time.
+      expect(b.agent.outputsStats().sinks.influx).toMatchObject({ state: 'held' });
+      expect(b.agent.outputsStats().sinks.influx!.depth).toBeGreaterThan(20);
+      expect(await times(b.db, 'environment')).toEqual([]);
+    } finally {
+      await b.agent.stop();
+    }
   }, 120_000);
 
   it('the wall clock starts two weeks behind and NTP steps it forward mid-ramp', async () => {
     const r = await run('behind', -14 * DAY, { deltaMs: 14 * DAY, afterS: 4 });
-    await checkRun(r, 14 * DAY, 0);
+    // Stopped on a failure too: a retry must not share this process with this attempt's agent.
+    await checkRun(r, 14 * DAY, 0).finally(() => r.agent.stop());
   }, 120_000);
 
   it('an unsynchronised clock stepped +1 hour mid-ramp', async () => {
     const r = await run('hour', 0, { deltaMs: 3_600_000, afterS: 4 });
-    await checkRun(r, 3_600_000, 3_600_000);
+    await checkRun(r, 3_600_000, 3_600_000).finally(() => r.agent.stop());
   }, 120_000);
 });

@@ -30,7 +30,6 @@ let sim: Simulator;
 let broker: Mosquitto;
 let agent: SpawnedProcess | undefined;
 let watch: Subscriber;
-let late: Subscriber | undefined;
 
 interface Cfg {
   name: string;
@@ -65,7 +64,6 @@ outputs:
 
 afterAll(async () => {
   if (agent) await agent.stop('SIGTERM');
-  await late?.stop();
   await watch?.stop();
   await sim?.stop();
   await Promise.all([pty?.stop(), broker?.cleanup()]);
@@ -88,37 +86,42 @@ describe('Home Assistant discovery against a real broker', () => {
     await watch.waitMsg((m) => m.topic === `${BASE}/zones/z/state` && ['alarm', 'critical'].includes((JSON.parse(m.payload) as { level: string }).level), 30_000, 'zone alarm');
 
     // A client that subscribes now, after the configs were published, still gets every one (retained).
-    late = await startSubscriber(broker.url, { clientId: 'late', clean: true, topic: 'homeassistant/#' });
-    await late.waitFor((all) => configTopics(all).size >= expected, 10_000, 'retained configs for a late subscriber');
-    expect(late.messages.filter((m) => configTopics([m]).size > 0).every((m) => m.retain)).toBe(true);
-    expect(late.messages.some((m) => m.topic === STALE)).toBe(false);
-    const configs = late.messages.filter((m) => configTopics([m]).size > 0).map((m) => ({ topic: m.topic, body: JSON.parse(m.payload) as Cfg }));
-    expect(configs.length).toBe(expected);
+    // Stopped at the end of the attempt: a retry's own client must not fight it over the client id.
+    const late = await startSubscriber(broker.url, { clientId: 'late', clean: true, topic: 'homeassistant/#' });
+    try {
+      await late.waitFor((all) => configTopics(all).size >= expected, 10_000, 'retained configs for a late subscriber');
+      expect(late.messages.filter((m) => configTopics([m]).size > 0).every((m) => m.retain)).toBe(true);
+      expect(late.messages.some((m) => m.topic === STALE)).toBe(false);
+      const configs = late.messages.filter((m) => configTopics([m]).size > 0).map((m) => ({ topic: m.topic, body: JSON.parse(m.payload) as Cfg }));
+      expect(configs.length).toBe(expected);
 
-    // Every topic a config names has received messages; each template renders against what arrived.
-    const pairs: Array<[string, string]> = [];
-    const what: string[] = [];
-    for (const { topic, body } of configs) {
-      const uses: Array<[string, string | undefined]> = [[body.state_topic, body.value_template], [body.json_attributes_topic ?? body.state_topic, body.json_attributes_template], ...body.availability.map((a): [string, string | undefined] => [a.topic, a.value_template])];
-      for (const [t, tpl] of uses) {
-        const got = watch.messages.filter((m) => m.topic === t);
-        expect(got.length, `${topic} names ${t}, which never received a message`).toBeGreaterThan(0);
-        if (tpl === undefined) continue;
-        for (const m of got.slice(-3)) {
-          pairs.push([tpl, m.payload]);
-          what.push(`${topic}: ${tpl} on ${t} = ${m.payload}`);
+      // Every topic a config names has received messages; each template renders against what arrived.
+      const pairs: Array<[string, string]> = [];
+      const what: string[] = [];
+      for (const { topic, body } of configs) {
+        const uses: Array<[string, string | undefined]> = [[body.state_topic, body.value_template], [body.json_attributes_topic ?? body.state_topic, body.json_attributes_template], ...body.availability.map((a): [string, string | undefined] => [a.topic, a.value_template])];
+        for (const [t, tpl] of uses) {
+          const got = watch.messages.filter((m) => m.topic === t);
+          expect(got.length, `${topic} names ${t}, which never received a message`).toBeGreaterThan(0);
+          if (tpl === undefined) continue;
+          for (const m of got.slice(-3)) {
+            pairs.push([tpl, m.payload]);
+            what.push(`${topic}: ${tpl} on ${t} = ${m.payload}`);
+          }
+        }
+        for (const a of body.availability.filter((x) => x.value_template === undefined)) {
+          expect(watch.messages.filter((m) => m.topic === a.topic).at(-1)!.payload).toBe(a.payload_available);
         }
       }
-      for (const a of body.availability.filter((x) => x.value_template === undefined)) {
-        expect(watch.messages.filter((m) => m.topic === a.topic).at(-1)!.payload).toBe(a.payload_available);
-      }
+      const rendered = renderHaTemplates(pairs);
+      rendered.forEach((r, i) => expect('error' in r ? r.error : '', what[i]).toBe(''));
+      const out = (start: string): string[] => rendered.filter((_r, i) => what[i]!.startsWith(start)).map((r) => ('ok' in r ? r.ok : ''));
+      expect(out(`homeassistant/binary_sensor/${NODE}/zone_z_alarm/config: {{ 'ON'`)).toContain('ON');
+      expect(out(`homeassistant/sensor/${NODE}/r1_temperature/config: {{ value_json.value`).map(Number)).toContain(40);
+      expect(out(`homeassistant/sensor/${NODE}/r1_temperature/config: {{ value_json.state }}`)).toContain('online');
+    } finally {
+      await late.stop();
     }
-    const rendered = renderHaTemplates(pairs);
-    rendered.forEach((r, i) => expect('error' in r ? r.error : '', what[i]).toBe(''));
-    const out = (start: string): string[] => rendered.filter((_r, i) => what[i]!.startsWith(start)).map((r) => ('ok' in r ? r.ok : ''));
-    expect(out(`homeassistant/binary_sensor/${NODE}/zone_z_alarm/config: {{ 'ON'`)).toContain('ON');
-    expect(out(`homeassistant/sensor/${NODE}/r1_temperature/config: {{ value_json.value`).map(Number)).toContain(40);
-    expect(out(`homeassistant/sensor/${NODE}/r1_temperature/config: {{ value_json.state }}`)).toContain('online');
   });
 
   it("HA's birth message makes the agent publish its configs again", async () => {

@@ -220,14 +220,18 @@ describe('rackguard host: rejections, each published with its reason and logged'
   it('`--dry-run` on the command line: confirms and never runs the shutdown command', async () => {
     await db.stop('SIGTERM');
     db = await startHost(dbConfig, '--dry-run');
-    const runs = shutdownRuns().length;
-    const h = await sendHostCommand(gw, 'db-01', { action: 'shutdown', incident: 'cli-dry', dryRun: false, ttlS: 30 }, opts());
-    expect(h.ack).toMatchObject({ kind: 'reply', reply: { status: 'would-act' } });
-    expect(await h.final).toMatchObject({ kind: 'reply', reply: { status: 'done' } });
-    expect(shutdownRuns().length).toBe(runs);
-    expect(testRuns()).toContain(`test-${h.command.seq}`);
-    await db.stop('SIGTERM');
-    db = await startHost(dbConfig);
+    try {
+      const runs = shutdownRuns().length;
+      const h = await sendHostCommand(gw, 'db-01', { action: 'shutdown', incident: 'cli-dry', dryRun: false, ttlS: 30 }, opts());
+      expect(h.ack).toMatchObject({ kind: 'reply', reply: { status: 'would-act' } });
+      expect(await h.final).toMatchObject({ kind: 'reply', reply: { status: 'done' } });
+      expect(shutdownRuns().length).toBe(runs);
+      expect(testRuns()).toContain(`test-${h.command.seq}`);
+    } finally {
+      // Back to the normal host even after a failure: what follows (and a retry) expects it.
+      await db.stop('SIGTERM');
+      db = await startHost(dbConfig);
+    }
   });
 });
 
@@ -297,6 +301,9 @@ describe('rackguard host: a hung command and availability', () => {
   };
 
   it('kills a hung command at its timeout with its whole process group, and reports `failed` (timeout)', async () => {
+    // A retry stops the failed attempt's host first: two host agents of one name would share its client
+    // id and seq file.
+    await hang?.stop('SIGKILL');
     hang = await startHost(hangConfig);
     const h = await sendHostCommand(gw, 'hang-01', { action: 'shutdown', incident: 'hang', dryRun: false, ttlS: 30 }, opts({ secret: HANG_SECRET }));
     expect(h.ack).toMatchObject({ kind: 'reply', reply: { status: 'accepted' } });
@@ -311,6 +318,12 @@ describe('rackguard host: a hung command and availability', () => {
 
   it('publishes a retained `online` status, and its last will says `offline` when the host agent is SIGKILLed', async () => {
     const topic = `${BASE}/hosts/hang-01/status`;
+    // The host of the test before; a retry of this test (its host SIGKILLed by the failed attempt) or a
+    // failed test before starts one.
+    if (hang === undefined || hang.proc.exitCode !== null || hang.proc.signalCode !== null) {
+      await hang?.stop('SIGKILL');
+      hang = await startHost(hangConfig);
+    }
     const probe = mqtt.connect(broker.url, { clientId: 'test-status-probe', protocolVersion: 5, clean: true });
     const seen: Array<{ payload: string; retain: boolean }> = [];
     probe.on('message', (t, p, packet) => t === topic && seen.push({ payload: p.toString(), retain: packet.retain }));

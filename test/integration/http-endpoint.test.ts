@@ -34,7 +34,11 @@ interface Rig {
   sim: Simulator;
 }
 
-/** A rack of three temperature sensors (one zone) on a pty and a chiller on Modbus TCP. */
+/**
+ * A rack of three temperature sensors (one zone) on a pty and a chiller on Modbus TCP. The simulator
+ * runs in this process: a request deadline of one second, so that a loaded machine stalling this process
+ * does not turn a reply into a timeout (a device going failing and back would add device_state events).
+ */
 function configText(o: { ptyPath: string; tcpPort: number; http?: string; outboxPath?: string; detection?: string; mqtt?: string }): string {
   const id = ++n;
   return `version: 1
@@ -46,9 +50,9 @@ buses:
     type: serial
     path: ${o.ptyPath}
     devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: ${POLL_MS}, timeoutMs: 200 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: ${POLL_MS}, timeoutMs: 200 }
-      - { id: r3, unitId: 3, profile: xy-md02, pollIntervalMs: ${POLL_MS}, timeoutMs: 200 }
+      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: ${POLL_MS}, timeoutMs: 1000 }
+      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: ${POLL_MS}, timeoutMs: 1000 }
+      - { id: r3, unitId: 3, profile: xy-md02, pollIntervalMs: ${POLL_MS}, timeoutMs: 1000 }
   - id: net
     type: tcp
     host: 127.0.0.1
@@ -123,7 +127,8 @@ describe('HTTP endpoint', () => {
 
   it('healthz, readyz (flips to 200 when the outbox opens), api/state matching the simulator, metrics passing promtool', async () => {
     // The outbox's directory is a regular file at first: the outbox runs from memory, unavailable.
-    const blocker = join(tmp.path, 'blocker');
+    // Its own per attempt: after a failure the agent may have made it the outbox's directory.
+    const blocker = join(tmp.path, `blocker-${n + 1}`);
     writeFileSync(blocker, 'not a directory');
     const broker = await startMosquitto();
     cleanups.push(() => broker.cleanup());

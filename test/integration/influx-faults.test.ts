@@ -123,24 +123,32 @@ describe('InfluxDB sink against a misbehaving influxd', () => {
 describe('InfluxDB sink against an influxd with authentication', () => {
   let influx: Influxd;
   let dir: TempDir;
+  let attempts = 0;
+  const cleanups = new Cleanups();
   beforeAll(async () => {
     [influx, dir] = await Promise.all([startInfluxd({ auth: 'right-secret-1' }), tempDir('rackguard-influx-auth-')]);
   });
+  afterEach(() => cleanups.run());
   afterAll(async () => {
     await influx?.cleanup();
     await dir?.cleanup();
   });
 
   it('a wrong password: one influx_auth_failed error event (not one per retry), points wait; the right one delivers them all, the secret in no event', async () => {
-    const outbox = openOutbox(dir.path, 'outbox.db', { commitIntervalMs: 0 });
+    // An outbox and database per attempt: a retry must not count the failed attempt's event.
+    const id = ++attempts;
+    const db = `rgauth${id}`;
+    const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
+    cleanups.push(() => outbox.close());
     writeFileSync(join(dir.path, 'user'), 'admin\n');
     writeFileSync(join(dir.path, 'wrong'), 'not-the-secret-9\n');
     writeFileSync(join(dir.path, 'right'), 'right-secret-1\n');
-    const cfg = (password: string) => influxSchema.parse({ url: influx.url, database: 'rgauth', flushIntervalMs: 50, retryInitialMs: 50, retryMaxMs: 100, requestTimeoutMs: 2000, usernameFile: join(dir.path, 'user'), passwordFile: join(dir.path, password) });
+    const cfg = (password: string) => influxSchema.parse({ url: influx.url, database: db, flushIntervalMs: 50, retryInitialMs: 50, retryMaxMs: 100, requestTimeoutMs: 2000, usernameFile: join(dir.path, 'user'), passwordFile: join(dir.path, password) });
     // Counts the sink's retries from its own log lines.
     let retries = 0;
     const counting = pino({ level: 'warn' }, { write: (line: string) => void (line.includes('influx write failed; retrying') && retries++) });
     const wrong = new InfluxSink(cfg('wrong'), { outbox, context: context(), logger: counting, drainMs: 500 });
+    cleanups.push(() => wrong.stop());
     await wrong.start();
     for (let c = 0; c < 5; c++) outbox.append(cycle(c));
     // Several refused writes (each retried), still one event.
@@ -154,11 +162,11 @@ describe('InfluxDB sink against an influxd with authentication', () => {
     expect(auth[0]!.message).toContain(`127.0.0.1:${influx.port}`);
     expect(JSON.stringify(auth[0])).not.toContain('not-the-secret-9');
     const right = new InfluxSink(cfg('right'), { outbox, context: context(), logger, drainMs: 500 });
+    cleanups.push(() => right.stop());
     await right.start();
     await until(() => right.stats().depth === 0, 15_000, 'drained with the right password');
     await right.stop();
-    const t = await influxTimes(influx, 'rgauth', 'environment');
+    const t = await influxTimes(influx, db, 'environment');
     for (const p of POINTS.filter((x) => x.startsWith('rack'))) expect(t.get(p)).toEqual(cycleTimes(0, 4));
-    outbox.close();
   });
 });

@@ -232,9 +232,10 @@ describe('spawnAndWait', () => {
       await expect(
         spawnAndWait('sh', ['-c', `echo $$ > ${pidFile}; echo waiting; exec sleep 30`], {
           readyLine: /^up$/,
-          timeoutMs: 300,
+          // Long enough that the shell writes its pid and line first, however loaded the machine.
+          timeoutMs: 2000,
         }),
-      ).rejects.toThrow(/within 300 ms[\s\S]*waiting/);
+      ).rejects.toThrow(/within 2000 ms[\s\S]*waiting/);
       const pid = Number(await readFile(pidFile, 'utf8'));
       expect(pid).toBeGreaterThan(0);
       expect(() => process.kill(pid, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));

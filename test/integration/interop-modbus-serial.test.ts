@@ -63,8 +63,10 @@ const POINTS = `
           - { name: di1, table: discrete, address: 1, type: bool }`;
 
 function agentConfig(port: number) {
-  const device = (id: string, unit: number, points = POINTS) =>
-    `      - id: ${id}\n        unitId: ${unit}\n        pollIntervalMs: 200\n        timeoutMs: 1000\n        backoffInitialMs: 200\n        backoffMaxMs: 400${points}`;
+  // u1–u3 answer: a deadline of 3 s, so that a stall of this process (modbus-serial's server runs in it)
+  // on a loaded machine does not turn a reply into a timeout. u4's silence is judged at 1 s.
+  const device = (id: string, unit: number, points = POINTS, timeoutMs = 3000) =>
+    `      - id: ${id}\n        unitId: ${unit}\n        pollIntervalMs: 200\n        timeoutMs: ${timeoutMs}\n        backoffInitialMs: 200\n        backoffMaxMs: 400${points}`;
   return parseConfig(
     `
 version: 1
@@ -79,7 +81,7 @@ buses:
 ${device('u1', 1)}
 ${device('u2', 2)}
 ${device('u3', 3, `\n        points:\n          - { name: beyond, table: holding, address: 100, type: float32 }`)}
-${device('u4', 4, `\n        points:\n          - { name: absent, table: holding, address: 0, type: uint16 }`)}
+${device('u4', 4, `\n        points:\n          - { name: absent, table: holding, address: 0, type: uint16 }`, 1000)}
 `,
     'interop-tcp.yaml',
   );
@@ -214,8 +216,9 @@ buses:
     await slave.start();
     client = new ModbusRTU();
     await client.connectRTUBuffered(pty.b, { baudRate: 9600 });
-    // modbus-serial has no timeout unless set, and no queue: one awaited request at a time below.
-    client.setTimeout(300);
+    // modbus-serial has no timeout unless set, and no queue: one awaited request at a time below. The
+    // slave runs in this process: 2 s, so that a stall of a loaded machine does not time a reply out.
+    client.setTimeout(2000);
   });
 
   afterAll(async () => {
@@ -248,6 +251,7 @@ buses:
 
   it('gets exceptions with their codes: an unserved address, and a device fault', async () => {
     client.setID(1);
+    rack.setFault('rack01', { type: 'none' }); // as beforeAll left it, for a retry after a failure below
     await expect(client.readHoldingRegisters(1, 1)).rejects.toMatchObject({ modbusCode: 2 });
     rack.setFault('rack01', { type: 'exception', code: 4 });
     await expect(client.readInputRegisters(1, 1)).rejects.toMatchObject({ modbusCode: 4 });
@@ -255,9 +259,14 @@ buses:
     expect((await client.readInputRegisters(1, 1)).data).toEqual([0xffc9]);
   });
 
-  it('gets no answer from a unit nobody serves (its own timeout, set above)', async () => {
+  it('gets no answer from a unit nobody serves (its own timeout)', async () => {
     client.setID(9);
-    await expect(client.readInputRegisters(1, 1)).rejects.toMatchObject({ name: 'TransactionTimedOutError' });
+    client.setTimeout(300);
+    try {
+      await expect(client.readInputRegisters(1, 1)).rejects.toMatchObject({ name: 'TransactionTimedOutError' });
+    } finally {
+      client.setTimeout(2000);
+    }
     client.setID(2);
     expect((await client.readInputRegisters(1, 1)).data).toEqual([234]);
   });
