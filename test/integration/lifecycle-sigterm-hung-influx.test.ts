@@ -6,7 +6,7 @@
  * start, with both servers back, delivers it.
  */
 import Database from 'better-sqlite3';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
@@ -46,20 +46,30 @@ async function startAgent(): Promise<SpawnedProcess> {
   return a;
 }
 
-beforeAll(async () => {
-  tmp = await tempDir('rackguard-lifecycle-hung-influx-');
-  [broker, influx] = await Promise.all([startMosquitto(), startInfluxd()]);
-  await influx.query('CREATE DATABASE rg');
-  const port = await freePort();
-  outbox = join(tmp.path, 'outbox.db');
+let port: number;
+let attempt = 0;
+
+/** A configuration of its own for each attempt (its own outbox), so that a retry never shares a file with a failed attempt's agent. */
+function writeAttemptConfig(): void {
+  const dir = join(tmp.path, `attempt${++attempt}`);
+  mkdirSync(dir);
+  outbox = join(dir, 'outbox.db');
   const text = `${twoRacksConfig({ bus: { tcpPort: port }, top: `stopTimeoutS: ${STOP_TIMEOUT_S}\n`, device: 'pollIntervalMs: 200' })}${ZONE_Z1}outputs:
   outbox: { path: ${outbox} }
   mqtt: { url: '${broker.url}', clientId: rg-hung-influx, reconnectInitialMs: 200, reconnectMaxMs: 1000 }
   influx: { url: '${influx.url}', database: rg, flushIntervalMs: 200, retryInitialMs: 200, retryMaxMs: 1000 }
 `;
-  file = join(tmp.path, 'rackguard.yaml');
+  file = join(dir, 'rackguard.yaml');
   writeFileSync(file, text);
-  sim = await startSimulator({ config: parseConfig(text, 'sim'), tcpPort: port });
+}
+
+beforeAll(async () => {
+  tmp = await tempDir('rackguard-lifecycle-hung-influx-');
+  [broker, influx] = await Promise.all([startMosquitto(), startInfluxd()]);
+  await influx.query('CREATE DATABASE rg');
+  port = await freePort();
+  writeAttemptConfig();
+  sim = await startSimulator({ config: parseConfig(readFileSync(file, 'utf8'), 'sim'), tcpPort: port });
 }, 60_000);
 
 afterAll(async () => {
@@ -72,6 +82,13 @@ afterAll(async () => {
 
 describe('SIGTERM while InfluxDB hangs and the broker is down', () => {
   it('exits 0 within stopTimeoutS, keeps the backlog in the outbox, and the next start delivers it', async () => {
+    // Servers and simulator are shared (beforeAll): a retry finds them as a failed attempt left them.
+    for (const a of agents.splice(0)) await a.stop('SIGKILL');
+    if (frozen) influx.process.proc.kill('SIGCONT');
+    frozen = false;
+    const brokerProc = broker.process.proc;
+    if (brokerProc.exitCode !== null || brokerProc.signalCode !== null) await broker.restart();
+    if (existsOutbox()) writeAttemptConfig(); // a failed attempt's outbox stays with it
     const first = await startAgent();
     await expect.poll(() => (existsOutbox() ? cursors().influx : 0), { timeout: 15_000 }).toBeGreaterThan(10);
 

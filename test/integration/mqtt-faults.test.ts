@@ -123,8 +123,11 @@ describe('MQTT sink against a misbehaving mosquitto', () => {
         expect(outbox.depth('mqtt')).toBe(20);
         const port = String(broker.port);
         const errors = lines.map((l) => JSON.parse(l) as { level: number; msg: string; url?: string }).filter((l) => l.level >= 50 && l.msg.includes('cannot connect'));
-        // Logged the first time; the same refusal again only as a periodic summary.
-        expect(errors).toHaveLength(1);
+        // Logged the first time; the same refusal again only once every 12 attempts (a loaded machine
+        // may take long enough over InfluxDB for the attempts to pass 12), never at each attempt.
+        const attempts = sink.stats().reconnects + 1;
+        expect(errors.length).toBeGreaterThanOrEqual(1);
+        expect(errors.length).toBeLessThanOrEqual(1 + Math.floor(attempts / 12));
         expect(errors[0]!.msg).toContain(`127.0.0.1:${port}`);
         expect(errors[0]!.msg).toMatch(/refused the connection: not authorized.*credentials/i);
         expect(sink.stats().lastError).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}.*not authorized`, 'i'));

@@ -66,6 +66,14 @@ describe('outputs against real mosquitto and influxd', () => {
     [broker, influx, dir] = await Promise.all([startMosquitto(), startInfluxd(), tempDir('rackguard-outputs-')]);
   });
   afterEach(() => cleanups.run());
+  // An outage test that fails between stopping a server and restarting it must not leave it down for
+  // its retry and the tests after it (afterEach runs after every attempt; beforeAll does not run again).
+  afterEach(async () => {
+    for (const server of [broker, influx]) {
+      const proc = server?.process.proc;
+      if (proc && (proc.exitCode !== null || proc.signalCode !== null)) await server.restart();
+    }
+  });
   afterAll(async () => {
     await broker?.cleanup();
     await influx?.cleanup();
@@ -152,7 +160,8 @@ describe('outputs against real mosquitto and influxd', () => {
       outbox.append(cycle(c));
       await new Promise((r) => setTimeout(r, 40));
     }
-    expect(influxSink!.stats().state).toBe('backoff');
+    // Between attempts it sits in backoff (a refused connect takes no time, but a loaded machine may catch it mid-attempt).
+    await until(() => influxSink!.stats().state === 'backoff', 5000, 'the sink in backoff while influxd is down');
     await influx.restart();
     for (let c = 80; c < 100; c++) outbox.append(cycle(c));
     await until(() => influxSink!.stats().depth === 0, 30_000, 'influx drained after outage');

@@ -142,15 +142,16 @@ describe.concurrent('RTU line against a hostile slave: a late or echoed reply is
       pollIntervalMs: 200,
       timeoutMs: 100,
       backoffMs: 200,
-      runMs: 6_000,
+      runMs: 9_000,
       points: '          - { name: temperature, table: input, address: 1, type: int16, scale: 0.1, kind: temperature }',
     });
     const good = run.samples.filter((s) => s.quality === 'good');
     expect(good.length).toBeGreaterThan(0);
     expect(run.counters.timeouts).toBeGreaterThan(5);
     expect(good.every((s) => s.value === TEMPERATURE)).toBe(true);
-    // Back at 3 s: read within the next two seconds, long before any 60 s horizon.
-    expect(good[0]!.ts - run.firstRequestAt).toBeLessThan(5_000);
+    // Back at 3 s: read within the next four seconds (a read or two may still time out on a loaded
+    // machine, with four other slaves running beside it), long before any 60 s horizon.
+    expect(good[0]!.ts - run.firstRequestAt).toBeLessThan(7_000);
   });
 
   it("a slow unit's late replies neither fail nor feed its healthy neighbour on the same line", async () => {

@@ -83,10 +83,15 @@ describe('sd_notify', () => {
 
   it('sends no ping while the process is frozen, and pings again once it runs and polls again', async () => {
     process.kill(agent.proc.pid!, 'SIGSTOP');
-    const from = sock.datagrams.length;
-    await pause(3000);
-    expect(pings(from)).toBe(0);
-    process.kill(agent.proc.pid!, 'SIGCONT');
+    let from: number;
+    try {
+      from = sock.datagrams.length;
+      await pause(3000);
+      expect(pings(from)).toBe(0);
+    } finally {
+      // Never leave the shared agent frozen for a retry or the next test.
+      process.kill(agent.proc.pid!, 'SIGCONT');
+    }
     await sock.waitFor((d) => d.vars.WATCHDOG === '1', 10_000, from, 'a ping after SIGCONT');
   });
 

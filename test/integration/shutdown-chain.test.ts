@@ -35,6 +35,10 @@ let tmp: TempDir;
 let gw: MqttClient;
 let registry: TransportRegistry;
 const hosts: SpawnedProcess[] = [];
+let attempts = 0;
+/** An incident id of its own per attempt: a retry's markers and replies are never the failed attempt's. */
+const incident = (name: string): string => `${name}-${++attempts}`;
+let staleHost: SpawnedProcess | undefined;
 
 const markers = (): string => join(tmp.path, 'markers');
 /** The wall-clock ns a marker holds (written by `date +%s%N` in the script). */
@@ -124,7 +128,8 @@ afterAll(async () => {
 
 describe('coordinated shutdown through real host agents', () => {
   it('runs the failover hook to its end first, then group 1 (both acknowledge), then group 2, each host running its local command', async () => {
-    const { report, records } = await runSequence('inc-order', [
+    const inc = incident('inc-order');
+    const { report, records } = await runSequence(inc, [
       { name: 'web', hosts: ['web-01', 'web-02'] },
       { name: 'storage', hosts: ['db-01'] },
     ], 20);
@@ -133,13 +138,13 @@ describe('coordinated shutdown through real host agents', () => {
       ['web', ['web-01:acknowledged', 'web-02:acknowledged']],
       ['storage', ['db-01:acknowledged']],
     ]);
-    const failoverEnd = markerNs('inc-order-failover-end');
-    const [w1, w2, db] = [markerNs('inc-order-web-01'), markerNs('inc-order-web-02'), markerNs('inc-order-db-01')];
+    const failoverEnd = markerNs(`${inc}-failover-end`);
+    const [w1, w2, db] = [markerNs(`${inc}-web-01`), markerNs(`${inc}-web-02`), markerNs(`${inc}-db-01`)];
     expect(failoverEnd).toBeLessThan(w1);
     expect(failoverEnd).toBeLessThan(w2);
     expect(w1).toBeLessThan(db);
     expect(w2).toBeLessThan(db);
-    expect(readFileSync(join(markers(), 'inc-order-db-01'), 'utf8')).toContain('shutdown 0');
+    expect(readFileSync(join(markers(), `${inc}-db-01`), 'utf8')).toContain('shutdown 0');
     // Group 2 was asked only after both acknowledgements of group 1 were in.
     const idx = (pred: (r: ShutdownRecord) => boolean): number => records.findIndex(pred);
     const askedDb = idx((r) => r.status === 'asked' && r.detail?.host === 'db-01');
@@ -152,14 +157,15 @@ describe('coordinated shutdown through real host agents', () => {
       ['web-01', 'done', 0],
       ['web-02', 'done', 0],
     ]);
-    expect(records.every((r) => r.incident === 'inc-order')).toBe(true);
+    expect(records.every((r) => r.incident === inc)).toBe(true);
   });
 
   it('a configured host that is not running times out at hostSyncS and the next group goes on', async () => {
     // Long enough for the running hosts to acknowledge on a loaded machine (they answer in ms), so the
     // only timeout is the ghost's.
     const hostSyncS = 6;
-    const { report, records } = await runSequence('inc-ghost', [
+    const inc = incident('inc-ghost');
+    const { report, records } = await runSequence(inc, [
       { name: 'web', hosts: ['web-01', 'ghost-01', 'web-02'] },
       { name: 'storage', hosts: ['db-01'] },
     ], hostSyncS);
@@ -169,9 +175,9 @@ describe('coordinated shutdown through real host agents', () => {
     // At most hostSyncS (plus scheduling slack on a loaded machine), and not before it: the ghost was waited for.
     expect(web.endedAtMs - web.startedAtMs, shown).toBeGreaterThanOrEqual(hostSyncS * 1000 - 5);
     expect(web.endedAtMs - web.startedAtMs, shown).toBeLessThan(hostSyncS * 1000 + 5000);
-    expect(markerNs('inc-ghost-failover-end')).toBeLessThan(markerNs('inc-ghost-web-01'));
-    expect(markerNs('inc-ghost-web-02')).toBeLessThan(markerNs('inc-ghost-db-01'));
-    expect(existsSync(join(markers(), 'inc-ghost-ghost-01'))).toBe(false);
+    expect(markerNs(`${inc}-failover-end`)).toBeLessThan(markerNs(`${inc}-web-01`));
+    expect(markerNs(`${inc}-web-02`)).toBeLessThan(markerNs(`${inc}-db-01`));
+    expect(existsSync(join(markers(), `${inc}-ghost-01`))).toBe(false);
     expect(records.find((r) => r.status === 'timeout' && r.detail?.host === 'ghost-01')?.message).toContain(`hostSyncS (${hostSyncS} s)`);
     expect(records.at(-1)).toMatchObject({ status: 'failed', detail: { step: 'sequence' } });
   });
@@ -179,11 +185,16 @@ describe('coordinated shutdown through real host agents', () => {
   it('a host that rejects the command (its seq state is ahead: replayed) or cannot be asked (no secret file) does not hold its group beyond its verdict', async () => {
     // A host whose accepted seq is far ahead of this gateway's counter (say, a gateway replaced
     // with a wrong clock): it refuses every command as a replay, with a signed, verifiable reply.
-    writeFileSync(secretFile('stale-01'), `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-    mkdirSync(join(tmp.path, 'stale-01-state'));
-    writeFileSync(join(tmp.path, 'stale-01-state', 'last-seq.json'), `${JSON.stringify({ v: 1, lastSeq: 9e15 })}\n`);
-    hosts.push(await startHostAgent('stale-01'));
-    const { report, records } = await runSequence('inc-reject', [
+    // Started once: a retry reuses it (a second one would answer as the same host).
+    if (!staleHost) {
+      writeFileSync(secretFile('stale-01'), `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+      mkdirSync(join(tmp.path, 'stale-01-state'), { recursive: true });
+      writeFileSync(join(tmp.path, 'stale-01-state', 'last-seq.json'), `${JSON.stringify({ v: 1, lastSeq: 9e15 })}\n`);
+      staleHost = await startHostAgent('stale-01');
+      hosts.push(staleHost);
+    }
+    const inc = incident('inc-reject');
+    const { report, records } = await runSequence(inc, [
       { name: 'web', hosts: ['stale-01', 'web-02:missing.secret'] },
       { name: 'storage', hosts: ['db-01'] },
     ], 20);
@@ -194,16 +205,17 @@ describe('coordinated shutdown through real host agents', () => {
     expect(report.groups[1]!.hosts[0]).toMatchObject({ host: 'db-01', status: 'acknowledged' });
     // Moved on at the verdicts, long before hostSyncS (20 s).
     expect(report.groups[0]!.endedAtMs - report.groups[0]!.startedAtMs).toBeLessThan(10_000);
-    expect(existsSync(join(markers(), 'inc-reject-stale-01'))).toBe(false);
-    expect(existsSync(join(markers(), 'inc-reject-web-02'))).toBe(false);
-    expect(existsSync(join(markers(), 'inc-reject-db-01'))).toBe(true);
+    expect(existsSync(join(markers(), `${inc}-stale-01`))).toBe(false);
+    expect(existsSync(join(markers(), `${inc}-web-02`))).toBe(false);
+    expect(existsSync(join(markers(), `${inc}-db-01`))).toBe(true);
     expect(records.find((r) => r.status === 'rejected')?.message).toContain('rejected: replayed');
   });
 
   it('a reply that does not verify with the gateway\'s key for that host is not believed: the host times out', async () => {
     writeFileSync(join(tmp.path, 'wrong.secret'), `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-    const { report } = await runSequence('inc-wrongkey', [{ name: 'web', hosts: ['web-01:wrong.secret'] }], 1);
+    const inc = incident('inc-wrongkey');
+    const { report } = await runSequence(inc, [{ name: 'web', hosts: ['web-01:wrong.secret'] }], 1);
     expect(report.groups[0]!.hosts[0]).toMatchObject({ host: 'web-01', status: 'timeout' });
-    expect(existsSync(join(markers(), 'inc-wrongkey-web-01'))).toBe(false);
+    expect(existsSync(join(markers(), `${inc}-web-01`))).toBe(false);
   });
 });

@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../agent/config/load.js';
 import type { StateJson } from '../../agent/observe/state.js';
 import { startSimulator, type Simulator } from '../../firmware-sim/index.js';
@@ -22,16 +22,10 @@ const BASE = 'rackguard/lab/gw1';
 const STOP_TIMEOUT_S = 3;
 const POLL_MS = 250;
 
-let tmp: TempDir;
-let pty: PtyPair;
-let sim: Simulator;
-let broker: Mosquitto;
-let sub: Subscriber;
-let file: string;
-let outboxPath: string;
-const agents: SpawnedProcess[] = [];
+/** Longest pause between two polls of r1 the test accepts: a few cycles, with a timed-out read (500 ms) among them. */
+const MAX_GAP_MS = 2000;
 
-async function startAgent(): Promise<{ agent: SpawnedProcess; url: string }> {
+async function startAgent(file: string, agents: SpawnedProcess[]): Promise<{ agent: SpawnedProcess; url: string }> {
   const agent = await spawnAndWait(process.execPath, ['--import', 'tsx', join(ROOT, 'agent/main.ts'), 'run', '--config', file], { readyLine: /status page and metrics on/, timeoutMs: 20_000 });
   agents.push(agent);
   return { agent, url: (JSON.parse(agent.readyLine) as { url: string }).url };
@@ -41,75 +35,87 @@ async function state(url: string): Promise<StateJson> {
   return (await (await fetch(`${url}api/state`)).json()) as StateJson;
 }
 
-const sampleTimes = (point: string): number[] =>
-  sub.messages.filter((m) => m.topic === `${BASE}/sensors/${point}`).map((m) => (JSON.parse(m.payload) as { tsMs: number }).tsMs);
-
-beforeAll(async () => {
-  tmp = await tempDir('rackguard-sigterm-outage-');
-  [pty, broker] = await Promise.all([startPtyPair(), startMosquitto()]);
-  outboxPath = join(tmp.path, 'outbox.db');
-  const text = `${twoRacksConfig({ bus: { serialPath: pty.a }, top: `stopTimeoutS: ${STOP_TIMEOUT_S}\n`, device: `pollIntervalMs: ${POLL_MS}` })}${ZONE_Z1}outputs:
+describe('SIGTERM during an outage', () => {
+  it('exits 0 within stopTimeoutS, leaves the backlog intact in the outbox, and the next start delivers it', async () => {
+    // Everything per attempt: a retry never meets a previous attempt's agent, stopped broker, outbox or messages.
+    let tmp: TempDir | undefined;
+    let pty: PtyPair | undefined;
+    let sim: Simulator | undefined;
+    let broker: Mosquitto | undefined;
+    let sub: Subscriber | undefined;
+    const agents: SpawnedProcess[] = [];
+    try {
+      tmp = await tempDir('rackguard-sigterm-outage-');
+      [pty, broker] = await Promise.all([startPtyPair(), startMosquitto()]);
+      const outboxPath = join(tmp.path, 'outbox.db');
+      const text = `${twoRacksConfig({ bus: { serialPath: pty.a }, top: `stopTimeoutS: ${STOP_TIMEOUT_S}\n`, device: `pollIntervalMs: ${POLL_MS}` })}${ZONE_Z1}outputs:
   outbox: { path: ${outboxPath} }
   mqtt: { url: '${broker.url}', clientId: rg-sigterm, reconnectInitialMs: 200, reconnectMaxMs: 1000 }
 http: { port: 0 }
 `;
-  file = join(tmp.path, 'agent.yaml');
-  writeFileSync(file, text);
-  sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
-  sub = await startSubscriber(broker.url, { clientId: 'sigterm-watcher', topic: `${BASE}/sensors/#` });
-}, 40_000);
+      const file = join(tmp.path, 'agent.yaml');
+      writeFileSync(file, text);
+      sim = await startSimulator({ config: parseConfig(text, 'sim'), serialPath: pty.b });
+      const watcher = (sub = await startSubscriber(broker.url, { clientId: 'sigterm-watcher', topic: `${BASE}/sensors/#` }));
+      const sampleTimes = (point: string): number[] =>
+        watcher.messages.filter((m) => m.topic === `${BASE}/sensors/${point}`).map((m) => (JSON.parse(m.payload) as { tsMs: number }).tsMs);
 
-afterAll(async () => {
-  for (const a of agents) await a.stop('SIGKILL');
-  await sub?.stop();
-  await sim?.stop();
-  await Promise.all([pty?.stop(), broker?.cleanup()]);
-  await tmp?.cleanup();
-});
+      const first = await startAgent(file, agents);
+      await expect.poll(() => sampleTimes('r1.temperature').length, { timeout: 15_000 }).toBeGreaterThan(4);
 
-describe('SIGTERM during an outage', () => {
-  it('exits 0 within stopTimeoutS, leaves the backlog intact in the outbox, and the next start delivers it', async () => {
-    const first = await startAgent();
-    await expect.poll(() => sampleTimes('r1.temperature').length, { timeout: 15_000 }).toBeGreaterThan(4);
+      await broker.stop();
+      const outageFrom = Date.now();
+      await expect.poll(async () => (await state(first.url)).outputs.sinks.mqtt!.depth, { timeout: 15_000, interval: 300 }).toBeGreaterThan(60);
+      const depthBefore = (await state(first.url)).outputs.sinks.mqtt!.depth;
 
-    await broker.stop();
-    const outageFrom = Date.now();
-    await expect.poll(async () => (await state(first.url)).outputs.sinks.mqtt!.depth, { timeout: 15_000, interval: 300 }).toBeGreaterThan(60);
-    const depthBefore = (await state(first.url)).outputs.sinks.mqtt!.depth;
+      const t0 = performance.now();
+      first.agent.proc.kill('SIGTERM');
+      const exit = await first.agent.exited;
+      const stopMs = performance.now() - t0;
+      const stoppedAt = Date.now();
+      expect(exit).toEqual({ code: 0, signal: null });
+      // The agent's own deadline is judged by its log below; this bounds the whole process exit, with
+      // room for a loaded machine, well short of a drain that waited for the broker.
+      expect(stopMs).toBeLessThan(STOP_TIMEOUT_S * 1000 + 3000);
+      expect(first.agent.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
+      expect(first.agent.lines.some((l) => /did not stop within the stop deadline/.test(l))).toBe(false);
 
-    const t0 = performance.now();
-    first.agent.proc.kill('SIGTERM');
-    const exit = await first.agent.exited;
-    const stopMs = performance.now() - t0;
-    const stoppedAt = Date.now();
-    expect(exit).toEqual({ code: 0, signal: null });
-    expect(stopMs).toBeLessThan(STOP_TIMEOUT_S * 1000 + 1000);
-    expect(first.agent.lines.some((l) => l.includes('"msg":"stopped"'))).toBe(true);
-    expect(first.agent.lines.some((l) => /did not stop within the stop deadline/.test(l))).toBe(false);
+      // The file as the next start will find it.
+      let backlog: number[];
+      const db = new Database(outboxPath, { readonly: true });
+      try {
+        expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+        const cursor = (db.prepare("SELECT seq FROM cursors WHERE sink = 'mqtt'").get() as { seq: number }).seq;
+        const { maxSeq, minSeq } = db.prepare('SELECT MAX(seq) AS maxSeq, MIN(seq) AS minSeq FROM records').get() as { maxSeq: number; minSeq: number };
+        expect(cursor).toBeLessThan(maxSeq);
+        expect(minSeq).toBeLessThanOrEqual(cursor + 1); // nothing unacknowledged was pruned
+        const behind = (db.prepare('SELECT COUNT(*) AS n FROM records WHERE seq > ?').get(cursor) as { n: number }).n;
+        expect(behind).toBeGreaterThanOrEqual(depthBefore);
+        expect(behind).toBe(maxSeq - cursor); // no hole in the unacknowledged seqs
+        backlog = (db.prepare("SELECT ts FROM records WHERE seq > ? AND point = 'r1.temperature' ORDER BY seq").all(cursor) as { ts: number }[]).map((r) => r.ts);
+      } finally {
+        db.close();
+      }
+      expect(backlog.length).toBeGreaterThan(10);
 
-    // The file as the next start will find it.
-    const db = new Database(outboxPath, { readonly: true });
-    try {
-      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
-      const cursor = (db.prepare("SELECT seq FROM cursors WHERE sink = 'mqtt'").get() as { seq: number }).seq;
-      const { maxSeq, minSeq } = db.prepare('SELECT MAX(seq) AS maxSeq, MIN(seq) AS minSeq FROM records').get() as { maxSeq: number; minSeq: number };
-      expect(cursor).toBeLessThan(maxSeq);
-      expect(minSeq).toBeLessThanOrEqual(cursor + 1); // nothing unacknowledged was pruned
-      const behind = (db.prepare('SELECT COUNT(*) AS n FROM records WHERE seq > ?').get(cursor) as { n: number }).n;
-      expect(behind).toBeGreaterThanOrEqual(depthBefore);
-      expect(behind).toBe(maxSeq - cursor); // no hole in the unacknowledged seqs
+      await broker.restart();
+      const second = await startAgent(file, agents);
+      await expect.poll(() => Math.max(0, ...sampleTimes('r1.temperature')), { timeout: 30_000, interval: 500 }).toBeGreaterThan(stoppedAt);
+      // Every r1 sample the outbox held at the stop arrived.
+      const arrived = new Set(sampleTimes('r1.temperature'));
+      expect(backlog.filter((t) => !arrived.has(t))).toEqual([]);
+      // Polling went on through the outage up to the stop: no pause beyond a few slow cycles.
+      const times = [...arrived].sort((a, b) => a - b).filter((t) => t >= outageFrom - 1000 && t <= stoppedAt - 1000);
+      const gaps = times.slice(1).map((t, i) => t - times[i]!);
+      expect(times.length).toBeGreaterThan(10);
+      expect(Math.max(...gaps)).toBeLessThan(MAX_GAP_MS);
+      expect(await second.agent.stop('SIGTERM')).toBe(0);
     } finally {
-      db.close();
+      for (const a of agents) await a.stop('SIGKILL');
+      await sub?.stop();
+      await sim?.stop();
+      await Promise.all([pty?.stop(), broker?.cleanup()]);
+      await tmp?.cleanup();
     }
-
-    await broker.restart();
-    const second = await startAgent();
-    await expect.poll(() => Math.max(0, ...sampleTimes('r1.temperature')), { timeout: 30_000, interval: 500 }).toBeGreaterThan(stoppedAt);
-    // Every poll of the outage up to the stop arrived: no gap beyond a slow cycle.
-    const times = [...new Set(sampleTimes('r1.temperature'))].sort((a, b) => a - b).filter((t) => t >= outageFrom - 1000 && t <= stoppedAt - 1000);
-    const gaps = times.slice(1).map((t, i) => t - times[i]!);
-    expect(times.length).toBeGreaterThan(10);
-    expect(Math.max(...gaps)).toBeLessThan(3 * POLL_MS);
-    expect(await second.agent.stop('SIGTERM')).toBe(0);
-  });
+  }, 120_000);
 });

@@ -299,19 +299,21 @@ describe('status page in Chromium, against a scripted stream', () => {
 describe('status page in Chromium, served by the real agent, with the simulator', () => {
   const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'agent', 'main.js');
   const AGENT_TOKEN = 'page-e2e-token';
-  let tmp: TempDir;
-  let pty: PtyPair;
-  let sim: Simulator;
-  let agent: SpawnedProcess;
-  let url: string;
 
-  beforeAll(async () => {
-    tmp = await tempDir('rackguard-page-');
-    pty = await startPtyPair();
-    const tokenFile = join(tmp.path, 'token');
-    writeFileSync(tokenFile, `${AGENT_TOKEN}\n`, { mode: 0o600 });
-    // Short windows and dwell so the detector judges within seconds of the trip (defaults need minutes).
-    const text = `version: 1
+  it('a chiller trip turns the zone to alarm on the page without a reload', async () => {
+    // Agent, simulator and pty per attempt: a retry never meets the chiller the failed attempt tripped.
+    let tmp: TempDir | undefined;
+    let pty: PtyPair | undefined;
+    let sim: Simulator | undefined;
+    let agent: SpawnedProcess | undefined;
+    let url: string;
+    try {
+      tmp = await tempDir('rackguard-page-');
+      pty = await startPtyPair();
+      const tokenFile = join(tmp.path, 'token');
+      writeFileSync(tokenFile, `${AGENT_TOKEN}\n`, { mode: 0o600 });
+      // Short windows and dwell so the detector judges within seconds of the trip (defaults need minutes).
+      const text = `version: 1
 site: lab
 gateway: gw-e2e
 logging: { samples: false, healthIntervalS: 3600 }
@@ -333,56 +335,52 @@ outputs:
   outbox: { path: ${join(tmp.path, 'outbox.db')} }
 http: { port: 0, tokenFile: ${tokenFile} }
 `;
-    const file = join(tmp.path, 'agent.yaml');
-    writeFileSync(file, text);
-    const config = parseConfig(text, file);
-    // No scheduled events: the test trips the chiller once the page shows the zone calm. No sensor
-    // noise, so nothing but the trip can raise the level.
-    const scenario = parseScenario('name: page-trip\nseed: 1\nroom: { itLoadKw: 100, initialRiseCPerMin: 5, noiseC: 0 }\nevents: []\n', 'inline', { config });
-    sim = await startSimulator({ config, serialPath: pty.b, scenario });
-    agent = await spawnAndWait(process.execPath, [MAIN, 'run', '--config', file], { readyLine: /status page and metrics on/, timeoutMs: 20_000 });
-    url = (JSON.parse(agent.readyLine) as { url: string }).url;
-  }, 60_000);
+      const file = join(tmp.path, 'agent.yaml');
+      writeFileSync(file, text);
+      const config = parseConfig(text, file);
+      // No scheduled events: the test trips the chiller once the page shows the zone calm. No sensor
+      // noise, so nothing but the trip can raise the level.
+      const scenario = parseScenario('name: page-trip\nseed: 1\nroom: { itLoadKw: 100, initialRiseCPerMin: 5, noiseC: 0 }\nevents: []\n', 'inline', { config });
+      sim = await startSimulator({ config, serialPath: pty.b, scenario });
+      agent = await spawnAndWait(process.execPath, [MAIN, 'run', '--config', file], { readyLine: /status page and metrics on/, timeoutMs: 20_000 });
+      url = (JSON.parse(agent.readyLine) as { url: string }).url;
+      await page.viewport(1366, 900);
+      await page.goto(`${url}?token=${encodeURIComponent(AGENT_TOKEN)}`);
+      // Calm first: live, readings and a sparkline from the agent's history, the chiller running.
+      await page.waitFor(
+        `${connState} === 'live' && ['normal', 'warning'].includes(${zoneLevel('cold-aisle-a')})
+          && document.querySelectorAll('[data-zone="cold-aisle-a"] svg.spark').length === 3
+          && document.querySelector('[data-chiller="crac-1"] td:nth-child(2)')?.textContent === 'running'`,
+        30_000,
+        'the page live with three sparklines and the chiller running',
+      );
+      const calm = await page.evaluate<{ temps: number[]; device: string | undefined }>(`({
+        temps: [...document.querySelectorAll('[data-zone="cold-aisle-a"] tbody tr td:nth-child(2)')].map((td) => Number(td.textContent)),
+        device: document.querySelector('[data-device="rack01"] td:nth-child(3)')?.textContent,
+      })`);
+      for (const t of calm.temps) expect(t).toBeGreaterThan(10);
+      expect(calm.device).toBe('online');
+      await page.evaluate(`window.__sameDocument = 'e2e'`);
 
-  afterAll(async () => {
-    await agent?.stop('SIGTERM');
-    await sim?.stop();
-    await pty?.stop();
-    await tmp?.cleanup();
-  });
-
-  it('a chiller trip turns the zone to alarm on the page without a reload', async () => {
-    await page.viewport(1366, 900);
-    await page.goto(`${url}?token=${encodeURIComponent(AGENT_TOKEN)}`);
-    // Calm first: live, readings and a sparkline from the agent's history, the chiller running.
-    await page.waitFor(
-      `${connState} === 'live' && ['normal', 'warning'].includes(${zoneLevel('cold-aisle-a')})
-        && document.querySelectorAll('[data-zone="cold-aisle-a"] svg.spark').length === 3
-        && document.querySelector('[data-chiller="crac-1"] td:nth-child(2)')?.textContent === 'running'`,
-      30_000,
-      'the page live with three sparklines and the chiller running',
-    );
-    const calm = await page.evaluate<{ temps: number[]; device: string | undefined }>(`({
-      temps: [...document.querySelectorAll('[data-zone="cold-aisle-a"] tbody tr td:nth-child(2)')].map((td) => Number(td.textContent)),
-      device: document.querySelector('[data-device="rack01"] td:nth-child(3)')?.textContent,
-    })`);
-    for (const t of calm.temps) expect(t).toBeGreaterThan(10);
-    expect(calm.device).toBe('online');
-    await page.evaluate(`window.__sameDocument = 'e2e'`);
-
-    sim.rack.applyEvent({ kind: 'chiller', action: 'trip' });
-    await page.waitFor(`['alarm', 'critical'].includes(${zoneLevel('cold-aisle-a')})`, 90_000, 'zone cold-aisle-a alarm on the page after the trip');
-    // The step to alarm came in as an event too (the zone may be critical a second later), with its colour.
-    await page.waitFor(`document.querySelector('#events li[data-kind="zone_level"].level-alarm') !== null`, 10_000, 'the alarm event in the list');
-    const after = await page.evaluate<Record<string, unknown>>(`({
-      same: window.__sameDocument,
-      shade: document.querySelector('[data-zone="cold-aisle-a"]').className,
-      chiller: document.querySelector('[data-chiller="crac-1"] td:nth-child(2)').textContent,
-      conn: document.getElementById('conn').textContent,
-    })`);
-    expect(after).toMatchObject({ same: 'e2e', chiller: 'stopped', conn: 'live' });
-    expect(after.shade).toMatch(/level-(alarm|critical)/);
-    await page.screenshot(join(ARTIFACTS_DIR, 'status-page-agent-alarm.png'));
-    expect(page.messages.filter((m) => m.kind === 'exception')).toEqual([]);
+      sim.rack.applyEvent({ kind: 'chiller', action: 'trip' });
+      await page.waitFor(`['alarm', 'critical'].includes(${zoneLevel('cold-aisle-a')})`, 90_000, 'zone cold-aisle-a alarm on the page after the trip');
+      // The step to alarm came in as an event too (the zone may be critical a second later), with its colour.
+      await page.waitFor(`document.querySelector('#events li[data-kind="zone_level"].level-alarm') !== null`, 10_000, 'the alarm event in the list');
+      const after = await page.evaluate<Record<string, unknown>>(`({
+        same: window.__sameDocument,
+        shade: document.querySelector('[data-zone="cold-aisle-a"]').className,
+        chiller: document.querySelector('[data-chiller="crac-1"] td:nth-child(2)').textContent,
+        conn: document.getElementById('conn').textContent,
+      })`);
+      expect(after).toMatchObject({ same: 'e2e', chiller: 'stopped', conn: 'live' });
+      expect(after.shade).toMatch(/level-(alarm|critical)/);
+      await page.screenshot(join(ARTIFACTS_DIR, 'status-page-agent-alarm.png'));
+      expect(page.messages.filter((m) => m.kind === 'exception')).toEqual([]);
+    } finally {
+      await agent?.stop('SIGTERM');
+      await sim?.stop();
+      await pty?.stop();
+      await tmp?.cleanup();
+    }
   }, 150_000);
 });

@@ -33,16 +33,23 @@ function mkfifo(path: string): void {
   expect(r.status).toBe(0);
 }
 
-/** Resolves once `pred` holds, checked after each turn of the event loop (no fixed sleeps). */
-async function until(pred: () => boolean, what: string, limit = 2000): Promise<void> {
-  for (let i = 0; i < limit; i++) {
+/**
+ * Resolves once `pred` holds, checked after each turn of the event loop (no fixed sleeps). Bounded in
+ * real time, not in turns: a write through libuv's thread pool may take many turns on a loaded machine.
+ */
+async function until(pred: () => boolean, what: string, limitMs = 10_000): Promise<void> {
+  const deadline = performance.now() + limitMs;
+  while (performance.now() < deadline) {
     if (pred()) return;
     await new Promise((r) => setImmediate(r));
   }
-  throw new Error(`never happened: ${what}`);
+  throw new Error(`never happened within ${limitMs} ms: ${what}`);
 }
 
 let tmp: TempDir;
+let n = 0;
+/** A path of its own for each attempt: a retry must not meet the FIFO or directory the failed attempt made. */
+const fresh = (name: string): string => join(tmp.path, `${name}-${++n}`);
 beforeAll(async () => {
   tmp = await tempDir('rackguard-recorder-');
 });
@@ -54,7 +61,7 @@ describe('TraceRecorder', () => {
   it('writes a regular file: header, then one row per sample, seconds since the given start', async () => {
     const clock = new VirtualClock({ startMonoMs: 5000 });
     const log = captureLogger();
-    const file = join(tmp.path, 'plain.csv');
+    const file = fresh('plain.csv');
     const rec = new TraceRecorder(file, { clock, logger: log, startMono: 4000 });
     await rec.start();
     expect(rec.recording).toBe(true);
@@ -91,7 +98,7 @@ describe('TraceRecorder', () => {
   });
 
   it('a FIFO that no process reads: start() does not block; the problem is reported and the agent goes on', async () => {
-    const fifo = join(tmp.path, 'nobody-reads');
+    const fifo = fresh('nobody-reads');
     mkfifo(fifo);
     const log = captureLogger();
     const rec = new TraceRecorder(fifo, { clock: new VirtualClock(), logger: log });
@@ -105,7 +112,7 @@ describe('TraceRecorder', () => {
   });
 
   it('a directory is reported, not thrown', async () => {
-    const dir = join(tmp.path, 'a-dir');
+    const dir = fresh('a-dir');
     mkdirSync(dir);
     const log = captureLogger();
     const rec = new TraceRecorder(dir, { clock: new VirtualClock(), logger: log });
@@ -116,7 +123,7 @@ describe('TraceRecorder', () => {
   });
 
   it('a reader that does not keep up: memory stays bounded, dropped rows are counted and reported; stop() gives up at its deadline', async () => {
-    const fifo = join(tmp.path, 'slow-reader');
+    const fifo = fresh('slow-reader');
     mkfifo(fifo);
     // The reader opens first (non-blocking), then never reads: the pipe fills (64 KiB on Linux).
     const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -154,7 +161,7 @@ describe('TraceRecorder', () => {
   });
 
   it('a reader that goes away: the broken pipe is reported once and recording stops', async () => {
-    const fifo = join(tmp.path, 'reader-leaves');
+    const fifo = fresh('reader-leaves');
     mkfifo(fifo);
     const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     const log = captureLogger();
