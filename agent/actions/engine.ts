@@ -38,6 +38,7 @@ import { levelRank, type DetectorEvent, type Level, type ZoneLevelEvent } from '
 import { asError } from '../errors.js';
 import type { ActionEvent } from '../outputs/events.js';
 import { readCredential } from '../outputs/context.js';
+import { LEAN_MQTT_OPTIONS } from '../outputs/mqtt-connection.js';
 import type { Component } from '../component.js';
 import { runExec } from './exec.js';
 import { dueLevels } from './policy.js';
@@ -543,6 +544,7 @@ export class ActionEngine implements Component {
       const username = readCredential(m.usernameFile, 'RACKGUARD_MQTT_USERNAME', env);
       const password = readCredential(m.passwordFile, 'RACKGUARD_MQTT_PASSWORD', env);
       opts = {
+        ...LEAN_MQTT_OPTIONS,
         // Its own client id: the sink's persistent session must not be taken over.
         clientId: `${m.clientId ?? `rackguard-${this.deps.site}-${this.deps.gateway}`}-actions`.slice(0, 128),
         protocolVersion: m.protocolVersion,

@@ -25,6 +25,7 @@ import { MIN_SECRET_CHARS } from '../config/host-schema.js';
 import { readRegularFile } from '../config/read-file.js';
 import { RackguardError, asError } from '../errors.js';
 import { readCredential } from '../outputs/context.js';
+import { LEAN_MQTT_OPTIONS } from '../outputs/mqtt-connection.js';
 import {
   chooseReplyTopic,
   commandTopic,
@@ -153,6 +154,7 @@ export class HostAgent implements Component {
     const pem = (f: string | undefined): Buffer | undefined => (f === undefined ? undefined : Buffer.from(readRegularFile(f, 1024 * 1024)));
     const will: HostStatus = { v: PROTOCOL_VERSION, host: config.host, state: 'offline' };
     const opts: IClientOptions = {
+      ...LEAN_MQTT_OPTIONS,
       clientId: config.mqtt.clientId ?? `rackguard-host-${config.host}`,
       protocolVersion: config.mqtt.protocolVersion,
       clean: false,

@@ -18,6 +18,16 @@ const SESSION_EXPIRY_S = 7 * 24 * 3600;
  * mqtt.js options for one connection attempt. Credentials and PEM files are read here, once per
  * start(), from files or the environment (never argv); a missing file is an E_SECRET_READ naming it.
  */
+/**
+ * Options every rackguard MQTT client carries. `writeCache: false`: by default mqtt.js has
+ * mqtt-packet pre-build a 2-byte Buffer for each of the 65,536 message ids at the first packet, about
+ * 6 MB of heap (65,536 Buffer objects, seen in a heap snapshot of the agent) kept for the life of
+ * the process, to save a 2-byte allocation per publish. The cache is global to mqtt-packet: one
+ * client on the defaults that sends before ours would build it, so every client here carries this
+ * (test/integration/mqtt-lean.test.ts).
+ */
+export const LEAN_MQTT_OPTIONS = { writeCache: false } as const satisfies IClientOptions;
+
 export function clientOptions(config: MqttConfig, context: OutputContext, statusTopic: string, env: NodeJS.ProcessEnv): IClientOptions {
   const username = readCredential(config.usernameFile, 'RACKGUARD_MQTT_USERNAME', env);
   const password = readCredential(config.passwordFile, 'RACKGUARD_MQTT_PASSWORD', env);
@@ -33,6 +43,7 @@ export function clientOptions(config: MqttConfig, context: OutputContext, status
   const cert = readPem(config.cert);
   const key = readPem(config.key);
   return {
+    ...LEAN_MQTT_OPTIONS,
     clientId: config.clientId ?? `rackguard-${context.site}-${context.gateway}`,
     protocolVersion: config.protocolVersion,
     clean: false,
