@@ -19,6 +19,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   'actions-bmc': async () => (await import('./suites/actions-bmc.js')).run,
   agent: async () => (await import('./suites/agent.js')).run,
   detection: async () => (await import('./suites/detection.js')).run,
+  observability: async () => (await import('./suites/observability.js')).run,
   outputs: async () => (await import('./suites/outputs.js')).run,
   outage: async () => (await import('./suites/outage.js')).run,
   recovery: async () => (await import('./suites/recovery.js')).run,

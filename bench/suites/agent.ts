@@ -17,10 +17,14 @@ import { tempDir } from '../../scripts/lib/tmp.js';
 import { startMosquitto } from '../../scripts/lib/mosquitto.js';
 import { pointAtSimulator, setPollInterval, writeConfigVariant } from '../../scripts/lib/config-variant.js';
 import type { Figures } from '../results.js';
+import { unitLaunch } from '../unit-launch.js';
 
 const WARMUP_S = 5;
 const MEASURE_S = 60;
 const CLK_TCK = 100; // Linux USER_HZ
+/** The node flags and environment of systemd/rackguard.service. */
+const UNIT = unitLaunch();
+export const UNIT_NODE_FLAGS = UNIT.nodeFlags;
 
 function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -33,7 +37,25 @@ function statusKb(pid: number, key: string): number {
   return m ? Number(m[1]) : Number.NaN;
 }
 
-interface ProcessFigures {
+export interface MeasureOptions {
+  /** The durable outbox and MQTT to a real mosquitto, as in production. */
+  outputs: boolean;
+  /** The local HTTP endpoint (status page, /metrics, SSE) on a free loopback port. */
+  http?: boolean;
+  nodeFlags: string[];
+  /** Runs beside the measured window (a scraper, an open status page); stopped by the signal at its end. */
+  during?: (ctx: RunningAgent, stop: AbortSignal) => Promise<void>;
+  /** Runs after the window, before the agent is stopped (figures that must not load the window). */
+  after?: (ctx: RunningAgent) => Promise<void>;
+}
+
+export interface RunningAgent {
+  pid: number;
+  /** The HTTP endpoint's base URL (with `http`). */
+  url?: string;
+}
+
+export interface ProcessFigures {
   /** Outbox transactions per hour, from the agent's own `outbox health` lines (with outputs only). */
   commitsPerHour: number | null;
   rssMb: number;
@@ -44,11 +66,13 @@ interface ProcessFigures {
 }
 
 /** Runs `rackguard run` on the reference rack (every device polled each second) and measures it. */
-async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<ProcessFigures> {
+export async function measureAgent(o: MeasureOptions): Promise<ProcessFigures> {
+  const withOutputs = o.outputs;
   const root = packageRoot();
   const tmp = await tempDir('rackguard-bench-agent-');
   const pty = await startPtyPair();
   const port = await freePort();
+  const httpPort = await freePort();
   // With outputs, as in production: every cycle goes through the durable outbox to a real broker.
   const broker = withOutputs ? await startMosquitto() : undefined;
   const file = writeConfigVariant(join(root, 'config', 'rackguard.example.yaml'), join(tmp.path, 'rack.yaml'), (raw) => {
@@ -59,9 +83,11 @@ async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<Proce
       // The outbox's commit counter comes from its health line: one every 10 s is enough to count.
       raw.logging = { ...(raw.logging as object), healthIntervalS: 10 };
     } else delete raw.outputs;
+    if (o.http) raw.http = { port: httpPort };
   });
   const sim = await startSimulator({ config: loadConfigFile(file), serialPath: pty.b, tcpPort: port });
-  const child = spawn(process.execPath, [...nodeFlags, join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The environment of the unit (systemd/rackguard.service), so the figures describe the service.
+  const child = spawn(process.execPath, [...o.nodeFlags, join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...UNIT.env } });
   let lines = 0;
   let errors = '';
   let partial = '';
@@ -82,8 +108,11 @@ async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<Proce
     const pid = child.pid!;
     await new Promise((r) => setTimeout(r, WARMUP_S * 1000));
     if (child.exitCode !== null) throw new Error(`agent exited: ${errors}`);
+    const ctx: RunningAgent = { pid, ...(o.http ? { url: `http://127.0.0.1:${httpPort}/` } : {}) };
+    const windowEnd = new AbortController();
     const c0 = cpuTicks(pid);
     const t0 = performance.now();
+    const beside = o.during?.(ctx, windowEnd.signal);
     let peakRss = 0;
     for (let s = 0; s < MEASURE_S; s++) {
       await new Promise((r) => setTimeout(r, 1000));
@@ -92,6 +121,9 @@ async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<Proce
     const cpuS = (cpuTicks(pid) - c0) / CLK_TCK;
     const wallS = (performance.now() - t0) / 1000;
     const hwm = statusKb(pid, 'VmHWM');
+    windowEnd.abort();
+    await beside;
+    await o.after?.(ctx);
     const first = commits[0];
     const last = commits.at(-1);
     const commitsPerHour = first && last && last.t > first.t ? Math.round(((last.commits - first.commits) / ((last.t - first.t) / 1000)) * 3600) : null;
@@ -115,13 +147,12 @@ async function measure(withOutputs: boolean, nodeFlags: string[]): Promise<Proce
 
 /**
  * Two runs. The issue's figure: acquisition and detection, default node flags. Then the full agent
- * with its outputs (SQLite outbox, MQTT to mosquitto): its modules add ~30 MB, so it runs with
- * `--max-semi-space-size=2`, the V8 young-generation cap recommended for a Pi (the default lets the
- * young generation grow to tens of MB of garbage before collecting).
+ * with its outputs (SQLite outbox, MQTT to mosquitto), with the node flags of the unit
+ * (systemd/rackguard.service: a capped young generation, one V8 worker thread).
  */
 export async function run(): Promise<Figures> {
-  const base = await measure(false, []);
-  const full = await measure(true, ['--max-semi-space-size=2']);
+  const base = await measureAgent({ outputs: false, nodeFlags: [] });
+  const full = await measureAgent({ outputs: true, nodeFlags: UNIT_NODE_FLAGS });
   return {
     rss_mb: base.rssMb,
     rss_target: '<= 90 MB',
@@ -131,7 +162,7 @@ export async function run(): Promise<Figures> {
     requests_served: base.served,
     with_outputs_rss_mb: full.rssMb,
     with_outputs_cpu_pct: full.cpuPct,
-    with_outputs_node_flags: '--max-semi-space-size=2',
+    with_outputs_node_flags: UNIT_NODE_FLAGS.join(' '),
     with_outputs_requests_served: full.served,
     outputs_commits_per_hour: full.commitsPerHour,
     outputs_commits_target: '<= 3600 (SD-card wear)',

@@ -24,12 +24,15 @@ import { startPtyPair } from '../../scripts/lib/pty.js';
 import { tempDir } from '../../scripts/lib/tmp.js';
 import { pointAtSimulator, setPollInterval, writeConfigVariant } from '../../scripts/lib/config-variant.js';
 import type { Figures } from '../results.js';
+import { unitLaunch } from '../unit-launch.js';
 
 const POLL_MS = 100;
 const COMPRESSION = 1000 / POLL_MS;
 const WARMUP_S = 60;
 const MEASURE_S = 180;
-const NODE_FLAGS = ['--max-semi-space-size=2'];
+/** As the installed service runs it (systemd/rackguard.service). */
+const UNIT = unitLaunch();
+const NODE_FLAGS = UNIT.nodeFlags;
 
 function statusKb(pid: number, key: string): number {
   const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -63,7 +66,7 @@ export async function run(): Promise<Figures> {
     };
   });
   const sim = await startSimulator({ config: loadConfigFile(file), serialPath: pty.b, tcpPort: simPort });
-  const child = spawn(process.execPath, [...NODE_FLAGS, join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...NODE_FLAGS, join(root, 'dist', 'agent', 'main.js'), 'run', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...UNIT.env } });
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
   try {

@@ -90,7 +90,7 @@ describe.each(UNITS)('%s', (name) => {
     const text = unitText(name);
     const [execStart, ...more] = get(text, 'Service', 'ExecStart');
     expect(more).toEqual([]);
-    expect(execStart).toMatch(/^\/usr\/bin\/node --max-semi-space-size=2 \/usr\/lib\/rackguard\/dist\/agent\/main\.js /);
+    expect(execStart).toMatch(/^\/usr\/bin\/node --max-semi-space-size=2 --v8-pool-size=1 \/usr\/lib\/rackguard\/dist\/agent\/main\.js /);
     const execs = directives(text, 'Service').filter(([k]) => k.startsWith('Exec')).map(([, v]) => v);
     for (const v of execs) expect(v).not.toMatch(/\bnpm\b|\bnpx\b|\btsx\b/);
     expect(get(text, 'Service', 'Restart')).toEqual(['on-failure']);
