@@ -220,10 +220,11 @@ describe('RTU slave on its own line', () => {
       const sorted = [...times].sort((a, b) => a - b);
       const median = sorted[Math.floor(sorted.length / 2)]!;
       // Functional check only: a reply never comes sooner than a real 9600 baud line could deliver it,
-      // and the emulation is in the right range (not, say, a second). How close it gets is measured
-      // by `npm run bench -- acquisition`, not asserted here: timing under CI load is not a property.
+      // and the emulation is in the right range (not, say, a second: a loaded machine adds tens of ms).
+      // How close it gets is measured by `npm run bench -- acquisition`, not asserted here: timing
+      // under CI load is not a property.
       expect(sorted[0]! / expected).toBeGreaterThan(0.98);
-      expect(median / expected).toBeLessThan(3);
+      expect(median / expected).toBeLessThan(10);
     } finally {
       if (master.isOpen) await new Promise<void>((res) => master.close(() => res()));
       await s.stop();

@@ -533,7 +533,7 @@ describe('zone: events', () => {
 });
 
 describe('detector: a healthy week', () => {
-  it('replays 7 days of a healthy room in seconds, without a single event', () => {
+  it('replays 7 days of a healthy room without a single event', () => {
     const rig = new Rig('', 10);
     const det = rig.det;
     let seed = 12345;
@@ -545,7 +545,6 @@ describe('detector: a healthy week', () => {
     const events: DetectorEvent[] = [];
     const batch: Sample[] = Array.from({ length: 13 }, () => ({ pointId: '', deviceId: '', value: 0, unit: '', quality: 'good' as const, ts: 0, mono: 0 }));
     const ids = [...Array.from({ length: 10 }, (_, i) => `r${i + 1}.temperature`), 'chiller1.running', 'chiller1.alarm_code', 'chiller1.supply_temp'];
-    const t0 = performance.now();
     let samples = 0;
     for (let t = 0; t <= 7 * 86_400; t += 5) {
       const mono = M0 + t * 1000;
@@ -565,10 +564,8 @@ describe('detector: a healthy week', () => {
       events.push(...det.ingest(batch));
       for (let k = 1; k < 5; k++) events.push(...det.tick(mono + k * 1000, W0));
     }
-    const elapsed = performance.now() - t0;
     expect(samples).toBeGreaterThan(1_500_000);
     expect(events).toEqual([]);
-    // About 2–4 s here (1.5 million samples, 600 000 ticks); the bound leaves room for a loaded CI machine.
-    expect(elapsed).toBeLessThan(15_000);
+    // Its speed is a benchmark figure (`npm run bench -- detection`: replay throughput), not asserted here.
   });
 });
