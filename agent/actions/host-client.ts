@@ -212,6 +212,9 @@ const CLOCK_REFUSALS = new Set<string>(['expired', 'not-yet-valid', 'replayed'])
  * host's clock is the one that counts, and a signed refusal for this seq is proof of it (a forged or
  * replayed refusal does not verify, or names another seq). `replayed` after a lost counter file:
  * the seq floor is the wall clock (nextSeq), so the host's clock lifts it above what the host saw.
+ * A broker's redelivery of a command the host recorded just before a crash (its `accepted` lost) is
+ * `replayed` too; sending it again then runs the host's shutdown command at most once more, which
+ * beats a host left running in a heating room because nobody knew whether it had started.
  */
 function reissueTime(first: HostCommandHandle, clock: Clock): { hostNowMs: number; reason: string; hostClockOffsetMs: number } | undefined {
   if (first.ack.kind !== 'reply') return undefined;
