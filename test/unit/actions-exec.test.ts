@@ -14,6 +14,8 @@ import type { ActionContext } from '../../agent/actions/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rackguard-exec-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** Per attempt: a retried test must not read what the hook of a failed attempt wrote (perhaps late). */
+let attempt = 0;
 
 function script(name: string, body: string): string {
   const f = join(dir, name);
@@ -95,23 +97,26 @@ echo done`,
     // Virtual time: the timeout falls due when the test says, after the hook is in its hung state (TERM
     // ignored, child started). On real time a loaded machine could reach the deadline before the shell
     // reached its trap. The kill itself is real: signals to a real process group.
-    const pids = join(dir, 'pids');
-    rmSync(pids, { force: true }); // a retried attempt must not read the pids of the failed one
+    const pids = join(dir, `pids-${++attempt}`);
     const hook = script('hang.sh', `trap '' TERM\nsleep 1000 &\necho started\necho "$$ $!" > ${pids}\nwait`);
     const clock = new VirtualClock();
     let result: Awaited<ReturnType<typeof runExec>> | undefined;
     void runExec(def([hook], { timeoutS: 0.5, killGraceS: 0.3 }), ctx, { clock }).then((r) => (result = r));
-    const [leader, child] = await pidsOf(pids);
-    clock.advance(500); // the timeout: SIGTERM to the group, which ignores it
-    expect(gone(leader)).toBe(false);
-    clock.advance(300); // the kill grace: SIGKILL to the group
-    await expect.poll(() => result, { timeout: 20_000, interval: 10 }).toBeDefined();
-    const r = result!;
-    expect(r.status).toBe('timeout');
-    expect(r.message).toMatch(/killed after its 0.5 s timeout/);
-    expect(r.detail.outputTail).toBe('started\n');
-    await expectGone(leader, 'the hook');
-    await expectGone(child, "the hook's child");
+    try {
+      const [leader, child] = await pidsOf(pids);
+      clock.advance(500); // the timeout: SIGTERM to the group, which ignores it (the premise of the test)
+      expect(gone(leader)).toBe(false);
+      clock.advance(300); // the kill grace: SIGKILL to the group
+      await expect.poll(() => result, { timeout: 20_000, interval: 10, message: 'the hook ends' }).toBeDefined();
+      const r = result!;
+      expect(r.status).toBe('timeout');
+      expect(r.message).toMatch(/killed after its 0.5 s timeout/);
+      expect(r.detail.outputTail).toBe('started\n');
+      await expectGone(leader, 'the hook');
+      await expectGone(child, "the hook's child");
+    } finally {
+      clock.advance(10_000); // a failed attempt leaves no hung hook behind (no timer left when it passed)
+    }
   });
 
   it('a non-zero exit is a failure with its code; the output tail is bounded to the newest 4 KiB', async () => {
@@ -132,14 +137,12 @@ echo done`,
   });
 
   it('an abort (agent stopping) kills the group', async () => {
-    const pids = join(dir, 'pids-abort');
-    rmSync(pids, { force: true }); // a retried attempt must not read the pids of the failed one
+    const pids = join(dir, `pids-abort-${++attempt}`);
     const hook = script('abort.sh', `sleep 1000 &\necho "$$ $!" > ${pids}\nwait`);
     const ac = new AbortController();
     const p = runExec(def([hook], { killGraceS: 0.2 }), ctx, { clock: systemClock, signal: ac.signal });
     // Abort once the script has said it started its child (an event, not a sleep).
-    const [leader, child] = await pidsOf(pids);
-    ac.abort();
+    const [leader, child] = await pidsOf(pids).finally(() => ac.abort());
     const r = await p;
     expect(r.status).toBe('failed');
     await expectGone(leader, 'the hook');
