@@ -166,6 +166,9 @@ describe('action engine', () => {
     const s = setup();
     const eng = await started(s.make);
     eng.onDetection(lvl('normal', 'warning', { mono: performance.now() - MAX_EVENT_AGE_MS - 1000 }));
+    // Judged at once (onDetection is synchronous): no incident opened, nothing queued. Counting marks
+    // alone could not tell: the fresh event below would find its level already handled.
+    expect(s.records).toEqual([]);
     eng.onDetection(lvl('normal', 'warning'));
     await settle(s.records, 1, done);
     expect(s.marks()).toHaveLength(1);

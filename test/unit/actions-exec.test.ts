@@ -7,13 +7,15 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../agent/clock.js';
+import { systemClock, VirtualClock } from '../../agent/clock.js';
 import type { ExecActionDef } from '../../agent/config/actions-schema.js';
 import { OUTPUT_TAIL_BYTES, runExec } from '../../agent/actions/exec.js';
 import type { ActionContext } from '../../agent/actions/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rackguard-exec-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** Per attempt: a retried test must not read what the hook of a failed attempt wrote (perhaps late). */
+let attempt = 0;
 
 function script(name: string, body: string): string {
   const f = join(dir, name);
@@ -38,6 +40,21 @@ function gone(pid: number): boolean {
   } catch {
     return true;
   }
+}
+
+/**
+ * The "leader child" pids a hook wrote with one `echo` (a single write: the file is empty or whole).
+ * Awaited, not assumed: on a loaded machine the shell may not have run that far yet.
+ */
+async function pidsOf(file: string): Promise<[number, number]> {
+  await expect.poll(() => (existsSync(file) ? readFileSync(file, 'utf8') : ''), { timeout: 20_000, interval: 10 }).toMatch(/^\d+ \d+\n$/);
+  const [leader, child] = readFileSync(file, 'utf8').trim().split(' ').map(Number);
+  return [leader!, child!];
+}
+
+/** A killed process leaves /proc once the kernel finished its exit: await that, it is not instant. */
+async function expectGone(pid: number, what: string): Promise<void> {
+  await expect.poll(() => gone(pid), { timeout: 10_000, interval: 10, message: `${what} (pid ${pid}) still running` }).toBe(true);
 }
 
 describe('exec action', () => {
@@ -77,15 +94,29 @@ echo done`,
   });
 
   it('a hung hook is killed at its timeout with its children, even when it ignores SIGTERM', async () => {
-    const pids = join(dir, 'pids');
-    const hook = script('hang.sh', `trap '' TERM\nsleep 1000 &\necho "$$ $!" > ${pids}\necho started\nwait`);
-    const r = await runExec(def([hook], { timeoutS: 0.5, killGraceS: 0.3 }), ctx, { clock: systemClock });
-    expect(r.status).toBe('timeout');
-    expect(r.message).toMatch(/killed after its 0.5 s timeout/);
-    expect(r.detail.outputTail).toBe('started\n');
-    const [leader, child] = readFileSync(pids, 'utf8').trim().split(' ').map(Number);
-    expect(gone(leader!)).toBe(true);
-    expect(gone(child!)).toBe(true);
+    // Virtual time: the timeout falls due when the test says, after the hook is in its hung state (TERM
+    // ignored, child started). On real time a loaded machine could reach the deadline before the shell
+    // reached its trap. The kill itself is real: signals to a real process group.
+    const pids = join(dir, `pids-${++attempt}`);
+    const hook = script('hang.sh', `trap '' TERM\nsleep 1000 &\necho started\necho "$$ $!" > ${pids}\nwait`);
+    const clock = new VirtualClock();
+    let result: Awaited<ReturnType<typeof runExec>> | undefined;
+    void runExec(def([hook], { timeoutS: 0.5, killGraceS: 0.3 }), ctx, { clock }).then((r) => (result = r));
+    try {
+      const [leader, child] = await pidsOf(pids);
+      clock.advance(500); // the timeout: SIGTERM to the group, which ignores it (the premise of the test)
+      expect(gone(leader)).toBe(false);
+      clock.advance(300); // the kill grace: SIGKILL to the group
+      await expect.poll(() => result, { timeout: 20_000, interval: 10, message: 'the hook ends' }).toBeDefined();
+      const r = result!;
+      expect(r.status).toBe('timeout');
+      expect(r.message).toMatch(/killed after its 0.5 s timeout/);
+      expect(r.detail.outputTail).toBe('started\n');
+      await expectGone(leader, 'the hook');
+      await expectGone(child, "the hook's child");
+    } finally {
+      clock.advance(10_000); // a failed attempt leaves no hung hook behind (no timer left when it passed)
+    }
   });
 
   it('a non-zero exit is a failure with its code; the output tail is bounded to the newest 4 KiB', async () => {
@@ -106,16 +137,15 @@ echo done`,
   });
 
   it('an abort (agent stopping) kills the group', async () => {
-    const pids = join(dir, 'pids-abort');
+    const pids = join(dir, `pids-abort-${++attempt}`);
     const hook = script('abort.sh', `sleep 1000 &\necho "$$ $!" > ${pids}\nwait`);
     const ac = new AbortController();
     const p = runExec(def([hook], { killGraceS: 0.2 }), ctx, { clock: systemClock, signal: ac.signal });
     // Abort once the script has said it started its child (an event, not a sleep).
-    for (let i = 0; i < 500 && !existsSync(pids); i++) await new Promise((r) => setTimeout(r, 10));
-    ac.abort();
+    const [leader, child] = await pidsOf(pids).finally(() => ac.abort());
     const r = await p;
     expect(r.status).toBe('failed');
-    const [leader, child] = readFileSync(pids, 'utf8').trim().split(' ').map(Number);
-    expect(gone(leader!) && gone(child!)).toBe(true);
+    await expectGone(leader, 'the hook');
+    await expectGone(child, "the hook's child");
   });
 });

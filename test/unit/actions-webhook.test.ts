@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { systemClock } from '../../agent/clock.js';
+import { systemClock, VirtualClock } from '../../agent/clock.js';
 import type { HttpActionDef } from '../../agent/config/actions-schema.js';
 import { fingerprint, runWebhook, ZERO_TIME } from '../../agent/actions/webhook.js';
 import type { ActionContext } from '../../agent/actions/types.js';
@@ -125,8 +125,21 @@ describe('webhook action', () => {
   });
 
   it('a server that never answers: each attempt times out, the result is timeout', async () => {
+    // Virtual time: each deadline falls due once its request has reached the server. On real time a
+    // loaded machine could reach a 0.2 s deadline before the POST did (then it never arrives at all).
     const { url, got } = await serve([null]);
-    const r = await runWebhook(def(url, { timeoutS: 0.2, retries: 1 }), ctx, { clock: systemClock, site: 's', gateway: 'g' });
+    const clock = new VirtualClock();
+    let result: Awaited<ReturnType<typeof runWebhook>> | undefined;
+    void runWebhook(def(url, { timeoutS: 0.2, retries: 1 }), ctx, { clock, site: 's', gateway: 'g' }).then((r) => (result = r));
+    await expect.poll(() => got.length, { timeout: 20_000, message: 'attempt 1 reaches the server' }).toBe(1);
+    clock.advance(200); // attempt 1's deadline
+    // The backoff before the retry is scheduled once the aborted fetch has settled.
+    await expect.poll(() => clock.pendingTimers(), { timeout: 20_000, message: 'attempt 1 ends at its deadline and a retry is scheduled' }).toBe(1);
+    clock.advance(10); // retryInitialMs
+    await expect.poll(() => got.length, { timeout: 20_000, message: 'attempt 2 reaches the server' }).toBe(2);
+    clock.advance(200); // attempt 2's deadline
+    await expect.poll(() => result, { timeout: 20_000, message: 'attempt 2 ends at its deadline' }).toBeDefined();
+    const r = result!;
     expect(r.status).toBe('timeout');
     expect(r.message).toMatch(/no answer within 0.2 s after 2 attempt/);
     expect(got).toHaveLength(2);
@@ -169,7 +182,9 @@ describe('webhook action', () => {
     });
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-    const r = await runWebhook(def(url, { timeoutS: 0.5, retries: 2 }), ctx, { clock: systemClock, site: 's', gateway: 'g' });
+    // The deadline is wide for a loaded machine (the headers must beat it); a client waiting for the
+    // body would still run into it, time out and POST again.
+    const r = await runWebhook(def(url, { timeoutS: 5, retries: 2 }), ctx, { clock: systemClock, site: 's', gateway: 'g' });
     expect(r.status).toBe('succeeded');
     expect(r.detail).toMatchObject({ httpStatus: 200, attempts: 1 });
     expect(posts).toBe(1);

@@ -87,8 +87,10 @@ describe('InfluxDB sink seams (local HTTP server, virtual time)', () => {
     expect(sink.stats().state).toBe('stopped');
     // The write was abandoned, not acknowledged: the records stay for the next start.
     expect(outbox.acks).toEqual([]);
-    // Answering it now changes nothing.
+    // Answering it now changes nothing: once the sink has read the 204 (it counts the points written),
+    // the records are still not acknowledged.
     req.res.writeHead(204).end();
+    await expect.poll(() => sink.stats().pointsWritten, { timeout: 15_000, interval: 5 }).toBe(2);
     await settle();
     expect(outbox.acks).toEqual([]);
   });
@@ -114,7 +116,7 @@ describe('InfluxDB sink seams (local HTTP server, virtual time)', () => {
     clock.advance(100);
     await write;
     // The 204 travels back over the loopback socket: wait for the ack it causes.
-    await expect.poll(() => outbox.cursorOf('influx'), { timeout: 2000, interval: 5 }).toBe(1);
+    await expect.poll(() => outbox.cursorOf('influx'), { timeout: 15_000, interval: 5 }).toBe(1);
     // Someone drops the database: the next write gets a 404.
     dropped = true;
     const failing = influx.next('/write');
@@ -122,9 +124,9 @@ describe('InfluxDB sink seams (local HTTP server, virtual time)', () => {
     await settle();
     clock.advance(100);
     await failing;
-    await settle();
+    // The 404 travels back over the loopback socket: wait for the backoff it causes, then look.
+    await expect.poll(() => sink.stats().state, { timeout: 15_000, interval: 5 }).toBe('backoff');
     expect(outbox.cursorOf('influx')).toBe(1);
-    await expect.poll(() => sink.stats().state, { timeout: 2000, interval: 5 }).toBe('backoff');
     expect(sink.stats().lastError).toMatch(/database not found/);
     // After the backoff: CREATE DATABASE again, then the same record is written.
     const created = influx.next('/query');
@@ -132,7 +134,7 @@ describe('InfluxDB sink seams (local HTTP server, virtual time)', () => {
     clock.advance(200);
     expect((await created).path).toMatch(/CREATE\+DATABASE|CREATE%20DATABASE/i);
     expect((await write).body).toContain('value=22');
-    await expect.poll(() => outbox.cursorOf('influx'), { timeout: 2000, interval: 5 }).toBe(2);
+    await expect.poll(() => outbox.cursorOf('influx'), { timeout: 15_000, interval: 5 }).toBe(2);
     await sink.stop();
   });
 });
