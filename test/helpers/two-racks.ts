@@ -36,6 +36,35 @@ ${bus}    devices:
 `;
 }
 
+export interface LabRackOptions {
+  gateway: string;
+  /** The agent's end of the pty (bus `l`). */
+  serialPath: string;
+  /** XY-MD02 racks r1…rN on unit ids 1…N. */
+  racks: number;
+  pollIntervalMs: number;
+  /** chiller1 (generic-chiller, unit 10) on the same bus. */
+  chiller?: boolean;
+  healthIntervalS: number;
+}
+
+/** The config text up to and including the bus of site lab: N racks, optionally chiller1, no sample logging. */
+export function labRackConfig(o: LabRackOptions): string {
+  const poll = `pollIntervalMs: ${o.pollIntervalMs}`;
+  const racks = Array.from({ length: o.racks }, (_, i) => `      - { id: r${i + 1}, unitId: ${i + 1}, profile: xy-md02, ${poll} }\n`).join('');
+  const chiller = o.chiller ? `      - { id: chiller1, unitId: 10, profile: generic-chiller, ${poll} }\n` : '';
+  return `version: 1
+site: lab
+gateway: ${o.gateway}
+logging: { samples: false, healthIntervalS: ${o.healthIntervalS} }
+buses:
+  - id: l
+    type: serial
+    path: ${o.serialPath}
+    devices:
+${racks}${chiller}`;
+}
+
 /** `node dist/agent/main.js run --config <file>`, resolved once a line matches `opts.readyLine`. */
 export function runBuiltAgent(file: string, opts: SpawnAndWaitOptions): Promise<SpawnedProcess> {
   return spawnAndWait(process.execPath, [BUILT_MAIN, 'run', '--config', file], opts);

@@ -19,6 +19,7 @@ import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
 import { writeScript } from '../helpers/cli-run.js';
+import { labRackConfig } from '../helpers/two-racks.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -75,19 +76,7 @@ commands: { shutdown: [${join(dir, 'host-shutdown.sh')}] }
         );
         hostAgents.push(await spawnAndWait(process.execPath, [MAIN, 'host', '--config', file], { readyLine: /host agent ready/, timeoutMs: 20_000, cwd: dir }));
       }
-      const text = `version: 1
-site: lab
-gateway: gw-chain
-logging: { samples: false, healthIntervalS: 600 }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: chiller1, unitId: 10, profile: generic-chiller, pollIntervalMs: 250 }
-zones:
+      const text = `${labRackConfig({ gateway: 'gw-chain', serialPath: pty.a, racks: 2, pollIntervalMs: 250, chiller: true, healthIntervalS: 600 })}zones:
   - { id: za, sensors: [r1.temperature, r2.temperature] }
 chillers:
   - { id: ch1, running: chiller1.running, alarm: chiller1.alarm_code, supplyTemp: chiller1.supply_temp, returnTemp: chiller1.return_temp, zones: [za] }

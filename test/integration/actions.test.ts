@@ -21,6 +21,7 @@ import { parseScenario, startSimulator, type Simulator } from '../../firmware-si
 import { silentLogger } from '../helpers/agent.js';
 import { startPtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { labRackConfig } from '../helpers/two-racks.js';
 
 let tmp: TempDir;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -59,21 +60,7 @@ async function rig(o: { detection: string; zones: string; policies: string; scen
   chmodSync(hook, 0o755);
   const pty = await startPtyPair();
   cleanups.push(() => pty.stop());
-  const text = `version: 1
-site: lab
-gateway: gw${n}
-logging: { samples: false, healthIntervalS: 600 }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: r3, unitId: 3, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: r4, unitId: 4, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: chiller1, unitId: 10, profile: generic-chiller, pollIntervalMs: 250 }
-zones:
+  const text = `${labRackConfig({ gateway: `gw${n}`, serialPath: pty.a, racks: 4, pollIntervalMs: 250, chiller: true, healthIntervalS: 600 })}zones:
 ${o.zones}
 chillers:
   - { id: ch1, running: chiller1.running, alarm: chiller1.alarm_code, supplyTemp: chiller1.supply_temp, returnTemp: chiller1.return_temp, zones: [za] }

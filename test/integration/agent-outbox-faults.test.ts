@@ -22,6 +22,7 @@ import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { labRackConfig } from '../helpers/two-racks.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'main.js');
@@ -115,21 +116,7 @@ interface Rig {
 async function rig(name: string, outbox: string, opts: { scenario?: string; zones?: boolean } = {}): Promise<Rig> {
   const pty = await startPtyPair();
   cleanups.push(() => pty.stop());
-  const text = `version: 1
-site: lab
-gateway: ${name}
-logging: { samples: false, healthIntervalS: 600 }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 500 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 500 }
-      - { id: r3, unitId: 3, profile: xy-md02, pollIntervalMs: 500 }
-      - { id: r4, unitId: 4, profile: xy-md02, pollIntervalMs: 500 }
-      - { id: chiller1, unitId: 10, profile: generic-chiller, pollIntervalMs: 500 }
-zones:
+  const text = `${labRackConfig({ gateway: name, serialPath: pty.a, racks: 4, pollIntervalMs: 500, chiller: true, healthIntervalS: 600 })}zones:
   - { id: za, sensors: [r1.temperature, r2.temperature] }
   - { id: zb, sensors: [r3.temperature, r4.temperature] }
 chillers:

@@ -15,6 +15,7 @@ import { startSubscriber, type Received, type Subscriber } from '../helpers/mqtt
 import { spawnAndWait, type SpawnedProcess } from '../helpers/proc.js';
 import { startPtyPair, type PtyPair } from '../helpers/pty.js';
 import { tempDir, type TempDir } from '../helpers/tmp.js';
+import { labRackConfig } from '../helpers/two-racks.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BASE = 'rackguard/lab/gw1';
@@ -30,18 +31,7 @@ let attempts = 0;
 
 /** The agent's config text: its outbox file, InfluxDB database and MQTT client id. */
 function configText(outbox: string, db: string, clientId: string): string {
-  return `version: 1
-site: lab
-gateway: gw1
-logging: { samples: false, healthIntervalS: 1 }
-buses:
-  - id: l
-    type: serial
-    path: ${pty.a}
-    devices:
-      - { id: r1, unitId: 1, profile: xy-md02, pollIntervalMs: 250 }
-      - { id: r2, unitId: 2, profile: xy-md02, pollIntervalMs: 250 }
-zones:
+  return `${labRackConfig({ gateway: 'gw1', serialPath: pty.a, racks: 2, pollIntervalMs: 250, healthIntervalS: 1 })}zones:
   - { id: z, sensors: [r1.temperature, r2.temperature] }
 outputs:
   outbox: { path: ${outbox} }
