@@ -4,6 +4,7 @@
 #   python3-pymodbus + python3-serial-asyncio (Modbus RTU server fixture, run with /usr/bin/python3),
 #   python3-serial (pyserial: the scripted hostile RTU slave, test/fixtures/hostile_rtu_slave.py),
 #   python3-jinja2 (renders the Home Assistant discovery templates in a test),
+#   python3-cryptography (the MQTT TLS tests' per-run PKI, test/fixtures/make_test_certs.py),
 #   prometheus (promtool checks /metrics; a real server scrapes the agent), chromium (headless: the
 #   status page renders and updates live),
 #   openipmi (ipmi_sim: a real IPMI BMC on a loopback UDP port) and ipmitool (the IPMI BMC transport
@@ -64,6 +65,13 @@ check_all() {
   else
     log "missing: pyserial for /usr/bin/python3 (package python3-serial)"
     missing+=(python3-serial)
+  fi
+  # cryptography makes the per-run test PKI of the MQTT TLS tests (test/fixtures/make_test_certs.py).
+  if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1; then
+    log "ok: cryptography $(/usr/bin/python3 -c 'import cryptography; print(cryptography.__version__)') for /usr/bin/python3"
+  else
+    log "missing: cryptography for /usr/bin/python3 (package python3-cryptography)"
+    missing+=(python3-cryptography)
   fi
   # Jinja2 renders the Home Assistant discovery templates against real payloads (test/integration/ha-discovery.test.ts).
   if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import jinja2' >/dev/null 2>&1; then

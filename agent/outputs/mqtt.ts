@@ -82,8 +82,19 @@ const CONNECT_FAILURE_LOG_EVERY = 12;
  * What a client error means, naming the broker. A CONNACK refusal (mqtt.js: "Connection refused: Not
  * authorized", code 4/5 under MQTT 3.1.1, 0x86/0x87 under MQTT 5) points at the credentials.
  */
-function describeClientError(err: Error, url: string): string {
+/** TLS verification failures of the broker's certificate that outputs.mqtt.ca (or a wrong host name) explains. */
+const TLS_TRUST_CODES = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_SIGNATURE_FAILURE']);
+
+function describeClientError(err: Error, url: string, wallMs: number): string {
   const code = (err as { code?: unknown }).code;
+  if (code === 'CERT_NOT_YET_VALID' || code === 'CERT_HAS_EXPIRED') {
+    // A Pi without an RTC, before NTP: the certificate may be fine and our clock wrong. Say which clock judged it.
+    return `${url}: TLS: ${err.message}, judged by this gateway's clock, which reads ${new Date(wallMs).toISOString()}; if that is wrong (no RTC, no NTP yet), fix the clock, not the certificate`;
+  }
+  if (/alert certificate required|alert bad certificate|alert unknown ca/i.test(err.message)) {
+    return `${url}: TLS: the broker refused this gateway's client certificate (${/required/i.test(err.message) ? 'none was sent' : 'not signed by a CA it trusts'}): outputs.mqtt.cert and key must name a certificate the broker accepts`;
+  }
+  if (typeof code === 'string' && TLS_TRUST_CODES.has(code)) return `${url}: TLS: the broker's certificate is not trusted: ${err.message} (${code}); outputs.mqtt.ca must name the CA that signed it, and the URL its host name or IP`;
   if (/^Connection refused/i.test(err.message)) {
     const auth = code === 4 || code === 5 || code === 0x86 || code === 0x87 || code === 0x8c;
     return `broker ${url} refused the connection: ${err.message.replace(/^Connection refused:\s*/i, '')} (CONNACK code ${String(code)})${auth ? '; check the MQTT credentials (usernameFile/passwordFile or RACKGUARD_MQTT_USERNAME/RACKGUARD_MQTT_PASSWORD) and the broker ACL' : ''}`;
@@ -320,7 +331,7 @@ export class MqttSink implements Component {
       if (this.conn === conn) this.guard('connect', () => this.onConnected(conn, connack));
     });
     client.on('error', (err) => {
-      this.lastError = describeClientError(err, redactUrl(this.config.url));
+      this.lastError = describeClientError(err, redactUrl(this.config.url), this.clock.wallMs());
       conn.error = this.lastError;
       // Logged by dropConnection (once per kind of failure, then as a summary): a broker that refuses
       // us every few seconds must not fill the journal.
@@ -612,10 +623,11 @@ export class MqttSink implements Component {
    */
   private noteConnectFailure(retryInMs: number, error: string | undefined): void {
     this.connectFailures++;
-    const err = error ?? 'the connection closed before the broker accepted it';
+    const url = redactUrl(this.config.url);
+    // The message is said after the URL here: do not say the URL twice.
+    const err = (error ?? 'the connection closed before the broker accepted it').replace(`${url}: `, '');
     if (this.connectFailures > 1 && err === this.loggedConnectError && this.connectFailures % CONNECT_FAILURE_LOG_EVERY !== 0) return;
     this.loggedConnectError = err;
-    const url = redactUrl(this.config.url);
     this.log.error({ url, err, attempts: this.connectFailures, retryInMs }, `mqtt: cannot connect to ${url}: ${err}; retrying in ${retryInMs} ms (attempt ${this.connectFailures})`);
   }
 

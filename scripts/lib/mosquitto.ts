@@ -23,6 +23,8 @@ export interface MosquittoOptions {
   messageSizeLimit?: number;
   /** Extra config lines. */
   extra?: string[];
+  /** TLS on the listener (the URL becomes mqtts://): PEM files; `requireCertificate` asks clients for one signed by `cafile`. */
+  tls?: { cafile: string; certfile: string; keyfile: string; requireCertificate?: boolean };
 }
 
 export interface Mosquitto {
@@ -74,6 +76,8 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
     lines.push(`acl_file ${acl}`);
   }
   if (opts.messageSizeLimit !== undefined) lines.push(`message_size_limit ${opts.messageSizeLimit}`);
+  // Listener options: mosquitto reads them for the listener above them (the first line).
+  if (opts.tls) lines.splice(1, 0, `cafile ${opts.tls.cafile}`, `certfile ${opts.tls.certfile}`, `keyfile ${opts.tls.keyfile}`, `require_certificate ${opts.tls.requireCertificate ? 'true' : 'false'}`);
   lines.push(...(opts.extra ?? []));
   const conf = join(tmp.path, 'mosquitto.conf');
   const writeConf = (): void => writeFileSync(conf, `${lines.map((l) => (l === 'LISTENER' ? `listener ${port} 127.0.0.1` : l)).join('\n')}\n`);
@@ -94,7 +98,7 @@ export async function startMosquitto(opts: MosquittoOptions = {}): Promise<Mosqu
   let current: SpawnedProcess = proc;
   const broker: Mosquitto = {
     port,
-    url: `mqtt://127.0.0.1:${port}`,
+    url: `${opts.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
     dir: tmp.path,
     get process() {
       return current;
