@@ -16,6 +16,7 @@ import { RackguardError } from '../errors.js';
 import { withTimeout } from '../outputs/mqtt-connection.js';
 import {
   commandTopic,
+  lastSeqOfReplayed,
   nextSeq,
   parseReply,
   PROTOCOL_VERSION,
@@ -192,47 +193,64 @@ export interface HostClientOptions {
  */
 export async function sendHostCommand(client: MqttClient, host: string, params: HostCommandParams, opts: HostClientOptions): Promise<HostCommandHandle> {
   const clock = opts.clock ?? systemClock;
-  const first = await sendOnce(client, host, params, opts, clock, clock.wallMs());
-  const retry = reissueTime(first, clock);
-  const ackTimeoutMs = opts.ackTimeoutMs ?? 10_000;
-  if (!retry || first.ack.afterMs >= ackTimeoutMs) return first;
-  // Once, in the host's time: a second refusal is reported as it is.
-  const second = await sendOnce(client, host, params, { ...opts, ackTimeoutMs: ackTimeoutMs - first.ack.afterMs }, clock, retry.hostNowMs);
-  return { ...second, reissued: { seq: first.command.seq, reason: retry.reason, hostClockOffsetMs: retry.hostClockOffsetMs } };
+  const t0 = clock.monoMs();
+  const now = clock.wallMs();
+  let handle = await sendOnce(client, host, params, opts, clock, { datedMs: now, seqFloorMs: now });
+  // At most once per reason: a stale clock (`expired`) and then a lost counter (`replayed`, a replaced
+  // SD card) take two; the same refusal twice is reported as it is.
+  const tried = new Set<string>();
+  for (;;) {
+    const retry = reissueTime(handle, clock, params.ttlS);
+    // The coordinator's deadline covers every command (seq writes and subscriptions included).
+    const left = (opts.ackTimeoutMs ?? 10_000) - (clock.monoMs() - t0);
+    if (!retry || tried.has(retry.reason) || left <= 0) return handle;
+    tried.add(retry.reason);
+    const refused = handle.command.seq;
+    handle = await sendOnce(client, host, params, { ...opts, ackTimeoutMs: left }, clock, retry.at);
+    handle.reissued = { seq: refused, reason: retry.reason, hostClockOffsetMs: retry.hostClockOffsetMs };
+  }
 }
 
 /** The host refusals that only say our clock or counter is off from the host's, not that the command is wrong. */
 const CLOCK_REFUSALS = new Set<string>(['expired', 'not-yet-valid', 'replayed']);
 
+/** A host clock further than this from ours is not believed: a broken or hostile host cannot push our dates or seqs anywhere. */
+export const MAX_REISSUE_SKEW_MS = 366 * 86_400_000;
+
 /**
- * When the host refused the command for its time window or its seq, the time to issue it again in:
+ * When the host refused the command for its time window or its seq, how to issue it again: dated in
  * the host's wall clock, from the signed reply. A Raspberry Pi gateway without a real-time clock, cut
  * off from NTP during the very incident it must act on, can be days behind; its hosts' clocks are
  * right. The validity window exists to bound how long a captured command works on that host, so the
  * host's clock is the one that counts, and a signed refusal for this seq is proof of it (a forged or
- * replayed refusal does not verify, or names another seq). `replayed` after a lost counter file:
- * the seq floor is the wall clock (nextSeq), so the host's clock lifts it above what the host saw.
- * A broker's redelivery of a command the host recorded just before a crash (its `accepted` lost) is
- * `replayed` too; sending it again then runs the host's shutdown command at most once more, which
- * beats a host left running in a heating room because nobody knew whether it had started.
+ * replayed refusal does not verify, or names another seq).
+ * - `expired`, `not-yet-valid`: only the dates move; the seq stays on our own counter, which every
+ *   host shares, so one host's clock never lifts the seqs of the others.
+ * - `replayed` after a lost counter file on a clock that is behind: the host's clock lifts the seq
+ *   floor (nextSeq) above what the host saw. Never when the host's last accepted seq is this very
+ *   command's: that is a redelivery of a command the host already took (its `accepted` lost in a
+ *   crash), and sending it again would run its shutdown command twice.
  */
-function reissueTime(first: HostCommandHandle, clock: Clock): { hostNowMs: number; reason: string; hostClockOffsetMs: number } | undefined {
+function reissueTime(first: HostCommandHandle, clock: Clock, ttlS: number): { at: { datedMs: number; seqFloorMs: number }; reason: string; hostClockOffsetMs: number } | undefined {
   if (first.ack.kind !== 'reply') return undefined;
   const r = first.ack.reply;
   if (r.status !== 'rejected' || r.reason === undefined || !CLOCK_REFUSALS.has(r.reason) || r.seq !== first.command.seq) return undefined;
   const now = clock.wallMs();
-  // `replayed` with clocks that agree: a host that saw a seq above our wall clock (another gateway
-  // ahead of us, or a forged seq that once verified) cannot be outrun by our clock; nothing to gain.
-  if (r.reason === 'replayed' && r.tsMs <= now) return undefined;
-  return { hostNowMs: r.tsMs, reason: r.reason, hostClockOffsetMs: r.tsMs - now };
+  const offset = r.tsMs - now;
+  if (Math.abs(offset) > MAX_REISSUE_SKEW_MS || !Number.isSafeInteger(r.tsMs + ttlS * 1000)) return undefined;
+  if (r.reason !== 'replayed') return { at: { datedMs: r.tsMs, seqFloorMs: now }, reason: r.reason, hostClockOffsetMs: offset };
+  // A host that saw a seq above its own clock (another gateway ahead of us) cannot be outrun by it.
+  const lastSeq = lastSeqOfReplayed(r.detail);
+  if (lastSeq === undefined || lastSeq <= first.command.seq || lastSeq >= r.tsMs) return undefined;
+  return { at: { datedMs: r.tsMs, seqFloorMs: r.tsMs }, reason: r.reason, hostClockOffsetMs: offset };
 }
 
-async function sendOnce(client: MqttClient, host: string, params: HostCommandParams, opts: HostClientOptions, clock: Clock, nowWallMs: number): Promise<HostCommandHandle> {
+async function sendOnce(client: MqttClient, host: string, params: HostCommandParams, opts: HostClientOptions, clock: Clock, at: { datedMs: number; seqFloorMs: number }): Promise<HostCommandHandle> {
   // The seq is on disk before the command leaves: a gateway restarted right after the publish must
   // not issue the same seq again (the host would reject the new command as a replay).
-  const seq = nextSeq(opts.seqStore.read(), nowWallMs);
+  const seq = nextSeq(opts.seqStore.read(), at.seqFloorMs);
   opts.seqStore.write(seq);
-  const command = signCommand(buildCommand(host, params, { gateway: opts.gateway, seq, nowWallMs }), opts.secret);
+  const command = signCommand(buildCommand(host, params, { gateway: opts.gateway, seq, nowWallMs: at.datedMs }), opts.secret);
   const correlation = randomBytes(16);
   const corrHex = correlation.toString('hex');
 

@@ -260,8 +260,20 @@ export function judgeCommand(payload: Uint8Array, ctx: AcceptContext): Verdict {
   if (cmd.expiresAtMs + ctx.maxClockSkewMs < ctx.nowMs) {
     return reject('expired', `expired ${ctx.nowMs - cmd.expiresAtMs} ms ago (skew allowed: ${ctx.maxClockSkewMs} ms)`);
   }
-  if (cmd.seq <= ctx.lastSeq) return reject('replayed', `seq ${cmd.seq} is not above the last accepted seq ${ctx.lastSeq}`);
+  if (cmd.seq <= ctx.lastSeq) return reject('replayed', replayedDetail(cmd.seq, ctx.lastSeq));
   return { accept: true, cmd };
+}
+
+/** The detail of a `replayed` refusal; lastSeqOfReplayed() reads it back (the detail is signed with the reply). */
+function replayedDetail(seq: number, lastSeq: number): string {
+  return `seq ${seq} is not above the last accepted seq ${lastSeq}`;
+}
+
+/** The host's last accepted seq, from the detail of its signed `replayed` refusal; undefined if absent. */
+export function lastSeqOfReplayed(detail: string | undefined): number | undefined {
+  const m = /^seq \d+ is not above the last accepted seq (\d+)$/.exec(detail ?? '');
+  const n = m ? Number(m[1]) : Number.NaN;
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 // ---- replies ------------------------------------------------------------------------------------

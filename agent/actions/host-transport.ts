@@ -151,7 +151,7 @@ export function createHostAgentTransport(deps: TransportDeps, options: HostAgent
         // the operator fixes NTP before it matters more (the gateway's STATUS says clock unsynced too).
         const { seq: refusedSeq, reason, hostClockOffsetMs } = handle.reissued;
         const skew = `${hostClockOffsetMs >= 0 ? 'behind' : 'ahead of'} the host's by ${Math.abs(Math.round(hostClockOffsetMs / 1000))} s`;
-        deps.logger.warn({ host: host.name, refusedSeq, seq, reason, hostClockOffsetMs }, `host ${host.name} refused command ${refusedSeq} (${reason}): this gateway's clock is ${skew}; sent again as ${seq} in the host's time (check NTP on the gateway)`);
+        deps.logger.warn({ host: host.name, refusedSeq, seq, reason, hostClockOffsetMs }, `host ${host.name} refused command ${refusedSeq} (${reason}): this gateway's clock is ${skew}; sent again as ${seq} in the host's time (check NTP on the gateway and on the host)`);
         first.message = `${first.message} [sent again in the host's time after "${reason}": this gateway's clock is ${skew}]`;
         first.detail = { ...first.detail, reissued: handle.reissued };
       }

@@ -175,8 +175,9 @@ describe('acquisition over a real pty and the simulator', () => {
   });
 
   it('a late reply is never taken as the answer to another request', async () => {
-    // rack07 answers 200 ms late: after its 150 ms deadline, inside the recovery silence.
-    rack.setFault('rack07', { type: 'late', delayMs: 200 });
+    // rack07 answers 300 ms late: after its 150 ms deadline and the 50 ms a deadline's verdict waits
+    // for bytes already received (agent/clock.ts IO_GRACE_MS), so every one of its requests times out.
+    rack.setFault('rack07', { type: 'late', delayMs: 300 });
     const from = log.all.length;
     await log.next(batchOf('rack07', 'comm_error'), 5_000, 'rack07 comm_error');
     const t0 = performance.now();

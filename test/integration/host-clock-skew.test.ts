@@ -8,14 +8,14 @@
  * The real host agent (dist/agent/main.js `host`, so `npm run build` first) on a real mosquitto; the
  * gateway is the production transport (createHostAgentTransport) with a clock that is off.
  */
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHostAgentTransport } from '../../agent/actions/host-transport.js';
-import { commandTopic, signCommand } from '../../agent/actions/host-protocol.js';
+import { commandTopic, replyTopic, signCommand, signReply } from '../../agent/actions/host-protocol.js';
 import type { ActionContext, HostOutcome } from '../../agent/actions/types.js';
 import { systemClock, type Clock } from '../../agent/clock.js';
 import { agentHostSchema } from '../../agent/config/actions-schema.js';
@@ -117,16 +117,20 @@ describe('host commands from a gateway whose clock is wrong', () => {
     }
   });
 
-  it('a lost counter file on a clock a little behind: `replayed`, sent again above the host\'s seq', async () => {
+  it.each([
+    // A minute behind: the command is still inside its 120 s validity, only its seq is below the host's.
+    ['a minute behind', -60_000, 'replayed'],
+    // Two weeks behind: refused as expired first, then (dated in the host's time) as replayed.
+    ['two weeks behind', -14 * DAY_MS, 'replayed'],
+  ])('a lost counter file (a replaced SD card) on a clock %s: sent again above the host\'s seq', async (_name, offsetMs, reason) => {
     const { host, dir, runs } = await startHost();
     // A gateway with a right clock shuts the host down once: the host's last seq is now its wall time.
     const right = gateway(dir, 0, 'first-card');
-    const behind = gateway(dir, -1500, 'replaced-card');
+    const behind = gateway(dir, offsetMs, 'replaced-card');
     try {
       expect((await right.shutdown()).final).toMatchObject({ status: 'acknowledged', detail: { reply: 'done' } });
-      // The replaced SD card: no counter, and a clock 1.5 s behind (inside the host's 2 s skew).
       const { first, final } = await behind.shutdown();
-      expect(first).toMatchObject({ status: 'acknowledged', detail: { reissued: { reason: 'replayed' } } });
+      expect(first).toMatchObject({ status: 'acknowledged', detail: { reissued: { reason } } });
       expect(final).toMatchObject({ status: 'acknowledged', detail: { reply: 'done' } });
       expect(runs()).toHaveLength(2);
     } finally {
@@ -154,5 +158,86 @@ describe('host commands from a gateway whose clock is wrong', () => {
       g.close();
       await host.stop();
     }
+  });
+
+  describe('refusals from a host the gateway must not follow (a scripted host on the same broker)', () => {
+    /** A "host" that refuses every command with `refusal(cmd)`, signed with the real secret, and counts them. */
+    async function fakeHost(refusal: (cmd: { seq: number; issuedAtMs: number }) => { reason: string; detail: string; tsMs: number }) {
+      const seen: Array<{ seq: number; issuedAtMs: number }> = [];
+      const c = mqtt.connect(broker.url, { clientId: `skew-fake-${++attempt}`, protocolVersion: 5, clean: true });
+      await new Promise<void>((r) => c.once('connect', () => r()));
+      await c.subscribeAsync(commandTopic(BASE, 'fake-01'), { qos: 1 });
+      c.on('message', (_topic, payload, packet) => {
+        const cmd = JSON.parse(payload.toString()) as { seq: number; issuedAtMs: number; incident: string };
+        seen.push(cmd);
+        const r = refusal(cmd);
+        const reply = signReply({ v: 1, host: 'fake-01', seq: cmd.seq, incident: cmd.incident, status: 'rejected', final: true, reason: r.reason as 'expired', detail: r.detail, tsMs: r.tsMs }, SECRET);
+        void c.publishAsync(replyTopic(BASE, 'fake-01'), JSON.stringify(reply), { qos: 1, properties: { correlationData: packet.properties?.correlationData } });
+      });
+      return { seen, close: () => c.endAsync(true) };
+    }
+
+    async function shutdownFake(dir: string): Promise<{ outcome: HostOutcome; counter: number }> {
+      const logger = pino({ level: 'silent' });
+      mkdirSync(join(dir, 'state'), { recursive: true });
+      const transport = createHostAgentTransport({ logger, clock: systemClock, gateway: 'gw-1', stateDir: join(dir, 'state'), hostsBaseTopic: BASE, mqtt: gw });
+      try {
+        const def = agentHostSchema.parse({ via: 'agent', name: 'fake-01', secretFile: join(tmp.path, 'db-01.secret') });
+        const ctx: ActionContext = { incident: `fake-${attempt}`, zone: 'z1', level: 'critical', etaS: 60, reason: 'test', ts: Date.now(), dryRun: false };
+        const outcome = await transport.shutdown(def, ctx, { test: false, ackTimeoutMs: 10_000, signal: new AbortController().signal });
+        const counter = (JSON.parse(readFileSync(join(dir, 'state', 'host-command-seq.json'), 'utf8')) as { lastSeq: number }).lastSeq;
+        return { outcome, counter };
+      } finally {
+        transport.close();
+      }
+    }
+
+    it.each([
+      ['a host clock ten years ahead', () => ({ reason: 'expired', detail: 'expired', tsMs: Date.now() + 3650 * DAY_MS })],
+      ['a host clock at the end of time', () => ({ reason: 'not-yet-valid', detail: 'not yet valid', tsMs: Number.MAX_SAFE_INTEGER - 1 })],
+    ])('%s: not believed, the refusal is reported, and the gateway\'s counter stays its own', async (_name, refusal) => {
+      const dir = join(tmp.path, `fake-${++attempt}`);
+      const fake = await fakeHost(refusal);
+      try {
+        const before = Date.now();
+        const { outcome, counter } = await shutdownFake(dir);
+        expect(outcome).toMatchObject({ status: 'rejected' });
+        expect(outcome.detail?.reissued).toBeUndefined();
+        expect(fake.seen).toHaveLength(1);
+        expect(counter).toBeLessThan(before + 60_000);
+      } finally {
+        await fake.close();
+      }
+    });
+
+    it('the same refusal twice: sent again once, then reported as it is', async () => {
+      const dir = join(tmp.path, `fake-${++attempt}`);
+      // A host an hour ahead that refuses everything as expired, even in its own time.
+      const fake = await fakeHost(() => ({ reason: 'expired', detail: 'expired', tsMs: Date.now() + 3_600_000 }));
+      try {
+        const { outcome, counter } = await shutdownFake(dir);
+        expect(outcome).toMatchObject({ status: 'rejected', detail: { reason: 'expired', reissued: { reason: 'expired' } } });
+        expect(fake.seen).toHaveLength(2);
+        // Dated in the host's time, numbered on the gateway's own counter.
+        expect(fake.seen[1]!.issuedAtMs - fake.seen[0]!.issuedAtMs).toBeGreaterThan(3_500_000);
+        expect(counter).toBe(fake.seen[1]!.seq);
+        expect(counter).toBeLessThan(Date.now() + 60_000);
+      } finally {
+        await fake.close();
+      }
+    });
+
+    it('`replayed` for this very seq (a redelivery of a command the host already took): not sent again', async () => {
+      const dir = join(tmp.path, `fake-${++attempt}`);
+      const fake = await fakeHost((cmd) => ({ reason: 'replayed', detail: `seq ${cmd.seq} is not above the last accepted seq ${cmd.seq}`, tsMs: Date.now() + 5000 }));
+      try {
+        const { outcome } = await shutdownFake(dir);
+        expect(outcome).toMatchObject({ status: 'rejected', detail: { reason: 'replayed' } });
+        expect(outcome.detail?.reissued).toBeUndefined();
+        expect(fake.seen).toHaveLength(1);
+      } finally {
+        await fake.close();
+      }
+    });
   });
 });
