@@ -120,7 +120,12 @@ interface Connection {
   /** Retained states republished on this connection and not yet confirmed by a later packet. */
   /** The retained states being restored on this connection (the lastRetained entries sent), and how many await their PUBACK. */
   restoring?: { entries: RetainedEntry[]; unacked: number };
+  /** Discovery side publishes not yet acknowledged, and whether one was acknowledged with no packet since (./mqtt-window.ts's rule). */
+  side?: { inFlight: number; ackedUnconfirmed: boolean; topic: string };
 }
+
+/** The broker closed the connection this many times in a row while discovery configs were out: discovery stops. */
+const DISCOVERY_STRIKES = 2;
 
 /**
  * Whether the broker's retained payload `held` should be replaced by `ours` on a reconnect: it holds
@@ -178,6 +183,9 @@ export class MqttSink implements Component {
   private skipped = 0;
   private reconnects = 0;
   private lastError: string | undefined;
+  /** Connections in a row that the broker closed while discovery configs were out (a broker ACL denying them). */
+  private discoveryStrikes = 0;
+  private discoveryOff = false;
   /** Connection attempts failed in a row (never verified), for the rate-limited log. */
   private connectFailures = 0;
   private loggedConnectError: string | undefined;
@@ -341,6 +349,7 @@ export class MqttSink implements Component {
     client.on('packetreceive', () => {
       if (this.conn !== conn) return;
       if (conn.restoring?.unacked === 0) conn.restoring = undefined;
+      this.confirmSide(conn);
       this.guard('confirm', () => conn.window?.confirm());
     });
     client.on('close', () => {
@@ -361,7 +370,7 @@ export class MqttSink implements Component {
         this.connectFailures = 0;
         this.loggedConnectError = undefined;
         this.scheduleRefresh(conn);
-        if (this.config.homeAssistantDiscovery) this.announce(conn);
+        if (this.config.homeAssistantDiscovery && !this.discoveryOff) this.announce(conn);
         // The restored states go before any record: a newer state in the backlog must come after them.
         void this.restoreRetained(conn).then(() => {
           if (this.conn !== conn || !this.running) return;
@@ -535,11 +544,47 @@ export class MqttSink implements Component {
     conn.restoring = undefined;
   }
 
-  /** A retained side publish (discovery): logged when it fails, never blocks records. */
+  /**
+   * A retained side publish (discovery): logged when it fails, never blocks records. A broker that
+   * refuses it by closing the connection (mosquitto with an ACL that denies the discovery prefix)
+   * would do so on every reconnect and starve the records: see noteSideDrop().
+   */
   private sideline(conn: Connection, m: MqttMessage): void {
-    this.publishOn(conn, m).catch((err: unknown) => {
-      this.log.warn({ topic: m.topic, err: asError(err).message }, 'mqtt: discovery publish failed');
-    });
+    const side = (conn.side ??= { inFlight: 0, ackedUnconfirmed: false, topic: m.topic });
+    side.inFlight++;
+    side.topic = m.topic;
+    this.publishOn(conn, m).then(
+      () => {
+        side.inFlight--;
+        side.ackedUnconfirmed = true;
+      },
+      (err: unknown) => {
+        side.inFlight--;
+        this.log.warn({ topic: m.topic, err: asError(err).message }, 'mqtt: discovery publish failed');
+      },
+    );
+  }
+
+  /** Any packet after the side publishes' acknowledgements: the connection outlived them. */
+  private confirmSide(conn: Connection): void {
+    const side = conn.side;
+    if (!side) return;
+    if (side.ackedUnconfirmed && side.inFlight === 0) {
+      side.ackedUnconfirmed = false;
+      this.discoveryStrikes = 0;
+    }
+  }
+
+  /** The connection died: if discovery configs were out (in flight or not yet outlived), count it against discovery. */
+  private noteSideDrop(conn: Connection): void {
+    const side = conn.side;
+    if (!side || (side.inFlight === 0 && !side.ackedUnconfirmed) || this.discoveryOff) return;
+    if (++this.discoveryStrikes < DISCOVERY_STRIKES) return;
+    this.discoveryOff = true;
+    this.log.error(
+      { url: redactUrl(this.config.url), topic: side.topic, prefix: this.config.discoveryPrefix },
+      `mqtt: the broker closed the connection ${DISCOVERY_STRIKES} times in a row while Home Assistant discovery configs were being published (last: ${side.topic}): discovery is off until the agent restarts, so readings and events go on; allow this client to publish and subscribe under ${this.config.discoveryPrefix}/ in the broker's ACL`,
+    );
   }
 
   private newWindow(conn: Connection): DeliveryWindow {
@@ -595,6 +640,7 @@ export class MqttSink implements Component {
     const wasConnected = conn.connected;
     if (why !== 'connection closed') this.lastError = why;
     this.abandonRestore(conn);
+    this.noteSideDrop(conn);
     this.noteStrike(conn);
     this.conn = undefined;
     conn.connected = false;

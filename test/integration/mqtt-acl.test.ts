@@ -6,6 +6,7 @@
  * `mqtt_publish_rejected` event names its topic), it never blocks the records after it, and every
  * other reading arrives.
  */
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mqttSchema } from '../../agent/config/outputs-schema.js';
 import type { OutputContext } from '../../agent/outputs/context.js';
@@ -123,6 +124,35 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
       const r = rejections(s.messages).filter((x) => x.detail.topic === `${BASE}/sensors/${DENIED_POINT}`);
       expect(r.length).toBeGreaterThanOrEqual(1);
       expect(r.some((x) => /further messages to this topic are skipped unsent for 60 s/.test(x.message))).toBe(true);
+    });
+
+    it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: Home Assistant discovery denied by the ACL: discovery stops with one error naming it, and every reading arrives`, async () => {
+      const id = ++n;
+      const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
+      const logs: Array<{ level: number; msg: string }> = [];
+      const capture = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as { level: number; msg: string }) });
+      const sink = new MqttSink(mqttSchema.parse({ url: broker.url, protocolVersion, clientId: `rg-acl-${id}`, reconnectInitialMs: 50, reconnectMaxMs: 200, usernameFile: undefined, homeAssistantDiscovery: true }), {
+        outbox,
+        context: context(),
+        logger: capture,
+        env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' },
+      });
+      const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-acl-sub-${id}`, topic: `${BASE}/#`, username: 'watcher', password: 'sub-secret', clean: true });
+      cleanups.push(() => outbox.close());
+      cleanups.push(() => sink.stop());
+      cleanups.push(() => s.stop());
+      await sink.start();
+      const cycles = 10;
+      for (let c = 0; c < cycles; c++) outbox.append(POINTS.map((p) => sample(p, c)));
+      await s.waitFor((m) => POINTS.every((p) => sensorTimes(m, p).length === cycles), 25_000, 'every reading');
+      await until(() => outbox.depth('mqtt') === 0, 10_000, 'the cursor past every record');
+      const off = logs.filter((l) => l.level === 50 && /Home Assistant discovery configs were being published/.test(l.msg));
+      // mosquitto refuses the discovery prefix by closing the connection (3.1.1) or with a reason code (5).
+      if (protocolVersion === 4) {
+        expect(off).toHaveLength(1);
+        expect(off[0]!.msg).toMatch(/discovery is off until the agent restarts.*allow this client to publish and subscribe under homeassistant\//);
+      } else expect(off.length).toBeLessThanOrEqual(1);
+      expect(sink.stats().skipped).toBe(0);
     });
   }
 });
