@@ -124,8 +124,10 @@ interface Connection {
   side?: { inFlight: number; ackedUnconfirmed: boolean; topic: string };
 }
 
-/** The broker closed the connection this many times in a row while discovery configs were out: discovery stops. */
+/** The broker closed the connection this many times in a row while discovery configs were out: discovery pauses. */
 const DISCOVERY_STRIKES = 2;
+/** How long discovery pauses then (a broker that merely restarted twice at the wrong moment gets it back). */
+const DISCOVERY_PAUSE_MS = 10 * 60_000;
 
 /**
  * Whether the broker's retained payload `held` should be replaced by `ours` on a reconnect: it holds
@@ -185,7 +187,8 @@ export class MqttSink implements Component {
   private lastError: string | undefined;
   /** Connections in a row that the broker closed while discovery configs were out (a broker ACL denying them). */
   private discoveryStrikes = 0;
-  private discoveryOff = false;
+  /** Monotonic ms until which discovery configs are not published (see noteSideDrop). */
+  private discoveryPausedUntil = Number.NEGATIVE_INFINITY;
   /** Connection attempts failed in a row (never verified), for the rate-limited log. */
   private connectFailures = 0;
   private loggedConnectError: string | undefined;
@@ -370,7 +373,7 @@ export class MqttSink implements Component {
         this.connectFailures = 0;
         this.loggedConnectError = undefined;
         this.scheduleRefresh(conn);
-        if (this.config.homeAssistantDiscovery && !this.discoveryOff) this.announce(conn);
+        if (this.config.homeAssistantDiscovery && this.clock.monoMs() >= this.discoveryPausedUntil) this.announce(conn);
         // The restored states go before any record: a newer state in the backlog must come after them.
         void this.restoreRetained(conn).then(() => {
           if (this.conn !== conn || !this.running) return;
@@ -578,12 +581,13 @@ export class MqttSink implements Component {
   /** The connection died: if discovery configs were out (in flight or not yet outlived), count it against discovery. */
   private noteSideDrop(conn: Connection): void {
     const side = conn.side;
-    if (!side || (side.inFlight === 0 && !side.ackedUnconfirmed) || this.discoveryOff) return;
+    if (!side || (side.inFlight === 0 && !side.ackedUnconfirmed)) return;
     if (++this.discoveryStrikes < DISCOVERY_STRIKES) return;
-    this.discoveryOff = true;
+    this.discoveryStrikes = 0;
+    this.discoveryPausedUntil = this.clock.monoMs() + DISCOVERY_PAUSE_MS;
     this.log.error(
-      { url: redactUrl(this.config.url), topic: side.topic, prefix: this.config.discoveryPrefix },
-      `mqtt: the broker closed the connection ${DISCOVERY_STRIKES} times in a row while Home Assistant discovery configs were being published (last: ${side.topic}): discovery is off until the agent restarts, so readings and events go on; allow this client to publish and subscribe under ${this.config.discoveryPrefix}/ in the broker's ACL`,
+      { url: redactUrl(this.config.url), topic: side.topic, prefix: this.config.discoveryPrefix, pauseS: DISCOVERY_PAUSE_MS / 1000 },
+      `mqtt: the broker closed the connection ${DISCOVERY_STRIKES} times in a row while Home Assistant discovery configs were being published (last: ${side.topic}): discovery pauses for ${DISCOVERY_PAUSE_MS / 60_000} min, so readings and events go on; allow this client to publish and subscribe under ${this.config.discoveryPrefix}/ in the broker's ACL`,
     );
   }
 

@@ -126,7 +126,7 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
       expect(r.some((x) => /further messages to this topic are skipped unsent for 60 s/.test(x.message))).toBe(true);
     });
 
-    it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: Home Assistant discovery denied by the ACL: discovery stops with one error naming it, and every reading arrives`, async () => {
+    it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: Home Assistant discovery denied by the ACL: discovery pauses with one error naming it, and every reading arrives`, async () => {
       const id = ++n;
       const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
       const logs: Array<{ level: number; msg: string }> = [];
@@ -150,7 +150,7 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
       // mosquitto refuses the discovery prefix by closing the connection (3.1.1) or with a reason code (5).
       if (protocolVersion === 4) {
         expect(off).toHaveLength(1);
-        expect(off[0]!.msg).toMatch(/discovery is off until the agent restarts.*allow this client to publish and subscribe under homeassistant\//);
+        expect(off[0]!.msg).toMatch(/discovery pauses for 10 min.*allow this client to publish and subscribe under homeassistant\//);
       } else expect(off.length).toBeLessThanOrEqual(1);
       expect(sink.stats().skipped).toBe(0);
     });
