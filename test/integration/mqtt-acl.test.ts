@@ -64,6 +64,24 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
     await dir?.cleanup();
   });
 
+  /** A sink as user rg (its outbox fresh) and a watcher of everything under BASE, both stopped after the test. */
+  async function startSinkAndWatcher(over: Record<string, unknown>, log: typeof logger) {
+    const id = ++n;
+    const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
+    const sink = new MqttSink(mqttSchema.parse({ url: broker.url, clientId: `rg-acl-${id}`, usernameFile: undefined, ...over }), {
+      outbox,
+      context: context(),
+      logger: log,
+      env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' },
+    });
+    const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-acl-sub-${id}`, topic: `${BASE}/#`, username: 'watcher', password: 'sub-secret', clean: true });
+    cleanups.push(() => outbox.close());
+    cleanups.push(() => sink.stop());
+    cleanups.push(() => s.stop());
+    await sink.start();
+    return { outbox, sink, s };
+  }
+
   for (const protocolVersion of [4, 5] as const) {
     it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: a denied sensor topic, a denied zone state and an oversized event each become an event naming the topic; every other reading arrives`, async () => {
       const id = ++n;
@@ -101,20 +119,8 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
     });
 
     it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: a sensor whose topic is denied in every cycle does not hold the others back; its skipped messages are reported and counted`, async () => {
-      const id = ++n;
-      const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
       // The default reconnect schedule: every connection mosquitto closes on a refusal costs about a second.
-      const sink = new MqttSink(mqttSchema.parse({ url: broker.url, protocolVersion, clientId: `rg-acl-${id}`, usernameFile: undefined }), {
-        outbox,
-        context: context(),
-        logger,
-        env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' },
-      });
-      const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-acl-sub-${id}`, topic: `${BASE}/#`, username: 'watcher', password: 'sub-secret', clean: true });
-      cleanups.push(() => outbox.close());
-      cleanups.push(() => sink.stop());
-      cleanups.push(() => s.stop());
-      await sink.start();
+      const { outbox, sink, s } = await startSinkAndWatcher({ protocolVersion }, logger);
       const cycles = 30;
       for (let c = 0; c < cycles; c++) outbox.append([...POINTS.map((p) => sample(p, c)), sample(DENIED_POINT, c)]);
       // Without a quarantine of the refused topic each of its 30 messages costs about three reconnects.
@@ -127,21 +133,9 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
     });
 
     it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: Home Assistant discovery denied by the ACL: discovery pauses with one error naming it, and every reading arrives`, async () => {
-      const id = ++n;
-      const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
       const logs: Array<{ level: number; msg: string }> = [];
       const capture = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as { level: number; msg: string }) });
-      const sink = new MqttSink(mqttSchema.parse({ url: broker.url, protocolVersion, clientId: `rg-acl-${id}`, reconnectInitialMs: 50, reconnectMaxMs: 200, usernameFile: undefined, homeAssistantDiscovery: true }), {
-        outbox,
-        context: context(),
-        logger: capture,
-        env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' },
-      });
-      const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-acl-sub-${id}`, topic: `${BASE}/#`, username: 'watcher', password: 'sub-secret', clean: true });
-      cleanups.push(() => outbox.close());
-      cleanups.push(() => sink.stop());
-      cleanups.push(() => s.stop());
-      await sink.start();
+      const { outbox, sink, s } = await startSinkAndWatcher({ protocolVersion, reconnectInitialMs: 50, reconnectMaxMs: 200, homeAssistantDiscovery: true }, capture);
       const cycles = 10;
       for (let c = 0; c < cycles; c++) outbox.append(POINTS.map((p) => sample(p, c)));
       await s.waitFor((m) => POINTS.every((p) => sensorTimes(m, p).length === cycles), 25_000, 'every reading');
