@@ -120,8 +120,8 @@ interface Connection {
   /** Retained states republished on this connection and not yet confirmed by a later packet. */
   /** The retained states being restored on this connection (the lastRetained entries sent), and how many await their PUBACK. */
   restoring?: { entries: RetainedEntry[]; unacked: number };
-  /** Discovery side publishes not yet acknowledged, and whether one was acknowledged with no packet since (./mqtt-window.ts's rule). */
-  side?: { inFlight: number; ackedUnconfirmed: boolean; topic: string };
+  /** Set while the discovery configs are out and no record is (announcePhase): a close then is theirs. The last config acknowledged. */
+  discoveryPhase?: { lastAcked: string | undefined };
 }
 
 /** The broker closed the connection this many times in a row while discovery configs were out: discovery pauses. */
@@ -187,8 +187,9 @@ export class MqttSink implements Component {
   private lastError: string | undefined;
   /** Connections in a row that the broker closed while discovery configs were out (a broker ACL denying them). */
   private discoveryStrikes = 0;
-  /** Monotonic ms until which discovery configs are not published (see noteSideDrop). */
+  /** Monotonic ms until which discovery configs are not published (see noteDiscoveryDrop). */
   private discoveryPausedUntil = Number.NEGATIVE_INFINITY;
+  private discoveryTimer: TimerHandle | undefined;
   /** Connection attempts failed in a row (never verified), for the rate-limited log. */
   private connectFailures = 0;
   private loggedConnectError: string | undefined;
@@ -241,6 +242,8 @@ export class MqttSink implements Component {
     this.reconnectTimer = undefined;
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
+    this.clock.clearTimeout(this.discoveryTimer);
+    this.discoveryTimer = undefined;
     const conn = this.conn;
     const drainMs = this.deps.stopDrainMs ?? DEFAULT_STOP_DRAIN_MS;
     const stepMs = Math.min(STOP_PUBLISH_TIMEOUT_MS, drainMs);
@@ -313,7 +316,7 @@ export class MqttSink implements Component {
    * Publishes the discovery configs, again whenever HA announces itself on `<prefix>/status`, and
    * clears retained configs of ours that are no longer generated (a point removed from the config).
    */
-  private announce(conn: Connection): void {
+  private announce(conn: Connection): Promise<void> {
     const msgs = this.discoveryMessages();
     const current = new Set(msgs.map((m) => m.topic));
     const { site, gateway } = this.deps.context;
@@ -321,13 +324,13 @@ export class MqttSink implements Component {
     conn.client.on('message', (topic, payload) => {
       if (this.conn !== conn) return;
       const r = discoveryReaction(topic, payload.toString(), this.config.discoveryPrefix, current, node);
-      if (r.kind === 'republish') for (const m of msgs) this.sideline(conn, m);
-      else if (r.kind === 'clear') this.sideline(conn, { topic: r.topic, payload: '', retain: true });
+      if (r.kind === 'republish') for (const m of msgs) void this.sideline(conn, m);
+      else if (r.kind === 'clear') void this.sideline(conn, { topic: r.topic, payload: '', retain: true });
     });
     conn.client.subscribe([birthTopic(this.config.discoveryPrefix), ownConfigFilter(this.config.discoveryPrefix, site, gateway)], { qos: 1 }, (err) => {
       if (err) this.log.warn({ err: err.message }, 'mqtt: cannot subscribe to the Home Assistant discovery topics');
     });
-    for (const m of msgs) this.sideline(conn, m);
+    return Promise.all(msgs.map((m) => this.sideline(conn, m))).then(() => undefined);
   }
 
   // --- connection ---------------------------------------------------------------------------------
@@ -352,7 +355,6 @@ export class MqttSink implements Component {
     client.on('packetreceive', () => {
       if (this.conn !== conn) return;
       if (conn.restoring?.unacked === 0) conn.restoring = undefined;
-      this.confirmSide(conn);
       this.guard('confirm', () => conn.window?.confirm());
     });
     client.on('close', () => {
@@ -373,9 +375,10 @@ export class MqttSink implements Component {
         this.connectFailures = 0;
         this.loggedConnectError = undefined;
         this.scheduleRefresh(conn);
-        if (this.config.homeAssistantDiscovery && this.clock.monoMs() >= this.discoveryPausedUntil) this.announce(conn);
-        // The restored states go before any record: a newer state in the backlog must come after them.
-        void this.restoreRetained(conn).then(() => {
+        // Discovery configs first, alone (announcePhase), then the restored states, then the records:
+        // a newer state in the backlog must come after its restore.
+        const discovery = this.config.homeAssistantDiscovery && this.clock.monoMs() >= this.discoveryPausedUntil ? this.announcePhase(conn) : Promise.resolve();
+        void discovery.then(() => (this.conn === conn ? this.restoreRetained(conn) : undefined)).then(() => {
           if (this.conn !== conn || !this.running) return;
           this.guard('pump', () => {
             conn.window = this.newWindow(conn);
@@ -547,48 +550,68 @@ export class MqttSink implements Component {
     conn.restoring = undefined;
   }
 
-  /**
-   * A retained side publish (discovery): logged when it fails, never blocks records. A broker that
-   * refuses it by closing the connection (mosquitto with an ACL that denies the discovery prefix)
-   * would do so on every reconnect and starve the records: see noteSideDrop().
-   */
-  private sideline(conn: Connection, m: MqttMessage): void {
-    const side = (conn.side ??= { inFlight: 0, ackedUnconfirmed: false, topic: m.topic });
-    side.inFlight++;
-    side.topic = m.topic;
-    this.publishOn(conn, m).then(
+  /** A retained side publish (discovery): logged when it fails, never blocks records. Settles either way. */
+  private sideline(conn: Connection, m: MqttMessage): Promise<void> {
+    return this.publishOn(conn, m).then(
       () => {
-        side.inFlight--;
-        side.ackedUnconfirmed = true;
+        if (conn.discoveryPhase) conn.discoveryPhase.lastAcked = m.topic;
       },
       (err: unknown) => {
-        side.inFlight--;
         this.log.warn({ topic: m.topic, err: asError(err).message }, 'mqtt: discovery publish failed');
       },
     );
   }
 
-  /** Any packet after the side publishes' acknowledgements: the connection outlived them. */
-  private confirmSide(conn: Connection): void {
-    const side = conn.side;
-    if (!side) return;
-    if (side.ackedUnconfirmed && side.inFlight === 0) {
-      side.ackedUnconfirmed = false;
-      this.discoveryStrikes = 0;
+  /**
+   * The discovery configs on a new connection, before any record: every one settled, then a ping
+   * whose answer shows the connection outlived them (mosquitto acknowledges a publish its ACL refuses
+   * and then closes, under MQTT 3.1.1). A close in this phase is the configs' doing: a broker whose ACL
+   * denies the discovery prefix would otherwise close every connection at its configs, for ever, and
+   * no reading would get through. Bounded by publishTimeoutMs per step; records wait that long at most.
+   */
+  private async announcePhase(conn: Connection): Promise<void> {
+    const phase = { lastAcked: undefined as string | undefined };
+    conn.discoveryPhase = phase;
+    let pong: (() => void) | undefined;
+    const onPacket = (packet: { cmd?: string }): void => {
+      if (packet.cmd === 'pingresp') pong?.();
+    };
+    conn.client.on('packetreceive', onPacket);
+    try {
+      await this.announce(conn);
+      if (this.conn !== conn || !conn.connected) return;
+      const answered = new Promise<void>((resolve) => (pong = resolve));
+      conn.client.sendPing();
+      await withTimeout(answered, this.config.publishTimeoutMs, this.clock, 'ping after the discovery configs');
+      if (this.conn === conn) this.discoveryStrikes = 0;
+    } catch (err) {
+      this.log.debug({ err: asError(err).message }, 'mqtt: discovery configs not confirmed; records go on');
+    } finally {
+      conn.client.off('packetreceive', onPacket);
+      if (conn.discoveryPhase === phase) conn.discoveryPhase = undefined;
     }
   }
 
-  /** The connection died: if discovery configs were out (in flight or not yet outlived), count it against discovery. */
-  private noteSideDrop(conn: Connection): void {
-    const side = conn.side;
-    if (!side || (side.inFlight === 0 && !side.ackedUnconfirmed)) return;
+  /** The connection died while its discovery configs were out and no record was: count it against discovery. */
+  private noteDiscoveryDrop(conn: Connection): void {
+    const phase = conn.discoveryPhase;
+    if (!phase || !this.running) return;
+    conn.discoveryPhase = undefined;
     if (++this.discoveryStrikes < DISCOVERY_STRIKES) return;
     this.discoveryStrikes = 0;
     this.discoveryPausedUntil = this.clock.monoMs() + DISCOVERY_PAUSE_MS;
+    const refused = phase.lastAcked === undefined ? `under ${this.config.discoveryPrefix}/` : `(last acknowledged before the close: ${phase.lastAcked})`;
     this.log.error(
-      { url: redactUrl(this.config.url), topic: side.topic, prefix: this.config.discoveryPrefix, pauseS: DISCOVERY_PAUSE_MS / 1000 },
-      `mqtt: the broker closed the connection ${DISCOVERY_STRIKES} times in a row while Home Assistant discovery configs were being published (last: ${side.topic}): discovery pauses for ${DISCOVERY_PAUSE_MS / 60_000} min, so readings and events go on; allow this client to publish and subscribe under ${this.config.discoveryPrefix}/ in the broker's ACL`,
+      { url: redactUrl(this.config.url), topic: phase.lastAcked, prefix: this.config.discoveryPrefix, pauseS: DISCOVERY_PAUSE_MS / 1000 },
+      `mqtt: the broker closed the connection ${DISCOVERY_STRIKES} times in a row at the Home Assistant discovery configs ${refused}: discovery pauses for ${DISCOVERY_PAUSE_MS / 60_000} min, so readings and events go on; allow this client to publish and subscribe under ${this.config.discoveryPrefix}/ in the broker's ACL`,
     );
+    // Tried again at the end of the pause on a live connection, and at any connection after it.
+    this.clock.clearTimeout(this.discoveryTimer);
+    this.discoveryTimer = this.clock.setTimeout(() => {
+      this.discoveryTimer = undefined;
+      const live = this.conn;
+      if (this.running && live?.verified && live.connected) void this.announce(live);
+    }, DISCOVERY_PAUSE_MS);
   }
 
   private newWindow(conn: Connection): DeliveryWindow {
@@ -644,7 +667,7 @@ export class MqttSink implements Component {
     const wasConnected = conn.connected;
     if (why !== 'connection closed') this.lastError = why;
     this.abandonRestore(conn);
-    this.noteSideDrop(conn);
+    this.noteDiscoveryDrop(conn);
     this.noteStrike(conn);
     this.conn = undefined;
     conn.connected = false;

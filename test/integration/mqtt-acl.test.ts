@@ -50,9 +50,13 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
   beforeAll(async () => {
     [broker, dir] = await Promise.all([
       startMosquitto({
-        users: { rg: 'pub-secret', watcher: 'sub-secret' },
-        // Every topic of the agent but one sensor and the zone state; the watcher reads everything.
-        acl: ['user rg', ...POINTS.map((p) => `topic write ${BASE}/sensors/${p}`), `topic write ${BASE}/events`, `topic write ${BASE}/status`, `topic write ${BASE}/devices/#`, 'user watcher', 'topic read #'].join('\n'),
+        users: { rg: 'pub-secret', rgha: 'ha-secret', watcher: 'sub-secret' },
+        // Every topic of the agent but one sensor and the zone state; rgha may also use the Home Assistant
+        // discovery prefix; the watcher reads everything.
+        acl: ['rg', 'rgha']
+          .flatMap((u) => [`user ${u}`, ...POINTS.map((p) => `topic write ${BASE}/sensors/${p}`), `topic write ${BASE}/events`, `topic write ${BASE}/status`, `topic write ${BASE}/devices/#`])
+          .concat(['topic readwrite homeassistant/#', 'user watcher', 'topic read #'])
+          .join('\n'),
         messageSizeLimit: 4096,
       }),
       tempDir('rackguard-mqtt-acl-'),
@@ -65,14 +69,14 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
   });
 
   /** A sink as user rg (its outbox fresh) and a watcher of everything under BASE, both stopped after the test. */
-  async function startSinkAndWatcher(over: Record<string, unknown>, log: typeof logger) {
+  async function startSinkAndWatcher(over: Record<string, unknown>, log: typeof logger, user: [string, string] = ['rg', 'pub-secret']) {
     const id = ++n;
     const outbox = openOutbox(dir.path, `outbox-${id}.db`, { commitIntervalMs: 0 });
     const sink = new MqttSink(mqttSchema.parse({ url: broker.url, clientId: `rg-acl-${id}`, usernameFile: undefined, ...over }), {
       outbox,
       context: context(),
       logger: log,
-      env: { RACKGUARD_MQTT_USERNAME: 'rg', RACKGUARD_MQTT_PASSWORD: 'pub-secret' },
+      env: { RACKGUARD_MQTT_USERNAME: user[0], RACKGUARD_MQTT_PASSWORD: user[1] },
     });
     const s: Subscriber = await startSubscriber(broker.url, { clientId: `rg-acl-sub-${id}`, topic: `${BASE}/#`, username: 'watcher', password: 'sub-secret', clean: true });
     cleanups.push(() => outbox.close());
@@ -140,13 +144,24 @@ describe('MQTT sink and a broker that refuses publishes (acl_file, message_size_
       for (let c = 0; c < cycles; c++) outbox.append(POINTS.map((p) => sample(p, c)));
       await s.waitFor((m) => POINTS.every((p) => sensorTimes(m, p).length === cycles), 25_000, 'every reading');
       await until(() => outbox.depth('mqtt') === 0, 10_000, 'the cursor past every record');
-      const off = logs.filter((l) => l.level === 50 && /Home Assistant discovery configs were being published/.test(l.msg));
-      // mosquitto refuses the discovery prefix by closing the connection (3.1.1) or with a reason code (5).
-      if (protocolVersion === 4) {
-        expect(off).toHaveLength(1);
-        expect(off[0]!.msg).toMatch(/discovery pauses for 10 min.*allow this client to publish and subscribe under homeassistant\//);
-      } else expect(off.length).toBeLessThanOrEqual(1);
+      const off = logs.filter((l) => l.level === 50 && /closed the connection 2 times in a row at the Home Assistant discovery configs/.test(l.msg));
+      // mosquitto 2.0 closes the connection at the denied discovery configs under both protocol versions.
+      expect(off).toHaveLength(1);
+      expect(off[0]!.msg).toMatch(/discovery pauses for 10 min.*allow this client to publish and subscribe under homeassistant\//);
       expect(sink.stats().skipped).toBe(0);
+    });
+
+    it(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: discovery allowed and a sensor topic denied: the refusals are the sensor's, discovery is never paused`, async () => {
+      const logs: Array<{ level: number; msg: string }> = [];
+      const capture = pino({ level: 'info' }, { write: (l: string) => void logs.push(JSON.parse(l) as { level: number; msg: string }) });
+      const { outbox, sink, s } = await startSinkAndWatcher({ protocolVersion, homeAssistantDiscovery: true }, capture, ['rgha', 'ha-secret']);
+      const cycles = 10;
+      for (let c = 0; c < cycles; c++) outbox.append([...POINTS.map((p) => sample(p, c)), sample(DENIED_POINT, c)]);
+      await s.waitFor((m) => POINTS.every((p) => sensorTimes(m, p).length === cycles), 25_000, 'every allowed reading');
+      await until(() => outbox.depth('mqtt') === 0, 10_000, 'the cursor past every record');
+      expect(sink.stats().skipped).toBe(cycles);
+      expect(logs.filter((l) => /Home Assistant discovery configs/.test(l.msg))).toEqual([]);
+      expect(s.messages.some((m) => m.topic === `${BASE}/status`)).toBe(true);
     });
   }
 });
