@@ -75,7 +75,7 @@ export interface ClockWatchDeps {
 
 export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Component, ClockSync {
   readonly name = 'clock-watch';
-  private synced_ = false;
+  /** How the wall clock came to be taken as right; undefined while it is not (synced is derived from it). */
   private syncedBy: 'timesyncd' | 'step' | 'assumed' | undefined;
   private timer: TimerHandle | undefined;
   private running = false;
@@ -101,7 +101,7 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
 
   /** True once the wall clock is known to be right (timesyncd's file, or a step seen), or taken as right (no timesyncd). */
   get synced(): boolean {
-    return this.synced_;
+    return this.syncedBy !== undefined;
   }
 
   /**
@@ -110,7 +110,7 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
    * a reboot cannot say how long the agent was down.
    */
   get knownSynced(): boolean {
-    return this.synced_ && this.syncedBy !== 'assumed';
+    return this.synced && this.syncedBy !== 'assumed';
   }
 
   /**
@@ -133,12 +133,9 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
     this.running = true;
     this.lastMono = this.deps.clock.monoMs();
     this.lastWall = this.deps.clock.wallMs();
-    if (!this.synced_) {
-      if (this.exists(this.syncedFile)) {
-        this.synced_ = true;
-        this.syncedBy = 'timesyncd';
-      } else if (!this.exists(dirname(this.syncedFile))) {
-        this.synced_ = true;
+    if (!this.synced) {
+      if (this.exists(this.syncedFile)) this.syncedBy = 'timesyncd';
+      else if (!this.exists(dirname(this.syncedFile))) {
         this.syncedBy = 'assumed';
         this.deps.logger.info({ syncedFile: this.syncedFile }, 'clock: timesyncd not present, cannot tell whether the wall clock is synchronised; taking it as synchronised (steps are still detected)');
       } else {
@@ -167,7 +164,7 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
   check(): void {
     // The file first: timesyncd steps the clock and then touches the file, so a file seen here means
     // any step it made is already visible in the wall time read below.
-    const fileSays = !this.synced_ && this.exists(this.syncedFile);
+    const fileSays = !this.synced && this.exists(this.syncedFile);
     const mono = this.deps.clock.monoMs();
     const wall = this.deps.clock.wallMs();
     const expected = this.lastWall + (mono - this.lastMono);
@@ -177,10 +174,10 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
     if (Math.abs(stepMs) > this.thresholdMs) {
       const step: ClockStep = { stepMs, oldWallMs: expected, newWallMs: wall, monoMs: mono, newOffsetMs: wall - mono, toleranceMs: Math.max(this.thresholdMs, this.intervalMs) };
       this.deps.logger.warn(
-        { stepMs, oldWall: new Date(expected).toISOString(), newWall: new Date(wall).toISOString(), wasSynced: this.synced_ },
+        { stepMs, oldWall: new Date(expected).toISOString(), newWall: new Date(wall).toISOString(), wasSynced: this.synced },
         `clock: wall clock stepped by ${formatStep(stepMs)}; re-dating buffered records stamped before it`,
       );
-      if (!this.synced_) this.syncStep = step;
+      if (!this.synced) this.syncStep = step;
       let redated = 0;
       try {
         redated = Number(this.deps.onStep?.(step) ?? 0) || 0;
@@ -195,9 +192,8 @@ export class ClockWatch extends EventEmitter<ClockWatchEvents> implements Compon
 
   private markSynced(why: 'step' | 'timesyncd'): void {
     // A step (or the file) on a clock only assumed right is the evidence it lacked.
-    if (this.synced_ && this.syncedBy === 'assumed') this.syncedBy = why;
-    if (this.synced_) return;
-    this.synced_ = true;
+    if (this.syncedBy === 'assumed') this.syncedBy = why;
+    if (this.synced) return;
     this.syncedBy = why;
     this.deps.logger.info({ why, wall: new Date(this.deps.clock.wallMs()).toISOString() }, 'clock: wall clock synchronised');
     this.emit('synced');
