@@ -30,7 +30,7 @@ export type TimerHandle = { readonly __timer: unique symbol } | object;
  * 9 of test/integration/rtu-deadline.test.ts); 50 ms passed every run. A true timeout is declared
  * that much later, which no timeout budget feels.
  */
-export const IO_GRACE_MS = 50;
+const IO_GRACE_MS = 50;
 
 export const systemClock: Clock = {
   monoMs: () => performance.now(),

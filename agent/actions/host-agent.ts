@@ -118,10 +118,6 @@ export class HostAgent implements Component {
   }
 
   /**
-   * Reads the secret and the last accepted seq (a damaged state file is E_HOST_STATE: the agent does
-   * not start rather than accept replays), then connects in the background; resolves at once.
-   */
-  /**
    * Output files of commands a previous run did not see end: the shutdown command stops this agent by
    * design, so after a real shutdown its file is never read back. A command still running keeps
    * writing to its (unlinked) file: nothing is lost that anyone would read.
@@ -143,6 +139,10 @@ export class HostAgent implements Component {
     }
   }
 
+  /**
+   * Reads the secret and the last accepted seq (a damaged state file is E_HOST_STATE: the agent does
+   * not start rather than accept replays), then connects in the background; resolves at once.
+   */
   async start(): Promise<void> {
     if (this.client) return;
     const { config, deps } = this;

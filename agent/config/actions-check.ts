@@ -28,7 +28,6 @@ export interface ActionsCheckContext {
   baseDir: string;
 }
 
-
 /**
  * Returns `actions` with every file path made absolute, pushing one `<path>: <problem>` line per
  * problem found.

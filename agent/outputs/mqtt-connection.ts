@@ -15,10 +15,6 @@ import { willStatus } from './mqtt-layout.js';
 const SESSION_EXPIRY_S = 7 * 24 * 3600;
 
 /**
- * mqtt.js options for one connection attempt. Credentials and PEM files are read here, once per
- * start(), from files or the environment (never argv); a missing file is an E_SECRET_READ naming it.
- */
-/**
  * Options every rackguard MQTT client carries. `writeCache: false`: by default mqtt.js has
  * mqtt-packet pre-build a 2-byte Buffer for each of the 65,536 message ids at the first packet, about
  * 6 MB of heap (65,536 Buffer objects, seen in a heap snapshot of the agent) kept for the life of
@@ -28,6 +24,10 @@ const SESSION_EXPIRY_S = 7 * 24 * 3600;
  */
 export const LEAN_MQTT_OPTIONS = { writeCache: false } as const satisfies IClientOptions;
 
+/**
+ * mqtt.js options for one connection attempt. Credentials and PEM files are read here, once per
+ * start(), from files or the environment (never argv); a missing file is an E_SECRET_READ naming it.
+ */
 export function clientOptions(config: MqttConfig, context: OutputContext, statusTopic: string, env: NodeJS.ProcessEnv): IClientOptions {
   const username = readCredential(config.usernameFile, 'RACKGUARD_MQTT_USERNAME', env);
   const password = readCredential(config.passwordFile, 'RACKGUARD_MQTT_PASSWORD', env);

@@ -78,13 +78,14 @@ const DEFAULT_STATUS_REFRESH_MS = 30_000;
 /** A connection failure that repeats unchanged is logged again once every this many attempts. */
 const CONNECT_FAILURE_LOG_EVERY = 12;
 
-/**
- * What a client error means, naming the broker. A CONNACK refusal (mqtt.js: "Connection refused: Not
- * authorized", code 4/5 under MQTT 3.1.1, 0x86/0x87 under MQTT 5) points at the credentials.
- */
 /** TLS verification failures of the broker's certificate that outputs.mqtt.ca (or a wrong host name) explains. */
 const TLS_TRUST_CODES = new Set(['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_SIGNATURE_FAILURE']);
 
+/**
+ * What a client error means, naming the broker. A CONNACK refusal (mqtt.js: "Connection refused: Not
+ * authorized", code 4/5 under MQTT 3.1.1, 0x86/0x87 under MQTT 5) points at the credentials; a TLS
+ * failure at the CA, the client certificate, or (validity) this gateway's clock.
+ */
 function describeClientError(err: Error, url: string, wallMs: number): string {
   const code = (err as { code?: unknown }).code;
   if (code === 'CERT_NOT_YET_VALID' || code === 'CERT_HAS_EXPIRED') {
@@ -117,7 +118,6 @@ interface Connection {
   maxPacketBytes: number | undefined;
   /** The last client error on this connection (named for the log when it never got online). */
   error?: string;
-  /** Retained states republished on this connection and not yet confirmed by a later packet. */
   /** The retained states being restored on this connection (the lastRetained entries sent), and how many await their PUBACK. */
   restoring?: { entries: RetainedEntry[]; unacked: number };
   /** Set while the discovery configs are out and no record is (announcePhase): a close then is theirs. The last config acknowledged. */
@@ -504,19 +504,10 @@ export class MqttSink implements Component {
     const onMessage = (topic: string, payload: Buffer, packet: { retain?: boolean }): void => {
       if (packet.retain && wanted.has(topic)) held.set(topic, payload.toString());
     };
-    let pong: (() => void) | undefined;
-    const onPacket = (packet: { cmd?: string }): void => {
-      if (packet.cmd === 'pingresp') pong?.();
-    };
     conn.client.on('message', onMessage);
-    conn.client.on('packetreceive', onPacket);
     try {
       const granted = await withTimeout(conn.client.subscribeAsync(topics, { qos: 0 }), this.config.publishTimeoutMs, this.clock, 'subscribe to our retained topics');
-      const answered = new Promise<void>((resolve) => {
-        pong = resolve;
-      });
-      conn.client.sendPing();
-      await withTimeout(answered, this.config.publishTimeoutMs, this.clock, 'ping after the retained messages');
+      await this.pingAnswered(conn, 'ping after the retained messages');
       // A topic we may not read (granted 0x80 or more) tells nothing: restore it.
       for (const g of granted) if (g.qos >= 0x80) held.delete(g.topic);
       return held;
@@ -525,7 +516,6 @@ export class MqttSink implements Component {
       return new Map();
     } finally {
       conn.client.off('message', onMessage);
-      conn.client.off('packetreceive', onPacket);
       if (this.conn === conn) {
         try {
           conn.client.unsubscribeAsync(topics).catch(() => undefined);
@@ -572,23 +562,35 @@ export class MqttSink implements Component {
   private async announcePhase(conn: Connection): Promise<void> {
     const phase = { lastAcked: undefined as string | undefined };
     conn.discoveryPhase = phase;
-    let pong: (() => void) | undefined;
-    const onPacket = (packet: { cmd?: string }): void => {
-      if (packet.cmd === 'pingresp') pong?.();
-    };
-    conn.client.on('packetreceive', onPacket);
     try {
       await this.announce(conn);
       if (this.conn !== conn || !conn.connected) return;
-      const answered = new Promise<void>((resolve) => (pong = resolve));
-      conn.client.sendPing();
-      await withTimeout(answered, this.config.publishTimeoutMs, this.clock, 'ping after the discovery configs');
+      await this.pingAnswered(conn, 'ping after the discovery configs');
       if (this.conn === conn) this.discoveryStrikes = 0;
     } catch (err) {
       this.log.debug({ err: asError(err).message }, 'mqtt: discovery configs not confirmed; records go on');
     } finally {
-      conn.client.off('packetreceive', onPacket);
       if (conn.discoveryPhase === phase) conn.discoveryPhase = undefined;
+    }
+  }
+
+  /**
+   * Sends a ping and resolves at its answer (within publishTimeoutMs, else E_MQTT_TIMEOUT naming
+   * `what`): the broker answers in order, so whatever it sent before (acknowledgements, retained
+   * messages, a close) has come by then.
+   */
+  private async pingAnswered(conn: Connection, what: string): Promise<void> {
+    let pong!: () => void;
+    const answered = new Promise<void>((resolve) => (pong = resolve));
+    const onPacket = (packet: { cmd?: string }): void => {
+      if (packet.cmd === 'pingresp') pong();
+    };
+    conn.client.on('packetreceive', onPacket);
+    try {
+      conn.client.sendPing();
+      await withTimeout(answered, this.config.publishTimeoutMs, this.clock, what);
+    } finally {
+      conn.client.off('packetreceive', onPacket);
     }
   }
 
